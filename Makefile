@@ -1,0 +1,42 @@
+# fedgrpo — two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedgrpo-installed
+MODELS_DIR ?= models
+SCENARIO ?= scenarios/quickstart.yaml
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-all lint bench clean-venv
+
+venv: $(STAMP)
+
+# Reinstall only when the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[fedgrpo] installing into $(VENV) (CPU torch, all extras)..."
+	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedgrpo demo --scenario $(SCENARIO) --models-dir $(MODELS_DIR)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge server sim scenarios tests benchmarks
+	$(VENV)/bin/mypy edge server sim scenarios
+
+# The whole suite CI runs: lint + type check + tests (slow end-to-end tests are opt-in via
+# FEDGRPO_SLOW=1; a representative fast subset of every layer always runs).
+test: lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	FEDGRPO_SLOW=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/edge_scoring.py
+	$(PY) benchmarks/sim_scale.py
+
+clean-venv:
+	rm -rf $(VENV)
