@@ -60,11 +60,14 @@ class TaskSuite:
 def build_suite(
     domains: list[str] | tuple[str, ...],
     seed: int = 0,
-    train_per_domain: int = 2000,
+    train_per_domain: int | None = 2000,
     test_per_domain: int = 200,
     aux_pool_per_domain: int = 100,
 ) -> TaskSuite:
     """Build disjoint splits for ``domains``; the same arguments always give the same suite.
+
+    ``train_per_domain`` is a cap: small domains (``mul`` and ``mod`` have 720 problems) put
+    whatever test and auxiliary items leave into train. ``None`` means no cap.
 
     Each domain's problem space is shuffled with its own generator (seeded from ``seed`` and
     the domain name) so adding a domain never changes another domain's items.
@@ -74,7 +77,7 @@ def build_suite(
     if len(set(domains)) != len(domains):
         raise ConfigError(f"domains contains duplicates: {list(domains)}")
     for name, value in (
-        ("train_per_domain", train_per_domain),
+        ("train_per_domain", 0 if train_per_domain is None else train_per_domain),
         ("test_per_domain", test_per_domain),
         ("aux_pool_per_domain", aux_pool_per_domain),
     ):
@@ -83,19 +86,22 @@ def build_suite(
     splits: dict[str, DomainSplits] = {}
     for name in domains:
         domain = get_domain(name)
-        need = train_per_domain + test_per_domain + aux_pool_per_domain
-        if need > domain.space_size:
+        held_out = test_per_domain + aux_pool_per_domain
+        if held_out >= domain.space_size:
             raise ConfigError(
-                f"domain {name!r} has only {domain.space_size} distinct problems but the splits "
-                f"ask for {need} (train {train_per_domain} + test {test_per_domain} + aux "
-                f"{aux_pool_per_domain}); lower the split sizes"
+                f"domain {name!r} has only {domain.space_size} distinct problems but test "
+                f"({test_per_domain}) + aux ({aux_pool_per_domain}) take {held_out}, leaving "
+                "nothing to train on; lower the split sizes"
             )
+        room = domain.space_size - held_out
+        n_train = room if train_per_domain is None else min(train_per_domain, room)
         rng = random.Random(f"{seed}:{name}")
-        indices = rng.sample(range(domain.space_size), need)
+        # Held-out items are drawn first so changing the train cap never moves them.
+        indices = rng.sample(range(domain.space_size), held_out + n_train)
         items = [domain.make(i) for i in indices]
         splits[name] = DomainSplits(
-            train=tuple(items[:train_per_domain]),
-            test=tuple(items[train_per_domain : train_per_domain + test_per_domain]),
-            aux_pool=tuple(items[train_per_domain + test_per_domain :]),
+            test=tuple(items[:test_per_domain]),
+            aux_pool=tuple(items[test_per_domain:held_out]),
+            train=tuple(items[held_out:]),
         )
     return TaskSuite(domains=tuple(domains), seed=seed, splits=splits)

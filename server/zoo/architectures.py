@@ -25,7 +25,9 @@ class TinyArch:
         return asdict(self)
 
 
-def build_tiny_model(arch: TinyArch, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+def build_tiny_model(
+    arch: TinyArch, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> PreTrainedModel:
     """A randomly initialised causal LM for ``tokenizer`` (deterministic for a given seed)."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig

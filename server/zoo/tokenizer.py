@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
-ALPHABET = string.digits + string.ascii_lowercase + string.ascii_uppercase + " \n+-*/%=,.:;?()[]{}<>!'\"_"
+ALPHABET = (
+    string.digits + string.ascii_lowercase + string.ascii_uppercase + " \n+-*/%=,.:;?()[]{}<>!'\"_"
+)
 
 
 def build_char_tokenizer(alphabet: str = ALPHABET) -> Tokenizer:

@@ -1,0 +1,89 @@
+"""Batched generation with left padding, for evaluation (greedy) and rollouts (sampling).
+
+The model and tokenizer are passed in, so this runs on CPU with the zoo's tiny models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How completions are drawn. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Left-padded batch (decoder-only models continue from the right edge)."""
+    previous = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return dict(tokenizer(list(prompts), return_tensors="pt", padding=True))
+    finally:
+        tokenizer.padding_side = previous
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    generator: torch.Generator | None = None,
+    batch_size: int = 64,
+) -> tuple[list[str], list[list[int]], list[list[int]]]:
+    """Generate one completion per prompt.
+
+    Returns (completion texts, prompt token ids without padding, completion token ids up to and
+    including EOS). Sampling draws from ``generator`` if given (seeded by the caller) by
+    temporarily installing it as torch's default RNG state: HF ``generate`` has no generator
+    argument, so we fork the global RNG, seed it from ``generator`` and restore it afterwards.
+    """
+    import torch
+
+    texts: list[str] = []
+    prompt_ids: list[list[int]] = []
+    completion_ids: list[list[int]] = []
+    greedy = params.temperature <= 0.0
+    model_was_training = model.training
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        batch = encode_prompts(tokenizer, chunk)
+        kwargs: dict[str, object] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "do_sample": not greedy,
+        }
+        if not greedy:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            if generator is not None and not greedy:
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+                torch.manual_seed(seed)
+            out = model.generate(**batch, **kwargs)  # type: ignore[operator]
+        width = batch["input_ids"].shape[1]
+        for row, mask in zip(out, batch["attention_mask"]):
+            prompt_ids.append(row[:width][mask.bool()].tolist())
+            generated = row[width:].tolist()
+            if tokenizer.eos_token_id in generated:
+                generated = generated[: generated.index(tokenizer.eos_token_id) + 1]
+            else:
+                generated = [t for t in generated if t != tokenizer.pad_token_id]
+            completion_ids.append(generated)
+            texts.append(tokenizer.decode(generated, skip_special_tokens=True))
+    if model_was_training:
+        model.train()
+    return texts, prompt_ids, completion_ids

@@ -1,0 +1,183 @@
+"""Selectors: for each question, which clients (row indices) act as its experts."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from server.errors import ConfigError
+from server.selection.competence import CompetenceMatrix
+from server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
+
+SELECTORS = ("confidence_graph", "random", "oracle", "all")
+
+
+class Selector(Protocol):
+    def select(
+        self,
+        question_embeddings: np.ndarray | None,
+        question_domains: Sequence[str | None] | None,
+        rng: np.random.Generator,
+        available: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        """One list of expert client indices per question (offline clients excluded)."""
+        ...
+
+
+def _num_questions(emb: np.ndarray | None, domains: Sequence[str | None] | None) -> int:
+    if emb is not None:
+        return int(np.atleast_2d(emb).shape[0])
+    if domains is not None:
+        return len(domains)
+    raise ConfigError("pass question_embeddings or question_domains (both are None)")
+
+
+def _available(num_clients: int, available: Collection[int] | None) -> np.ndarray:
+    """Sorted available client indices, checked against 0..K-1."""
+    if available is None:
+        return np.arange(num_clients)
+    idx = np.array(sorted(set(available)), dtype=np.int64)
+    if idx.size and (idx[0] < 0 or idx[-1] >= num_clients):
+        raise ConfigError(f"available clients {idx.tolist()}; allowed 0..{num_clients - 1}")
+    return idx
+
+
+def _check_m(M: int) -> None:
+    if M <= 0:
+        raise ConfigError(f"M={M} experts per question; allowed M >= 1")
+
+
+class ConfidenceGraphSelector:
+    """Top-M clients by mean correctness on the question's L nearest auxiliary exemplars."""
+
+    def __init__(
+        self,
+        aux_embeddings: np.ndarray,
+        competence: CompetenceMatrix | np.ndarray,
+        L: int = 20,
+        M: int = 2,
+        prior: float = 0.5,
+    ) -> None:
+        _check_m(M)
+        self.aux = l2_normalise(aux_embeddings)
+        self.competence = competence
+        self.L, self.M, self.prior = L, M, prior
+        if self._values().shape[1] != self.aux.shape[0]:
+            raise ConfigError(
+                f"competence has {self._values().shape[1]} exemplars, "
+                f"aux_embeddings {self.aux.shape[0]}; they must match"
+            )
+
+    def _values(self) -> np.ndarray:
+        c = self.competence
+        return c.values if isinstance(c, CompetenceMatrix) else np.asarray(c, dtype=np.float64)
+
+    def select(
+        self,
+        question_embeddings: np.ndarray | None,
+        question_domains: Sequence[str | None] | None,
+        rng: np.random.Generator,
+        available: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        if question_embeddings is None:
+            raise ConfigError("confidence_graph needs question_embeddings")
+        values = self._values()
+        mask = np.zeros(values.shape[0], dtype=bool)
+        mask[_available(values.shape[0], available)] = True
+        neighbours = cosine_neighbours(question_embeddings, self.aux, self.L)
+        scores = competence_scores(values, neighbours, self.prior)
+        return top_m(scores, self.M, rng, mask).tolist()
+
+
+class RandomSelector:
+    """M clients uniformly at random per question (what the official code does)."""
+
+    def __init__(self, num_clients: int, M: int = 2) -> None:
+        _check_m(M)
+        self.num_clients, self.M = num_clients, M
+
+    def select(
+        self,
+        question_embeddings: np.ndarray | None,
+        question_domains: Sequence[str | None] | None,
+        rng: np.random.Generator,
+        available: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        avail = _available(self.num_clients, available)
+        m = min(self.M, avail.size)
+        q = _num_questions(question_embeddings, question_domains)
+        return [rng.choice(avail, size=m, replace=False).tolist() for _ in range(q)]
+
+
+class OracleSelector:
+    """Clients whose domains hold the question's true domain (random among them), random fill."""
+
+    def __init__(self, client_domains: Sequence[Collection[str]], M: int = 2) -> None:
+        _check_m(M)
+        self.client_domains = [set(d) for d in client_domains]
+        self.M = M
+
+    def select(
+        self,
+        question_embeddings: np.ndarray | None,
+        question_domains: Sequence[str | None] | None,
+        rng: np.random.Generator,
+        available: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        if question_domains is None:
+            raise ConfigError("oracle selector needs question_domains (the true domains)")
+        avail = _available(len(self.client_domains), available)
+        out = []
+        for domain in question_domains:
+            shuffled = rng.permutation(avail)
+            experts = [int(k) for k in shuffled if domain in self.client_domains[k]]
+            others = [int(k) for k in shuffled if domain not in self.client_domains[k]]
+            out.append((experts + others)[: self.M])
+        return out
+
+
+class AllSelector:
+    """Every available client is an expert for every question."""
+
+    def __init__(self, num_clients: int) -> None:
+        self.num_clients = num_clients
+
+    def select(
+        self,
+        question_embeddings: np.ndarray | None,
+        question_domains: Sequence[str | None] | None,
+        rng: np.random.Generator,
+        available: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        avail = _available(self.num_clients, available).tolist()
+        q = _num_questions(question_embeddings, question_domains)
+        return [list(avail) for _ in range(q)]
+
+
+def make_selector(
+    name: str,
+    *,
+    num_clients: int | None = None,
+    M: int = 2,
+    L: int = 20,
+    prior: float = 0.5,
+    aux_embeddings: np.ndarray | None = None,
+    competence: CompetenceMatrix | np.ndarray | None = None,
+    client_domains: Sequence[Collection[str]] | None = None,
+) -> Selector:
+    """Build a selector by name; names: confidence_graph, random, oracle, all."""
+    if name == "confidence_graph":
+        if aux_embeddings is None or competence is None:
+            raise ConfigError("selector 'confidence_graph' needs aux_embeddings and competence")
+        return ConfidenceGraphSelector(aux_embeddings, competence, L=L, M=M, prior=prior)
+    if name == "oracle":
+        if client_domains is None:
+            raise ConfigError("selector 'oracle' needs client_domains")
+        return OracleSelector(client_domains, M=M)
+    if name in ("random", "all"):
+        if num_clients is None or num_clients <= 0:
+            raise ConfigError(f"selector {name!r} needs num_clients >= 1; got {num_clients}")
+        return RandomSelector(num_clients, M=M) if name == "random" else AllSelector(num_clients)
+    raise ConfigError(f"selector {name!r} is unknown; allowed: {SELECTORS}")

@@ -1,0 +1,157 @@
+"""Model recipes: everything that determines a trained model, hashed into its cache key.
+
+A recipe is plain data. Two recipes with the same JSON (and the same ``RECIPE_VERSION`` of the
+generator/trainer code) produce the same weights, so the hash is a safe cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from server.errors import ConfigError
+from server.tasks import TaskItem, TaskSuite, build_suite
+from server.tasks.partition import partition_by_domain, partition_dirichlet, partition_iid
+from server.zoo.architectures import TinyArch
+from server.zoo.train import TrainConfig
+
+# Bump when task generation, tokenizer or training code changes what a recipe produces.
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    domains: tuple[str, ...] = ("add", "sub", "mul", "mod", "sort")
+    seed: int = 0
+    train_per_domain: int | None = 2000
+    test_per_domain: int = 100
+    aux_pool_per_domain: int = 100
+
+    def build(self) -> TaskSuite:
+        return build_suite(
+            self.domains,
+            seed=self.seed,
+            train_per_domain=self.train_per_domain,
+            test_per_domain=self.test_per_domain,
+            aux_pool_per_domain=self.aux_pool_per_domain,
+        )
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """How the suite's training split is spread over clients."""
+
+    scheme: Literal["by_domain", "iid", "dirichlet"] = "by_domain"
+    num_clients: int = 5
+    # by_domain: the domains of each client (1-2 each); default: client k gets domain k mod D.
+    client_domains: tuple[tuple[str, ...], ...] = ()
+    dirichlet_beta: float = 0.5
+    seed: int = 0
+
+    def resolved_client_domains(self, domains: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        if self.client_domains:
+            if len(self.client_domains) != self.num_clients:
+                raise ConfigError(
+                    f"partition.client_domains lists {len(self.client_domains)} clients but "
+                    f"num_clients is {self.num_clients}; make them agree"
+                )
+            return self.client_domains
+        return tuple((domains[k % len(domains)],) for k in range(self.num_clients))
+
+    def split(self, suite: TaskSuite) -> list[list[TaskItem]]:
+        rng = random.Random(f"partition:{self.seed}")
+        train = suite.train()
+        if self.scheme == "by_domain":
+            return partition_by_domain(train, self.resolved_client_domains(suite.domains), rng)
+        if self.scheme == "iid":
+            return partition_iid(train, self.num_clients, rng)
+        if self.scheme == "dirichlet":
+            return partition_dirichlet(train, self.num_clients, self.dirichlet_beta, rng)
+        raise ConfigError(
+            f"partition scheme {self.scheme!r} is unknown; use by_domain, iid or dirichlet"
+        )
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which items a model trains on: one client's partition, or a small slice of every domain."""
+
+    suite: SuiteSpec = field(default_factory=SuiteSpec)
+    partition: PartitionSpec | None = None
+    client: int | None = None
+    per_domain_limit: int | None = None
+
+    def items(self) -> list[TaskItem]:
+        suite = self.suite.build()
+        if self.partition is not None:
+            if self.client is None or not 0 <= self.client < self.partition.num_clients:
+                raise ConfigError(
+                    f"data.client must be in [0, {self.partition.num_clients}), got {self.client}"
+                )
+            return self.partition.split(suite)[self.client]
+        items: list[TaskItem] = []
+        for domain in suite.domains:
+            pool = suite.train(domain)
+            items.extend(pool if self.per_domain_limit is None else pool[: self.per_domain_limit])
+        return items
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    name: str
+    role: Literal["expert", "server_base"]
+    arch: TinyArch = field(default_factory=TinyArch)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataSpec = field(default_factory=DataSpec)
+    seed: int = 0
+    tokenizer: str = "char-v1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe_version": RECIPE_VERSION, **asdict(self)}
+
+    def digest(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.name}-{self.digest()[:12]}"
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """The default experiment's models: one expert per client partition + a weak server base."""
+
+    suite: SuiteSpec = field(default_factory=SuiteSpec)
+    partition: PartitionSpec = field(default_factory=PartitionSpec)
+    expert_arch: TinyArch = field(default_factory=TinyArch)
+    expert_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400))
+    base_arch: TinyArch = field(default_factory=TinyArch)
+    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300))
+    base_per_domain: int = 200
+    seed: int = 0
+
+    def recipes(self) -> list[ModelRecipe]:
+        experts = [
+            ModelRecipe(
+                name=f"expert-{k}",
+                role="expert",
+                arch=self.expert_arch,
+                train=self.expert_train,
+                data=DataSpec(suite=self.suite, partition=self.partition, client=k),
+                seed=self.seed + 1 + k,
+            )
+            for k in range(self.partition.num_clients)
+        ]
+        base = ModelRecipe(
+            name="server-base",
+            role="server_base",
+            arch=self.base_arch,
+            train=self.base_train,
+            data=DataSpec(suite=self.suite, per_domain_limit=self.base_per_domain),
+            seed=self.seed,
+        )
+        return [*experts, base]
