@@ -1,0 +1,51 @@
+"""Where, in the raw completion text, the final answer sits (character offsets).
+
+The likelihood reward scores only the answer's tokens, so we need the answer's span in the
+*original* string (token offsets refer to it), while :func:`extract_answer` works on folded
+text (NFKC, look-alike minus signs...). We fold character by character, remember where each
+folded character came from, run the same patterns as ``answer_format`` and map the span back.
+"""
+
+from __future__ import annotations
+
+from edge.answer_format import (  # the one definition of what an answer looks like
+    _ANSWER_RE,
+    _BOXED_RE,
+    extract_answer,
+    fold_text,
+    normalise_answer,
+)
+
+
+def _fold_with_origins(text: str) -> tuple[str, list[int]]:
+    pieces: list[str] = []
+    origins: list[int] = []
+    for index, char in enumerate(text):
+        folded = fold_text(char)
+        pieces.append(folded)
+        origins.extend([index] * len(folded))
+    return "".join(pieces), origins
+
+
+def answer_span(completion: str) -> tuple[int, int] | None:
+    """``(start, end)`` character offsets of the final answer in ``completion``, or ``None``.
+
+    ``None`` when the completion has no extractable answer, or (rare: combining sequences that
+    fold differently one character at a time) when the span found does not reproduce
+    :func:`extract_answer`'s answer — we never score a span we are unsure of.
+    """
+    expected = extract_answer(completion)
+    if expected is None:
+        return None
+    folded, origins = _fold_with_origins(completion)
+    for pattern in (_ANSWER_RE, _BOXED_RE):
+        matches = list(pattern.finditer(folded))
+        if matches:
+            last = matches[-1]
+            start, end = last.span(1)
+            while end > start and folded[end - 1] == ",":  # "answer: 75, done" -> "75"
+                end -= 1
+            if end <= start or normalise_answer(folded[start:end]) != expected:
+                return None
+            return origins[start], origins[end - 1] + 1
+    return None

@@ -1,0 +1,87 @@
+"""`fedgrpo` — the server / simulator / scenario side command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from server.errors import FedGRPOError
+
+
+def _models_build(args: argparse.Namespace) -> int:
+    from server.zoo.commands import build_default_zoo
+
+    build_default_zoo(Path(args.models_dir), workers=args.workers)
+    return 0
+
+
+def _models_eval(args: argparse.Namespace) -> int:
+    from server.zoo.commands import build_default_zoo, evaluate_zoo
+
+    results = build_default_zoo(Path(args.models_dir), workers=args.workers)
+    out = Path(args.out) if args.out else Path(args.models_dir) / "eval.json"
+    evaluate_zoo(results, per_domain=args.per_domain, out_json=out)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from server.zoo.commands import build_default_zoo, evaluate_zoo
+
+    print("[fedgrpo] demo: building (or reusing) the default model zoo")
+    results = build_default_zoo(Path(args.models_dir), workers=args.workers)
+    print("[fedgrpo] accuracy of every model on every domain's held-out test split:")
+    evaluate_zoo(results, out_json=Path(args.models_dir) / "eval.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedgrpo",
+        description="Reward-only federated GRPO: build models, run scenarios, simulate fleets.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build the default models and run the default scenario")
+    demo.add_argument("--scenario", default="scenarios/quickstart.yaml", help="scenario to run")
+    demo.add_argument("--models-dir", default="models", help="model cache directory")
+    demo.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    demo.set_defaults(func=_demo)
+
+    models = sub.add_parser("models", help="build and evaluate the offline model zoo")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    build = msub.add_parser("build", help="train (or reuse from cache) the experts and server base")
+    build.add_argument("--models-dir", default="models", help="model cache directory")
+    build.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    build.set_defaults(func=_models_build)
+    ev = msub.add_parser("eval", help="accuracy of every model on every domain (table + JSON)")
+    ev.add_argument("--models-dir", default="models", help="model cache directory")
+    ev.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    ev.add_argument("--per-domain", type=int, default=None, help="test items per domain (default all)")
+    ev.add_argument("--out", default=None, help="JSON output (default MODELS_DIR/eval.json)")
+    ev.set_defaults(func=_models_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except FedGRPOError as exc:
+        print(f"fedgrpo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedgrpo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

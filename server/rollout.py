@@ -1,0 +1,111 @@
+"""Rollout: G candidate policies per question, packed for the GRPO update.
+
+Layout of a packed batch (one row per candidate)::
+
+    [pad pad | prompt tokens | completion tokens | pad pad]
+     <-- P (left-padded) -->  <-- C (right-padded) -->
+
+so the last C positions are the completion for every row; ``per_token_logps(...,
+completion_length=C)`` reads exactly them. Position ids are derived from the attention mask
+because left padding must not shift positions (as HF ``generate`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from server.generation import SamplingParams, generate
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class RolloutBatch:
+    """B questions × G candidates, flattened question-major (row = b * G + g)."""
+
+    questions: list[str]
+    prompts: list[str]
+    completions: list[str]  # decoded text, G per question
+    input_ids: torch.Tensor  # [B*G, P+C]
+    attention_mask: torch.Tensor  # [B*G, P+C]
+    completion_mask: torch.Tensor  # [B*G, C] 1 on generated tokens (EOS included)
+    old_logps: torch.Tensor  # [B*G, C] log-probs under the sampling policy
+    group_size: int
+
+    @property
+    def num_questions(self) -> int:
+        return len(self.questions)
+
+    @property
+    def completion_length(self) -> int:
+        return int(self.completion_mask.shape[1])
+
+    def candidates(self, b: int) -> list[str]:
+        return self.completions[b * self.group_size : (b + 1) * self.group_size]
+
+
+def pack(
+    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, completion_mask) in the layout described above."""
+    import torch
+
+    width_p = max(len(p) for p in prompt_ids)
+    width_c = max(1, max(len(c) for c in completion_ids))
+    ids, attn, cmask = [], [], []
+    for p, c in zip(prompt_ids, completion_ids):
+        left, right = width_p - len(p), width_c - len(c)
+        ids.append([pad_id] * left + list(p) + list(c) + [pad_id] * right)
+        attn.append([0] * left + [1] * (len(p) + len(c)) + [0] * right)
+        cmask.append([1] * len(c) + [0] * right)
+    return torch.tensor(ids), torch.tensor(attn), torch.tensor(cmask, dtype=torch.float32)
+
+
+def completion_logps(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_length: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-token log-probs of the completion part, [N, C] (grad flows if enabled)."""
+    from server.grpo import per_token_logps
+
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    return per_token_logps(logits, input_ids, completion_length=completion_length, temperature=temperature)
+
+
+def rollout(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    prompts: Sequence[str],
+    group_size: int,
+    params: SamplingParams,
+    generator: torch.Generator,
+) -> RolloutBatch:
+    """Sample ``group_size`` completions per prompt and record their old log-probs."""
+    import torch
+
+    repeated = [p for p in prompts for _ in range(group_size)]
+    texts, prompt_ids, completion_ids = generate(model, tokenizer, repeated, params, generator)
+    input_ids, attention, cmask = pack(prompt_ids, completion_ids, tokenizer.pad_token_id)
+    with torch.no_grad():
+        old = completion_logps(
+            model, input_ids, attention, cmask.shape[1], temperature=max(params.temperature, 1e-6)
+        )
+    return RolloutBatch(
+        questions=list(questions),
+        prompts=list(prompts),
+        completions=texts,
+        input_ids=input_ids,
+        attention_mask=attention,
+        completion_mask=cmask,
+        old_logps=old,
+        group_size=group_size,
+    )

@@ -1,0 +1,259 @@
+"""The FedGRPO round loop: sample questions, roll out, select experts, gather rewards, update.
+
+Everything random is derived from ``(seed, round)``, so a run resumed from a checkpoint at
+round r draws exactly what the uninterrupted run drew from round r on; the checkpoint holds
+the model, the optimizer, the round counter and the competence matrix.
+
+Where this departs from the paper's description (see also ``server.grpo``):
+missing rewards are masked rather than zeroed, and the auxiliary-set embeddings come from
+the *initial* (frozen) server model so they never drift during training.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from server.errors import ConfigError
+from server.gatherers import GatherRequest, RewardGatherer
+from server.generation import SamplingParams
+from server.grpo import combine, group_advantages, grpo_loss
+from server.rollout import completion_logps, rollout
+from server.selection.competence import CompetenceMatrix
+from server.selection.selectors import Selector
+from server.tasks import TaskItem, TaskSuite
+from server.zoo.evaluate import EvalResult, evaluate_on_suite
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BASELINES = ("fedgrpo", "central_grpo", "zero_shot")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    group_size: int = 8
+    questions_per_round: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    lr: float = 5e-4
+    eps_low: float = 0.2
+    eps_high: float = 0.3
+    beta: float = 0.0
+    num_iterations: int = 2
+    loss_type: str = "grpo"
+    scale: str = "group"
+    reward_combine: str = "mean"
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError(f"group_size must be >= 2 for group-relative advantages, got {self.group_size}")
+        if self.questions_per_round < 1:
+            raise ConfigError(f"questions_per_round must be >= 1, got {self.questions_per_round}")
+        if self.num_iterations < 1:
+            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+
+
+def round_rngs(seed: int, round_index: int) -> tuple[random.Random, np.random.Generator, torch.Generator]:
+    """Independent generators for one round, a pure function of (seed, round)."""
+    import torch
+
+    py = random.Random(f"{seed}:{round_index}:questions")
+    npg = np.random.default_rng([seed, round_index, 1])
+    tg = torch.Generator().manual_seed(int(np.random.default_rng([seed, round_index, 2]).integers(2**62)))
+    return py, npg, tg
+
+
+@dataclass
+class TrainerState:
+    round: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FedGRPOTrainer:
+    """Owns the policy, its optimizer and the round loop. Model, tokenizer, selector and
+    gatherer are passed in, so the loop runs on CPU with tiny models and in-process experts."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        suite: TaskSuite,
+        gatherer: RewardGatherer,
+        selector: Selector | None,
+        config: GRPOConfig,
+        seed: int = 0,
+        baseline: str = "fedgrpo",
+        question_embedder: Callable[[Sequence[str]], np.ndarray] | None = None,
+        available_clients: Callable[[int], Sequence[int] | None] | None = None,
+    ) -> None:
+        import torch
+
+        if baseline not in BASELINES:
+            raise ConfigError(f"baseline {baseline!r} is unknown; use one of {', '.join(BASELINES)}")
+        if baseline == "fedgrpo" and selector is None:
+            raise ConfigError("baseline 'fedgrpo' needs an expert selector")
+        self.model, self.tokenizer, self.suite = model, tokenizer, suite
+        self.gatherer, self.selector, self.config = gatherer, selector, config
+        self.seed, self.baseline = seed, baseline
+        self.embed = question_embedder
+        self.available_clients = available_clients
+        self.question_pool: list[TaskItem] = suite.train()
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        self.reference = copy.deepcopy(model).eval() if config.beta > 0 else None
+        if self.reference is not None:
+            for p in self.reference.parameters():
+                p.requires_grad_(False)
+        self.state = TrainerState()
+        self.competence: CompetenceMatrix | None = None
+
+    # ------------------------------------------------------------------ one round
+    def step(self) -> dict[str, Any]:
+        """Run round ``state.round`` and return its metrics record."""
+        cfg = self.config
+        r = self.state.round
+        py, npg, tg = round_rngs(self.seed, r)
+        start = time.perf_counter()
+        items = py.sample(self.question_pool, cfg.questions_per_round)
+        params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        batch = rollout(
+            self.model, self.tokenizer, [i.question for i in items], [i.prompt for i in items],
+            cfg.group_size, params, tg,
+        )
+        experts = self._select(items, npg)
+        result = self.gatherer.gather(
+            GatherRequest(
+                round_index=r,
+                questions=[i.question for i in items],
+                candidates=[batch.candidates(b) for b in range(len(items))],
+                experts=experts,
+                domains=[i.domain for i in items],
+                answers=[i.answer for i in items],
+            ),
+            npg,
+        )
+        combined = np.stack([combine(result.rewards[b], method=cfg.reward_combine) for b in range(len(items))])
+        update = self._update(batch, combined)
+        rewarded = ~np.isnan(combined)
+        record: dict[str, Any] = {
+            "event": "round",
+            "round": r,
+            **{k: v for k, v in result.stats.items()},
+            "coverage": float(rewarded.mean()) if rewarded.size else 0.0,
+            "groups": len(items),
+            "groups_with_signal": int(update.pop("groups_with_signal")),
+            "reward_mean": float(np.nanmean(combined)) if rewarded.any() else None,
+            "true_accuracy_of_samples": float(
+                np.mean([
+                    __import__("edge.answer_format", fromlist=["is_correct"]).is_correct(t, items[k // cfg.group_size].answer)
+                    for k, t in enumerate(batch.completions)
+                ])
+            ),
+            "experts": experts,
+            "compute_s": round(time.perf_counter() - start, 3),
+            **update,
+        }
+        self.state.round += 1
+        self.state.history.append(record)
+        return record
+
+    def _select(self, items: list[TaskItem], rng: np.random.Generator) -> list[list[int]]:
+        if self.baseline != "fedgrpo" or self.selector is None:
+            return [[] for _ in items]
+        embeddings = self.embed([i.question for i in items]) if self.embed is not None else None
+        available = self.available_clients(self.state.round) if self.available_clients else None
+        return self.selector.select(embeddings, [i.domain for i in items], rng, available=available)
+
+    def _update(self, batch: Any, combined: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        cfg = self.config
+        mask = ~np.isnan(combined)
+        adv, effective = group_advantages(np.nan_to_num(combined), mask, scale=cfg.scale)
+        adv_t = torch.as_tensor(np.asarray(adv), dtype=torch.float32).reshape(-1)
+        seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool).reshape(-1)
+        groups_with_signal = int(np.asarray(effective).any(axis=1).sum())
+        out: dict[str, Any] = {"groups_with_signal": groups_with_signal, "loss": None, "updated": False}
+        if self.baseline == "zero_shot" or not bool(seq_mask.any()):
+            return out
+        ref = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = completion_logps(self.reference, batch.input_ids, batch.attention_mask, batch.completion_length, cfg.temperature)
+        losses = []
+        for _ in range(cfg.num_iterations):
+            logps = completion_logps(self.model, batch.input_ids, batch.attention_mask, batch.completion_length, cfg.temperature)
+            loss, metrics = grpo_loss(
+                logps, batch.old_logps, ref, adv_t, batch.completion_mask, seq_mask,
+                eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta, loss_type=cfg.loss_type,
+                max_completion_length=cfg.max_new_tokens,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            losses.append(float(loss.item()))
+        out.update(loss=float(np.mean(losses)), updated=True, **{f"grpo_{k}": v for k, v in metrics.items()})
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, per_domain: int | None = None) -> EvalResult:
+        return evaluate_on_suite(self.model, self.tokenizer, self.suite, per_domain)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+        """Atomically write ``directory/round-XXXXX.pt`` and point ``latest`` at it."""
+        import torch
+
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "round": self.state.round,
+            "seed": self.seed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": asdict(self.config),
+            "competence": self.competence.to_json() if self.competence is not None else None,
+            "python_random": random.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra or {},
+        }
+        path = directory / f"round-{self.state.round:05d}.pt"
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        latest_tmp = directory / "latest.json.tmp"
+        latest_tmp.write_text(json.dumps({"path": path.name, "round": self.state.round}))
+        os.replace(latest_tmp, directory / "latest.json")
+        return path
+
+    def load_checkpoint(self, directory: Path) -> dict[str, Any]:
+        """Restore from ``directory/latest.json``; returns the checkpoint's ``extra``."""
+        import torch
+
+        latest = json.loads((directory / "latest.json").read_text())
+        payload = torch.load(directory / latest["path"], weights_only=False)
+        if payload["seed"] != self.seed:
+            raise ConfigError(
+                f"checkpoint was written with seed {payload['seed']} but this run uses {self.seed}; "
+                "resume with the same scenario"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state.round = int(payload["round"])
+        if payload.get("competence"):
+            self.competence = CompetenceMatrix.from_json(payload["competence"])
+        random.setstate(payload["python_random"])
+        torch.set_rng_state(payload["torch_rng"])
+        return dict(payload.get("extra", {}))
