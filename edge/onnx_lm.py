@@ -80,7 +80,9 @@ class OnnxCausalLM:
             feed["position_ids"] = np.broadcast_to(
                 np.arange(width, dtype=np.int64), (len(rows), width)
             ).copy()
-        return {k: v.astype(self._dtypes[k], copy=False) for k, v in feed.items() if k in self._dtypes}
+        return {
+            k: v.astype(self._dtypes[k], copy=False) for k, v in feed.items() if k in self._dtypes
+        }
 
     def logits(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """Logits ``[len(rows), max_len, vocab]`` for right-padded ``rows`` (one pass)."""

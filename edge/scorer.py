@@ -249,6 +249,4 @@ class EdgeScorer:
         if mode == "likelihood":
             return self.likelihoods(qs, cs)
         own = self.greedy_answers(qs)
-        return [
-            1.0 if a is not None and extract_answer(c) == a else 0.0 for a, c in zip(own, cs)
-        ]
+        return [1.0 if a is not None and extract_answer(c) == a else 0.0 for a, c in zip(own, cs)]

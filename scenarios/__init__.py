@@ -1,0 +1,18 @@
+"""Scenario files: the typed schema, loading with clear errors, ``--set`` overrides, reports,
+sweeps and the ``validate | run | sweep | report`` subcommands. See docs in each module.
+
+Importing this package is cheap (pydantic + pyyaml); matplotlib and the runner load lazily.
+"""
+
+from scenarios.loader import dump_scenario, load_scenario, new_run_dir, validate_dict
+from scenarios.schema import Scenario, ScenarioError, known_profiles
+
+__all__ = [
+    "Scenario",
+    "ScenarioError",
+    "dump_scenario",
+    "known_profiles",
+    "load_scenario",
+    "new_run_dir",
+    "validate_dict",
+]

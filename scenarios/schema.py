@@ -356,7 +356,7 @@ class Scenario(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    round_policy: RoundPolicy = Field(default_factory=RoundPolicy)
+    round_policy: RoundPolicy = Field(default_factory=lambda: RoundPolicy.model_validate({}))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
@@ -430,11 +430,12 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
             )
         )
     sel = s.selection
-    if sel.selector != "all" and sel.M > total:
+    n_experts, n_neighbours = sel.M, sel.L
+    if sel.selector != "all" and n_experts > total:
         errors.append(
             ("selection.M", f"{sel.M} experts per question but only {total} clients; allowed 1..{total}")
         )
-    if sel.dispatch == "split" and sel.selector != "all" and sel.M > g:
+    if sel.dispatch == "split" and sel.selector != "all" and n_experts > g:
         errors.append(
             (
                 "selection.M",
@@ -442,7 +443,7 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
                 f"use M <= {g} or dispatch: broadcast",
             )
         )
-    if sel.selector == "confidence_graph" and sel.L > sel.aux_size:
+    if sel.selector == "confidence_graph" and n_neighbours > sel.aux_size:
         errors.append(
             ("selection.L", f"{sel.L} neighbours but aux_size is {sel.aux_size}; allowed 1..{sel.aux_size}")
         )

@@ -28,13 +28,13 @@ def _models_eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from server.zoo.commands import build_default_zoo, evaluate_zoo
+    import os
 
-    print("[fedgrpo] demo: building (or reusing) the default model zoo")
-    results = build_default_zoo(Path(args.models_dir), workers=args.workers)
-    print("[fedgrpo] accuracy of every model on every domain's held-out test split:")
-    evaluate_zoo(results, out_json=Path(args.models_dir) / "eval.json")
-    return 0
+    from scenarios.cli import main as scenario_main
+
+    os.environ.setdefault("FEDGRPO_MODELS_DIR", args.models_dir)
+    print(f"[fedgrpo] demo: running {args.scenario} (models cached in {args.models_dir})")
+    return scenario_main(["run", args.scenario, "--out-root", args.out_root])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build the default models and run the default scenario")
     demo.add_argument("--scenario", default="scenarios/quickstart.yaml", help="scenario to run")
     demo.add_argument("--models-dir", default="models", help="model cache directory")
-    demo.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    demo.add_argument("--out-root", default="runs", help="parent of runs/<scenario>/<timestamp>")
     demo.set_defaults(func=_demo)
 
     models = sub.add_parser("models", help="build and evaluate the offline model zoo")
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-domain", type=int, default=None, help="test items per domain (default all)")
     ev.add_argument("--out", default=None, help="JSON output (default MODELS_DIR/eval.json)")
     ev.set_defaults(func=_models_eval)
+
+    from scenarios.cli import register
+
+    register(sub)
     return parser
 
 

@@ -130,8 +130,10 @@ class ZooSpec:
     expert_arch: TinyArch = field(default_factory=TinyArch)
     expert_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400))
     base_arch: TinyArch = field(default_factory=TinyArch)
-    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300))
-    base_per_domain: int = 200
+    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=330))
+    # Weak base = plenty of data, too few steps: mid-way through learning (not memorised),
+    # so correct answers are in its sampling distribution for GRPO to find and reinforce.
+    base_per_domain: int | None = None
     seed: int = 0
 
     def recipes(self) -> list[ModelRecipe]:

@@ -1,0 +1,172 @@
+"""Scenario subcommands for ``fedgrpo``: validate, run, sweep, report.
+
+``server/cli.py`` wires them with ``scenarios.cli.register(sub)``; every handler returns an
+exit code and raises FedGRPOError subclasses (ScenarioError) for the caller to print.
+The runner is looked up lazily (``scenarios.runner.run_scenario``) so ``validate`` and
+``report`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scenarios.loader import load_run_scenario, load_scenario, new_run_dir, validate_files
+from scenarios.schema import Scenario, ScenarioError
+
+
+def _runner() -> Any:
+    from scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
+
+    return run_scenario
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    results = validate_files(args.files)
+    bad = 0
+    for path, problems in results.items():
+        if problems:
+            bad += 1
+            for line in problems:
+                print(line, file=sys.stderr)
+        elif not args.quiet:
+            print(f"{path}: ok")
+    return 1 if bad else 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    sets = list(args.set or [])
+    if getattr(args, "rounds", None) is not None:
+        sets.append(f"rounds={args.rounds}")
+    return sets
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
+    """(scenario, run_dir, resume) for ``fedgrpo run``; the run dir holds scenario.yaml."""
+    sets = _overrides(args)
+    if args.resume:
+        run_dir = Path(args.resume)
+        scenario = load_run_scenario(run_dir, sets)
+        if args.file:
+            other = load_scenario(args.file)
+            if other.name != scenario.name:
+                raise ScenarioError(
+                    [f"{args.file}: scenario {other.name!r} does not match the run in {run_dir} "
+                     f"({scenario.name!r}); drop FILE or resume the right directory"]
+                )
+        if sets:
+            from scenarios.loader import RESOLVED_NAME, dump_scenario
+
+            dump_scenario(scenario, run_dir / RESOLVED_NAME)
+        return scenario, run_dir, True
+    if not args.file:
+        raise ScenarioError(["fedgrpo run: give a scenario FILE or --resume RUN_DIR"])
+    scenario = load_scenario(args.file, sets)
+    return scenario, new_run_dir(scenario, args.out_root), False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from scenarios.report import make_report, summary_table
+
+    scenario, run_dir, resume = prepare_run(args)
+    run_scenario = _runner()
+    print(f"[fedgrpo] {'resuming' if resume else 'running'} {scenario.name!r} ({scenario.mode}) in {run_dir}")
+    try:
+        run_scenario(scenario, run_dir, resume)
+    except KeyboardInterrupt:
+        print(f"\n[fedgrpo] interrupted; continue with: fedgrpo run --resume {run_dir}", file=sys.stderr)
+        raise
+    if scenario.outputs.plots:
+        make_report([run_dir], run_dir / "plots")
+    print(summary_table([run_dir]))
+    print(f"[fedgrpo] outputs in {run_dir}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from scenarios.sweep import run_sweep
+
+    result = run_sweep(
+        args.file,
+        args.grid,
+        seeds=args.seeds,
+        workers=args.workers,
+        out_root=args.out_root,
+        overrides=list(args.set or []),
+        metric=args.metric,
+    )
+    print((result.sweep_dir / "comparison.md").read_text(encoding="utf-8"))
+    print(f"[fedgrpo] sweep outputs in {result.sweep_dir}")
+    for r in result.failed:
+        print(f"[fedgrpo] variant {r.variant.name} failed: {r.error.splitlines()[0]}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from scenarios.report import make_report, summary_table
+
+    dirs = [Path(d) for d in args.run_dirs]
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        raise ScenarioError([f"{d}: run directory not found" for d in missing])
+    try:
+        files = make_report(dirs, args.out)
+    except FileNotFoundError as exc:
+        raise ScenarioError([str(exc)]) from None
+    print(summary_table(dirs))
+    for f in files:
+        print(f"  wrote {f}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``validate``, ``run``, ``sweep`` and ``report`` to an argparse subparsers object."""
+    p = subparsers.add_parser("validate", help="check scenario files without running them")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    p.set_defaults(func=cmd_validate)
+
+    p = subparsers.add_parser("run", help="run a scenario (or resume a run)")
+    p.add_argument("file", nargs="?", metavar="FILE", help="scenario YAML (optional with --resume)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. round_policy.deadline_s=5")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--rounds", type=int, help="shorthand for --set rounds=N")
+    p.add_argument("--out-root", default="runs", help="parent of runs/<scenario>/<timestamp>")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("sweep", help="run a grid of variants x seeds in parallel")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="grid axis (repeatable; cartesian product)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (from the file's seed)")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes (0 = in-process)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every variant")
+    p.add_argument("--metric", default="final_mean_accuracy", help="summary key to compare")
+    p.add_argument("--out-root", default="runs")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("report", help="redraw plots and compare finished runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/plots for one run)")
+    p.set_defaults(func=cmd_report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m scenarios.cli``) until server/cli.py wires register()."""
+    from server.errors import FedGRPOError
+
+    parser = argparse.ArgumentParser(prog="fedgrpo")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FedGRPOError as exc:
+        print(f"fedgrpo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

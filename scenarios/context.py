@@ -1,0 +1,142 @@
+"""Turn a validated scenario into live objects: task suite, zoo models, server model, clients.
+
+Kept apart from the round loop so each piece is testable and the runner stays short.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
+from scenarios.schema import ZOO_PREFIX, ClientSpec, Scenario
+from server.errors import ConfigError
+from server.tasks import TaskSuite
+from server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
+
+if TYPE_CHECKING:
+    from edge.scorer import EdgeScorer
+
+SUITE_SEED = 0  # data is fixed across run seeds, so a seed sweep reuses the same zoo
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("FEDGRPO_MODELS_DIR", "models"))
+
+
+def zoo_spec(s: Scenario) -> ZooSpec:
+    """The zoo the scenario's ``zoo:`` models come from (same recipe -> same cache entry)."""
+    part = s.tasks.partition
+    return ZooSpec(
+        suite=SuiteSpec(
+            domains=tuple(s.tasks.domains),
+            seed=SUITE_SEED,
+            train_per_domain=s.tasks.train_per_domain,
+            test_per_domain=s.tasks.test_per_domain,
+            aux_pool_per_domain=s.tasks.aux_pool_per_domain,
+        ),
+        partition=PartitionSpec(
+            scheme=part.scheme,
+            num_clients=s.num_partitions,
+            client_domains=tuple(tuple(d) for d in part.client_domains or ()),
+            dirichlet_beta=part.dirichlet_beta,
+        ),
+    )
+
+
+def client_domains(spec: ZooSpec) -> list[set[str]]:
+    """Domains each client really holds (>= 1/(2D) of its data) — for the oracle selector."""
+    parts = spec.partition.split(spec.suite.build())
+    threshold = 1.0 / (2 * len(spec.suite.domains))
+    out = []
+    for items in parts:
+        counts = Counter(i.domain for i in items)
+        out.append({d for d, c in counts.items() if c / len(items) >= threshold})
+    return out
+
+
+@dataclass
+class Context:
+    scenario: Scenario
+    suite: TaskSuite
+    spec: ZooSpec
+    zoo_paths: dict[str, Path]
+    clients: list[ClientSpec]
+    client_domains: list[set[str]]
+
+
+def build_context(s: Scenario, need_models: bool = True) -> Context:
+    spec = zoo_spec(s)
+    zoo_paths: dict[str, Path] = {}
+    if need_models:
+        uses_zoo = s.server.model.startswith(ZOO_PREFIX) or any(
+            c.model.startswith(ZOO_PREFIX) for c in s.client_list()
+        )
+        if uses_zoo:
+            from server.zoo.commands import build_default_zoo
+
+            zoo_paths = {n: r.path for n, r in build_default_zoo(models_dir(), spec).items()}
+    return Context(s, spec.suite.build(), spec, zoo_paths, s.client_list(), client_domains(spec))
+
+
+def resolve_model(ctx: Context, model: str) -> str:
+    if model.startswith(ZOO_PREFIX):
+        name = model[len(ZOO_PREFIX) :]
+        if name not in ctx.zoo_paths:
+            raise ConfigError(
+                f"model {model!r} is not in the zoo; known: "
+                + ", ".join(ZOO_PREFIX + n for n in ctx.zoo_paths)
+            )
+        return str(ctx.zoo_paths[name])
+    return model
+
+
+def export_client_model(ctx: Context, client: ClientSpec) -> Path:
+    """ONNX export of a client's model, cached next to the zoo (one per source + variant)."""
+    from edge.export import export_model
+
+    source = resolve_model(ctx, client.model)
+    key = Path(source).name if Path(source).exists() else source.replace("/", "_").replace(":", "_")
+    out = models_dir() / "onnx" / key
+    variant = client.group.export
+    manifest = out / "manifest.json"
+    wanted = () if variant == "fp32" else (variant,)
+    if manifest.is_file():
+        import json
+
+        have = json.loads(manifest.read_text()).get("variants", {})
+        if variant == "fp32" or variant in have:
+            return out
+    export_model(source, out, quantize=wanted, overwrite=True)
+    return out
+
+
+def load_scorers(ctx: Context, threads: int = 1) -> list[EdgeScorer]:
+    from edge.scorer import EdgeScorer, ScorerConfig
+
+    scorers = []
+    for client in ctx.clients:
+        directory = export_client_model(ctx, client)
+        scorers.append(EdgeScorer.load(directory, ScorerConfig(variant=client.group.export, threads=threads)))
+    return scorers
+
+
+def scorer_fn(scorer: EdgeScorer, name: str) -> Any:
+    """An in-process client: request -> response, exactly what the edge service computes."""
+
+    def call(request: ScoreRequest | CompetenceRequest) -> RewardResponse:
+        if isinstance(request, CompetenceRequest):
+            values = scorer.competence(request.questions, request.reference_answers)
+            return RewardResponse(request.request_id, name, tuple(values), output_name="correct")
+        values = scorer.score(request.questions, request.completions, request.reward_mode, request.format_weight)
+        return RewardResponse(request.request_id, name, tuple(values))
+
+    return call
+
+
+def auxiliary_set(ctx: Context) -> list[Any]:
+    return ctx.suite.auxiliary_set(ctx.scenario.selection.aux_size, random.Random(f"aux:{ctx.scenario.seed}"))

@@ -1,0 +1,177 @@
+"""``--set a.b.c=VALUE`` overrides on the raw scenario mapping, applied before validation.
+
+Paths use dots; list items are addressed by index (``clients.groups.0.count=3`` or
+``clients.groups[0].count=3``). VALUE is parsed as YAML (``3`` -> int, ``[add, sub]`` -> list,
+``null`` -> None, ``on`` -> True). Every segment is checked against the schema, so a typo names
+the bad path with a did-you-mean suggestion instead of silently creating a key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel
+
+from scenarios.schema import Scenario, ScenarioError
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def split_path(path: str) -> list[str]:
+    """``clients.groups[0].count`` -> ``['clients', 'groups', '0', 'count']``."""
+    path = _INDEX.sub(r".\1", path.strip())
+    parts = path.split(".")
+    if not path or any(p == "" for p in parts):
+        raise ScenarioError([f"--set {path!r}: empty path segment; write e.g. round_policy.deadline_s=5"])
+    return parts
+
+
+def parse_value(text: str) -> Any:
+    """A YAML scalar/flow value; text that is not valid YAML stays a string."""
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def parse_assignment(spec: str) -> tuple[str, Any]:
+    if "=" not in spec:
+        raise ScenarioError([f"--set {spec!r}: expected KEY=VALUE, e.g. round_policy.deadline_s=5"])
+    key, _, value = spec.partition("=")
+    return key.strip(), parse_value(value)
+
+
+# ----------------------------------------------------------------- schema introspection
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated/Optional around a type."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return annotation
+
+
+def model_fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """YAML key (alias if any) -> field annotation."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        out[info.alias or name] = info.annotation
+    return out
+
+
+def is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def type_at(path: Sequence[str | int], root: type[BaseModel] = Scenario) -> Any:
+    """The (unwrapped) annotation at ``path`` (ints or digit strings index lists), or None."""
+    cur: Any = root
+    for part in path:
+        cur = _unwrap(cur)
+        origin = typing.get_origin(cur)
+        if is_model(cur):
+            fields = model_fields_by_key(cur)
+            if not isinstance(part, str) or part not in fields:
+                return None
+            cur = fields[part]
+        elif origin is list:
+            if not (isinstance(part, int) or str(part).isdigit()):
+                return None
+            cur = typing.get_args(cur)[0]
+        elif origin is dict:
+            cur = typing.get_args(cur)[1]
+        else:
+            return None
+    return _unwrap(cur)
+
+
+def did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# ----------------------------------------------------------------- applying
+
+
+def apply_override(data: dict[str, Any], path: str, value: Any, root: type[BaseModel] = Scenario) -> None:
+    """Set ``path`` in the raw mapping ``data`` (in place), creating missing sections."""
+    parts = split_path(path)
+    cur: Any = data
+    cur_type: Any = root
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        t = _unwrap(cur_type)
+        if is_model(t):
+            fields = model_fields_by_key(t)
+            if part not in fields:
+                where = ".".join(parts[:depth]) or "the scenario"
+                raise ScenarioError(
+                    [
+                        f"--set {path}: {part!r} is not a field of {where}; "
+                        f"allowed: {', '.join(fields)}{did_you_mean(part, list(fields))}"
+                    ]
+                )
+            if not isinstance(cur, dict):
+                raise ScenarioError([f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"])
+            next_type = fields[part]
+            if last:
+                cur[part] = value
+                return
+            if cur.get(part) is None:
+                if typing.get_origin(_unwrap(next_type)) is list:
+                    raise ScenarioError(
+                        [f"--set {path}: {here} is not set in the file, so it has no item to change"]
+                    )
+                cur[part] = {}
+            cur, cur_type = cur[part], next_type
+        elif typing.get_origin(t) is list:
+            if not part.isdigit():
+                raise ScenarioError([f"--set {path}: {here}: {part!r} is not a list index (use 0, 1, ...)"])
+            idx = int(part)
+            if not isinstance(cur, list) or idx >= len(cur):
+                size = len(cur) if isinstance(cur, list) else 0
+                raise ScenarioError(
+                    [f"--set {path}: index {idx} is out of range; {'.'.join(parts[:depth])} has {size} items"]
+                )
+            if last:
+                cur[idx] = value
+                return
+            cur, cur_type = cur[idx], typing.get_args(t)[0]
+        elif typing.get_origin(t) is dict:
+            if not isinstance(cur, dict):
+                raise ScenarioError([f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"])
+            if last:
+                cur[part] = value
+                return
+            cur = cur.setdefault(part, {})
+            cur_type = typing.get_args(t)[1]
+        else:
+            raise ScenarioError(
+                [f"--set {path}: {'.'.join(parts[:depth])} is a single value, it has no field {part!r}"]
+            )
+
+
+def apply_overrides(data: dict[str, Any], specs: Sequence[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` strings in order; all bad paths are reported together."""
+    problems: list[str] = []
+    for spec in specs:
+        try:
+            key, value = parse_assignment(spec)
+            apply_override(data, key, value)
+        except ScenarioError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ScenarioError(problems)
+    return data

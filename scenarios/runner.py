@@ -1,0 +1,215 @@
+"""Run one scenario end to end: ``run_scenario(scenario, run_dir, resume)`` -> summary.
+
+The loop is the same for every mode; only the reward gatherer differs:
+``sim`` (simulated devices in virtual time), ``emulate`` (real edge processes on loopback
+with injected faults) and ``live`` (real devices). Ctrl-C checkpoints and leaves a run that
+``fedgrpo run --resume DIR`` continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenarios.context import (
+    Context,
+    auxiliary_set,
+    build_context,
+    load_scorers,
+    resolve_model,
+    scorer_fn,
+)
+from scenarios.report import MetricsWriter, write_summary
+from scenarios.schema import Scenario
+
+log = logging.getLogger(__name__)
+
+
+def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
+    """(gatherer, closer). Timing/fault layers wrap the in-process scorers per mode."""
+    s = ctx.scenario
+    from server.gatherers import CentralGatherer, DirectGatherer
+
+    if s.server.baseline != "fedgrpo":
+        return CentralGatherer(), None
+    if s.mode == "sim":
+        from scenarios.sim_gatherer import make_sim_gatherer
+
+        return make_sim_gatherer(ctx)
+    if s.mode == "emulate":
+        from scenarios.emulate import make_emulate_gatherer
+
+        return make_emulate_gatherer(ctx)
+    if s.mode == "live":
+        from scenarios.live import make_live_gatherer
+
+        return make_live_gatherer(ctx)
+    scorers = load_scorers(ctx)
+    return DirectGatherer([scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]), None
+
+
+def _selector_and_embedder(ctx: Context, model: Any, tokenizer: Any, gatherer: Any) -> tuple[Any, Any, Any]:
+    """Selector, question embedder and the competence matrix (confidence graph only)."""
+    import copy
+
+    from server.encoder import embed_texts
+    from server.selection.competence import CompetenceMatrix
+    from server.selection.selectors import make_selector
+
+    s = ctx.scenario
+    sel = s.selection
+    if s.server.baseline != "fedgrpo":
+        return None, None, None
+    frozen = copy.deepcopy(model).eval()
+    aux = auxiliary_set(ctx)
+    from edge.answer_format import make_prompt
+
+    def embed(questions: list[str]) -> np.ndarray:
+        return embed_texts(frozen, tokenizer, [make_prompt(q) for q in questions])
+
+    competence = None
+    aux_emb = None
+    if sel.selector == "confidence_graph":
+        aux_emb = embed([i.question for i in aux])
+        competence = CompetenceMatrix(len(aux), [c.id for c in ctx.clients])
+        bits = gatherer.competence(
+            list(range(len(ctx.clients))), [i.question for i in aux], [i.answer for i in aux]
+        )
+        for k, values in bits.items():
+            if values is not None:
+                competence.update(ctx.clients[k].id, list(range(len(aux))), values)
+    selector = make_selector(
+        sel.selector,
+        num_clients=len(ctx.clients),
+        M=sel.M,
+        L=sel.L,
+        prior=sel.prior,
+        aux_embeddings=aux_emb,
+        competence=competence,
+        client_domains=ctx.client_domains,
+    )
+    return selector, embed, competence
+
+
+def _eval_record(trainer: Any, s: Scenario, time_s: float) -> dict[str, Any]:
+    result = trainer.evaluate(s.eval.per_domain)
+    return {
+        "round": trainer.state.round,
+        "time_s": time_s,
+        "accuracy": result.accuracy,
+        "mean_accuracy": result.mean_accuracy,
+        "format_rate": result.format_rate,
+    }
+
+
+def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) ``scenario`` into ``run_dir``; returns the summary written there."""
+    s = scenario
+    if not s.models_needed:
+        from scenarios.sim_gatherer import run_timing_only
+
+        return run_timing_only(s, run_dir, resume)
+    import torch
+    from tqdm import tqdm
+
+    from server.comm import lora_bytes_per_round
+    from server.trainer import FedGRPOTrainer, GRPOConfig
+    from server.zoo.loading import load_causal_lm
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ctx = build_context(s)
+    model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
+    gatherer, closer = _make_gatherer(ctx)
+    try:
+        selector, embed, competence = _selector_and_embedder(ctx, model, tokenizer, gatherer)
+        g = s.server.grpo
+        trainer = FedGRPOTrainer(
+            model, tokenizer, ctx.suite, gatherer, selector,
+            GRPOConfig(
+                group_size=g.group_size, questions_per_round=g.questions_per_round,
+                temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                lr=g.lr, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta,
+                num_iterations=g.num_iterations, loss_type=g.loss_type, scale=g.scale,
+                reward_combine=g.reward_combine, grad_clip=g.grad_clip or 1e9,
+            ),
+            seed=s.seed, baseline=s.server.baseline, question_embedder=embed,
+        )
+        trainer.competence = competence
+        ckpt_dir = run_dir / "checkpoints"
+        clock = {"virtual_s": 0.0, "wall_offset": 0.0}
+        resumed_round = None
+        if resume and (ckpt_dir / "latest.json").exists():
+            extra = trainer.load_checkpoint(ckpt_dir)
+            clock.update(extra.get("clock", {}))
+            resumed_round = trainer.state.round
+            log.info("resumed %s at round %d", run_dir, resumed_round)
+        writer = MetricsWriter(run_dir, csv=s.outputs.csv, resume_after_round=resumed_round)
+        start = time.perf_counter() - clock["wall_offset"]
+        lora = lora_bytes_per_round(model.config, rank=8, clients_per_round=1)
+        status = "finished"
+        evals = [r for r in writer.records if r.get("event") == "eval"]
+        try:
+            if not evals and s.eval.at_start:
+                evals.append(_eval_record(trainer, s, 0.0))
+                writer.eval(evals[-1])
+            bar = tqdm(total=s.rounds, initial=trainer.state.round, desc=s.name, unit="round", disable=not s.outputs.progress)
+            while trainer.state.round < s.rounds:
+                rec = trainer.step()
+                duration = float(rec.get("duration_s") or 0.0)
+                clock["virtual_s"] += duration
+                asked_clients = {c for row in rec.pop("experts") for c in row}
+                rec["round"] = trainer.state.round
+                rec["duration_s"] = duration
+                rec["time_s"] = clock["virtual_s"] if s.mode == "sim" else time.perf_counter() - start
+                rec["lora_bytes"] = lora * max(1, len(asked_clients))
+                writer.round(rec)
+                r = trainer.state.round
+                if (s.eval.every and r % s.eval.every == 0) or r == s.rounds:
+                    evals.append(_eval_record(trainer, s, rec["time_s"]))
+                    writer.eval(evals[-1])
+                if (s.checkpoint.every and r % s.checkpoint.every == 0) or r == s.rounds:
+                    clock["wall_offset"] = time.perf_counter() - start
+                    trainer.save_checkpoint(ckpt_dir, {"clock": clock})
+                    _prune(ckpt_dir, s.checkpoint.keep)
+                bar.update(1)
+                bar.set_postfix(reward=f"{rec['reward_mean'] or 0:.2f}", cov=f"{rec['coverage']:.2f}",
+                                acc=f"{evals[-1]['mean_accuracy']:.3f}" if evals else "-")
+            bar.close()
+        except KeyboardInterrupt:
+            status = "interrupted"
+            clock["wall_offset"] = time.perf_counter() - start
+            trainer.save_checkpoint(ckpt_dir, {"clock": clock})
+            raise
+        finally:
+            writer.close()
+            rounds = [r for r in writer.records if r.get("event") == "round"]
+            summary = {
+                "scenario": s.name, "mode": s.mode, "seed": s.seed,
+                "baseline": s.server.baseline, "selector": s.selection.selector,
+                "rounds_completed": trainer.state.round,
+                "initial_mean_accuracy": evals[0]["mean_accuracy"] if evals else None,
+                "final_mean_accuracy": evals[-1]["mean_accuracy"] if evals else None,
+                "best_mean_accuracy": max((e["mean_accuracy"] for e in evals), default=None),
+                "initial_accuracy": evals[0]["accuracy"] if evals else None,
+                "final_accuracy": evals[-1]["accuracy"] if evals else None,
+                "total_bytes": int(sum(r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in rounds)),
+                "lora_total_bytes": int(sum(r.get("lora_bytes", 0) for r in rounds)),
+                "wall_s": round(time.perf_counter() - start, 2),
+                "virtual_s": round(clock["virtual_s"], 3),
+                "status": status,
+            }
+            write_summary(run_dir, summary)
+        return summary
+    finally:
+        if closer is not None:
+            closer()
+
+
+def _prune(ckpt_dir: Path, keep: int) -> None:
+    files = sorted(ckpt_dir.glob("round-*.pt"))
+    for old in files[:-keep]:
+        old.unlink(missing_ok=True)

@@ -1,0 +1,168 @@
+"""Device profiles: how fast a device scores, how far it is, how often it fails.
+
+Speeds are given for the *reference size class* ``1b`` (TinyLlama-1.1B, 8-bit quantised,
+llama.cpp-style CPU inference) and scaled by model size: CPU inference of a small LM is
+memory-bandwidth bound, so tokens/s scale roughly inversely with the parameter count
+(:data:`SIZE_CLASSES`). A bigger client model is therefore slower — never a fixed time per
+request.
+
+Sources of the starting figures (approximate; every field can be overridden per scenario):
+
+* Prefill TinyLlama-1.1B q8 ≈ 10 tok/s on a Raspberry Pi 4 and ≈ 35–45 tok/s on a Pi 5
+  (issue #5; community llama.cpp benchmark threads). Decode ≈ ¼ of prefill on these CPUs.
+  Pi Zero 2 W ≈ ⅕ of a Pi 4 (same cores family, ½ clock budget, 512 MB RAM); phones between a
+  Pi 4 and a Pi 5; laptop and Jetson Orin Nano an order of magnitude faster (rough figures).
+* Round-trip times: Wi-Fi 10–25 ms, 4G 25–50 ms (issue #5; Opensignal/Ookla reports); modelled
+  as lognormal with the range as its 10th–90th percentile.
+* 5G median ≈ 200 Mbit/s down / 20 up (Ookla Speedtest Global Index); 4G ≈ 30 / 10;
+  home Wi-Fi ≈ 50–100 / 20–40.
+* Production federated learning sees ≈ 6–10 % of selected devices drop out per round
+  (Bonawitz et al., "Towards Federated Learning at Scale", MLSys 2019). The phone profiles'
+  on/off availability (mean on / mean off) gives ≈ 8 % unavailability; crash probabilities are
+  per request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from server.errors import ConfigError
+
+__all__ = [
+    "PROFILES",
+    "SIZE_CLASSES",
+    "DeviceProfile",
+    "get_profile",
+    "lognormal_from_range",
+    "size_factor",
+]
+
+#: parameter count (millions) of each client-model size class
+SIZE_CLASSES: dict[str, float] = {
+    "tiny": 10.0,  # the project's own tiny GPT-2/Llama experts
+    "135m": 135.0,  # SmolLM2-135M
+    "360m": 360.0,
+    "1b": 1100.0,  # TinyLlama-1.1B: the reference class of the profile speeds
+    "3b": 3000.0,
+    "7b": 7000.0,
+}
+REFERENCE_CLASS = "1b"
+
+
+def size_factor(size_class: str) -> float:
+    """Speed multiplier of ``size_class`` relative to the 1.1B reference (10M → ×110)."""
+    if size_class not in SIZE_CLASSES:
+        raise ConfigError(
+            f"model size class {size_class!r} is unknown; use one of {', '.join(SIZE_CLASSES)}"
+        )
+    return SIZE_CLASSES[REFERENCE_CLASS] / SIZE_CLASSES[size_class]
+
+
+def lognormal_from_range(p10: float, p90: float) -> tuple[float, float]:
+    """(median, sigma) of a lognormal whose 10th/90th percentiles are p10/p90."""
+    if not 0 < p10 <= p90:
+        raise ConfigError(f"lognormal range p10={p10}, p90={p90}; need 0 < p10 <= p90")
+    z90 = 1.2815515655446004
+    return math.sqrt(p10 * p90), math.log(p90 / p10) / (2 * z90)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One kind of device. Speeds are tokens/s for the 1.1B reference class."""
+
+    name: str
+    prefill_tok_s: float
+    decode_tok_s: float
+    rtt_median_s: float
+    rtt_sigma: float
+    down_mbps: float
+    up_mbps: float
+    crash_prob: float = 0.0
+    mean_on_s: float | None = None  # None: always available
+    mean_off_s: float | None = None
+    overhead_s: float = 0.005  # per request: HTTP handling, tokenisation
+    speed_sigma: float = 0.1  # lognormal jitter of compute time per request
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for f in ("prefill_tok_s", "decode_tok_s", "rtt_median_s", "down_mbps", "up_mbps"):
+            v = getattr(self, f)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"profile {self.name!r}: {f}={v!r}; give a number > 0")
+        for f in ("rtt_sigma", "overhead_s", "speed_sigma"):
+            v = getattr(self, f)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"profile {self.name!r}: {f}={v!r}; give a number >= 0")
+        if not 0.0 <= self.crash_prob <= 1.0:
+            raise ConfigError(
+                f"profile {self.name!r}: crash_prob={self.crash_prob!r}; give a probability in [0, 1]"
+            )
+        if (self.mean_on_s is None) != (self.mean_off_s is None):
+            raise ConfigError(
+                f"profile {self.name!r}: give both mean_on_s and mean_off_s, or neither (always on)"
+            )
+        for f in ("mean_on_s", "mean_off_s"):
+            v = getattr(self, f)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"profile {self.name!r}: {f}={v!r}; give seconds > 0 or None")
+
+    @property
+    def unavailability(self) -> float:
+        """Long-run fraction of time offline."""
+        if self.mean_on_s is None or self.mean_off_s is None:
+            return 0.0
+        return self.mean_off_s / (self.mean_on_s + self.mean_off_s)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> DeviceProfile:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(
+                f"profile {self.name!r}: unknown field(s) {unknown}; allowed: {sorted(known)}"
+            )
+        return replace(self, **dict(overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _p(name: str, prefill: float, decode: float, rtt: tuple[float, float], down: float, up: float,
+       crash: float, on_off: tuple[float, float] | None, source: str) -> DeviceProfile:  # fmt: skip
+    median, sigma = lognormal_from_range(*rtt)
+    return DeviceProfile(
+        name, prefill, decode, median, sigma, down, up, crash,
+        on_off[0] if on_off else None, on_off[1] if on_off else None, source=source,
+    )  # fmt: skip
+
+
+#: the shipped library (see the module docstring for sources)
+PROFILES: dict[str, DeviceProfile] = {
+    p.name: p
+    for p in (
+        _p("rpi-zero2", 2.0, 0.5, (0.010, 0.030), 20, 10, 0.02, (3600, 300), "≈⅕ of a Pi 4 (estimate)"),
+        _p("rpi4", 10.0, 2.5, (0.010, 0.025), 80, 40, 0.005, (7200, 120), "issue #5: TinyLlama q8 prefill ~10 tok/s"),
+        _p("rpi5", 40.0, 8.0, (0.010, 0.025), 80, 40, 0.005, (7200, 120), "issue #5: TinyLlama q8 prefill ~35-45 tok/s"),
+        _p("phone-4g", 25.0, 6.0, (0.025, 0.050), 30, 10, 0.01, (1200, 100), "4G RTT 25-50 ms; FL dropout 6-10%"),
+        _p("phone-5g", 25.0, 6.0, (0.015, 0.035), 200, 20, 0.01, (1200, 100), "5G ~200/20 Mbit/s (Ookla)"),
+        _p("phone-wifi", 25.0, 6.0, (0.010, 0.025), 60, 20, 0.01, (1800, 120), "Wi-Fi RTT 10-25 ms"),
+        _p("laptop", 150.0, 20.0, (0.008, 0.020), 100, 40, 0.001, (14400, 600), "rough figure"),
+        _p("jetson", 300.0, 25.0, (0.005, 0.015), 100, 50, 0.001, None, "Orin Nano, rough figure"),
+    )
+}  # fmt: skip
+
+
+def get_profile(profile: str | DeviceProfile, **overrides: Any) -> DeviceProfile:
+    """A library profile by name (or a given one), with field overrides."""
+    if isinstance(profile, DeviceProfile):
+        base = profile
+    elif profile in PROFILES:
+        base = PROFILES[profile]
+    else:
+        raise ConfigError(
+            f"device profile {profile!r} is unknown; use one of {', '.join(PROFILES)} "
+            "or pass a DeviceProfile"
+        )
+    return base.with_overrides(overrides) if overrides else base

@@ -1,0 +1,763 @@
+"""The discrete-event simulator: devices, network and rounds in virtual time (simpy).
+
+Rounds are driven through :class:`server.rounds.RoundState` — the same semantics the live
+asyncio gatherer uses; only the waiting differs (``env.now`` instead of the wall clock).
+
+Life of one request (each arrow is one simpy event)::
+
+    send ──uplink (RTT/2 + bytes/down-bandwidth)──▶ arrive at device
+        offline?  → the server notices after ``connect_timeout_s`` (failure; may retry)
+        busy?     → wait in the device's FIFO queue (one request at a time: queueing is real)
+    start ──compute (prefill + decode tokens / speed, lognormal jitter)──▶ done
+        crash (per-request probability, at a uniform point) → the server sees a reset
+        the device goes offline before done → silent: never answers
+    done ──downlink (RTT/2 + bytes/up-bandwidth)──▶ result at the server → RoundState.on_result
+
+A request cancelled by the round (over-selected extra no longer needed, round closed) is
+dropped if it has not started; running work runs to completion and counts as wasted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import simpy
+
+from edge.protocol import ScoreRequest, dumps, encode_request
+from server.errors import ConfigError
+from server.rounds import (
+    Assignment,
+    AssignmentStatus,
+    Disposition,
+    RoundOutcome,
+    RoundPlan,
+    RoundState,
+    build_plan,
+    experts_to_ask,
+    request_builder,
+    validate_values,
+)
+from sim.availability import AlwaysOn, Availability, MarkovAvailability, TraceAvailability
+from sim.config import ClientSpec, SimConfig
+from sim.devices import size_factor
+from sim.rng import ClientStream, server_rng, stream_generator
+
+__all__ = [
+    "CompetenceRewards",
+    "ModelRewards",
+    "RewardSource",
+    "RoundInput",
+    "SimResult",
+    "Simulator",
+    "StaleResult",
+    "run_simulation",
+    "surrogate_rounds",
+]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class RoundInput:
+    """What a round is about. ``candidates`` (texts) are needed by model-in-the-loop rewards;
+    ``correct`` ([B, G] latent truth) by the timing-only surrogate; ``experts`` (ranked lists
+    per question, ≥ ⌈M·(1+f)⌉ long) overrides the built-in selector."""
+
+    questions: list[str]
+    domains: list[str]
+    candidates: list[list[str]] | None = None
+    correct: np.ndarray | None = None
+    experts: list[list[int]] | None = None
+
+
+RoundSource = Callable[[int, np.random.Generator], RoundInput]
+
+
+def surrogate_rounds(config: SimConfig) -> RoundSource:
+    """Abstract questions: a uniform domain each, candidates correct with ``policy_accuracy``."""
+    w = config.workload
+
+    def source(r: int, rng: np.random.Generator) -> RoundInput:
+        doms = rng.integers(0, len(w.domains), size=w.questions_per_round).tolist()
+        domains = [w.domains[d] for d in doms]
+        correct = rng.random((w.questions_per_round, w.group_size)) < w.policy_accuracy
+        return RoundInput([f"r{r}q{b}" for b in range(len(domains))], domains, None, correct)
+
+    return source
+
+
+class RewardSource(Protocol):
+    """Values a client returns for an assignment (called at the virtual time it finishes)."""
+
+    def __call__(
+        self, client_id: int, assignment: Assignment, round_input: RoundInput, stream: ClientStream
+    ) -> Sequence[float]: ...
+
+
+class CompetenceRewards:
+    """Timing-only surrogate: the client judges each candidate right with probability
+    ``competence[client][domain]`` (1 if the latent candidate is correct, else 0; flipped when
+    the judgement is wrong). Draws come from the client's own ``reward`` stream."""
+
+    def __init__(self, clients: Sequence[ClientSpec]) -> None:
+        self._comp = [c.competence for c in clients]
+
+    def __call__(
+        self, client_id: int, assignment: Assignment, round_input: RoundInput, stream: ClientStream
+    ) -> list[float]:
+        comp = self._comp[client_id]
+        domain = round_input.domains[assignment.group]
+        p = float(comp.get(domain, 0.5)) if isinstance(comp, Mapping) else float(comp)
+        truth = round_input.correct
+        row = truth[assignment.group] if truth is not None else None
+        out = []
+        for c in assignment.candidates:
+            t = bool(row[c]) if row is not None else True
+            right = stream.uniform() < p
+            out.append(1.0 if t == right else 0.0)
+        return out
+
+
+class ModelRewards:
+    """Model-in-the-loop: ``reward_fn(client_id, request) -> values`` computes real rewards
+    (e.g. an in-process ONNX scorer); time stays virtual. Needs candidate texts."""
+
+    def __init__(
+        self,
+        reward_fn: Callable[[int, ScoreRequest], Sequence[float]],
+        reward_mode: str = "auto",
+        format_weight: float = 0.0,
+    ) -> None:
+        self.reward_fn = reward_fn
+        self.reward_mode, self.format_weight = reward_mode, format_weight
+
+    def request(self, assignment: Assignment, round_input: RoundInput) -> ScoreRequest:
+        if round_input.candidates is None:
+            raise ConfigError(
+                "model-in-the-loop rewards need candidate texts; the round source must fill "
+                "RoundInput.candidates"
+            )
+        build = request_builder(
+            round_input.questions, round_input.candidates, self.reward_mode, self.format_weight
+        )
+        return build(assignment)
+
+    def __call__(
+        self, client_id: int, assignment: Assignment, round_input: RoundInput, stream: ClientStream
+    ) -> Sequence[float]:
+        return self.reward_fn(client_id, self.request(assignment, round_input))
+
+
+@dataclass(frozen=True)
+class StaleResult:
+    """An async-mode result used in a later update than the round that asked for it."""
+
+    origin_round: int
+    used_in_round: int
+    assignment: Assignment
+    values: tuple[float, ...]
+
+    @property
+    def staleness(self) -> int:
+        return self.used_in_round - self.origin_round
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _Tick:
+    __slots__ = ("_ok", "callbacks", "fn", "job")
+
+    def __init__(self, fn: Callable[[_Job], None], job: _Job) -> None:
+        self._ok = True
+        self.fn, self.job = fn, job
+        self.callbacks: list[Callable[[_Tick], None]] | None = [_Tick.fire]
+
+    @staticmethod
+    def fire(tick: _Tick) -> None:
+        tick.fn(tick.job)
+
+
+class _Job:
+    __slots__ = (
+        "a",
+        "attempt",
+        "cancelled",
+        "compute",
+        "crash_at",
+        "crash_u",
+        "half",
+        "online_until",
+        "req_bytes",
+        "resp_bytes",
+        "rr",
+        "t_sent",
+        "t_start",
+        "values",
+    )
+
+    def __init__(self, rr: _RoundRun, a: Assignment, attempt: int) -> None:
+        self.rr, self.a, self.attempt = rr, a, attempt
+        self.cancelled = False
+        self.t_start = -1.0
+
+
+@dataclass(eq=False)
+class _RoundRun:
+    index: int
+    state: RoundState
+    inp: RoundInput
+    close_ev: simpy.Event
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    crashed: int = 0
+    offline: int = 0
+    busy_s: float = 0.0
+    wasted_s: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    evals: int = 0
+    late_arrivals: int = 0
+    finished: bool = False
+
+
+@dataclass
+class SimResult:
+    """Per-round records (dicts, JSON-ready), optional per-request rows, and run totals."""
+
+    config: SimConfig
+    seed: int
+    rounds: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+    wall_s: float
+    events: int
+    stale: list[StaleResult] = field(default_factory=list)
+
+    @property
+    def evaluations(self) -> int:
+        """Scoring requests a device computed to completion."""
+        return sum(r["evals"] for r in self.rounds)
+
+    def column(self, key: str) -> list[Any]:
+        return [r[key] for r in self.rounds]
+
+    def participation(self) -> dict[str, dict[str, int]]:
+        """profile → {asked, answered} over the run."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.rounds:
+            for prof, d in r["participation"].items():
+                agg = out.setdefault(prof, {"asked": 0, "answered": 0})
+                agg["asked"] += d["asked"]
+                agg["answered"] += d["answered"]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        dur = np.array(self.column("duration_s"), dtype=float)
+        cov = np.array(self.column("coverage_mean"), dtype=float)
+        return {
+            "rounds": len(self.rounds),
+            "clients": len(self.config.clients),
+            "virtual_s": float(self.rounds[-1]["t_close"]) if self.rounds else 0.0,
+            "round_duration_p50_s": float(np.median(dur)) if dur.size else 0.0,
+            "round_duration_p90_s": float(np.quantile(dur, 0.9)) if dur.size else 0.0,
+            "coverage_mean": float(cov.mean()) if cov.size else 0.0,
+            "evaluations": self.evaluations,
+            "wasted_device_s": float(sum(self.column("wasted_device_s"))),
+            "bytes_sent": int(sum(self.column("bytes_sent"))),
+            "bytes_received": int(sum(self.column("bytes_received"))),
+            "wall_s": self.wall_s,
+            "events": self.events,
+        }
+
+
+OnRoundEnd = Callable[[RoundOutcome, dict[str, Any]], Mapping[str, Any] | None]
+
+
+class Simulator:
+    """One simulated deployment. Use :func:`run_simulation` unless you need the pieces."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        seed: int = 0,
+        reward_source: str | RewardSource = "timing",
+        round_source: RoundSource | None = None,
+        on_round_end: OnRoundEnd | None = None,
+        record_requests: bool = False,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.policy = config.policy
+        self.w = config.workload
+        if reward_source == "timing":
+            self.reward: RewardSource = CompetenceRewards(config.clients)
+        elif isinstance(reward_source, str):
+            raise ConfigError(
+                f"reward_source {reward_source!r} is unknown; use 'timing' or a callable "
+                "(e.g. ModelRewards(reward_fn))"
+            )
+        else:
+            self.reward = reward_source
+        self.round_source = round_source or surrogate_rounds(config)
+        self.on_round_end = on_round_end
+        self.record_requests = record_requests
+        self.env = simpy.Environment()
+        self._schedule: Callable[[Any, int, float], None] = self.env.schedule
+        self.rng = server_rng(seed)
+        self.events = 0
+        self.requests: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.runs: list[_RoundRun] = []
+        self.stale_buffer: list[tuple[int, Assignment, tuple[float, ...]]] = []
+        self.stale_used: list[StaleResult] = []
+        self._setup_clients(config.clients)
+
+    # ----------------------------------------------------------------- clients
+
+    def _setup_clients(self, clients: Sequence[ClientSpec]) -> None:
+        w = self.w
+        n = len(clients)
+        self.n = n
+        self.profile_names: list[str] = []
+        self._req_streams: list[ClientStream | None] = [None] * n
+        self._reward_streams: list[ClientStream | None] = [None] * n
+        self.avail: list[Availability] = []
+        self.rtt_mu: list[float] = []
+        self.rtt_sigma: list[float] = []
+        self.sec_per_cand: list[float] = []  # prefill time per candidate
+        self.sec_fixed: list[float] = []  # overhead + decode per request
+        self.speed_sigma: list[float] = []
+        self.down_bps: list[float] = []
+        self.up_bps: list[float] = []
+        self.crash_p: list[float] = []
+        self.busy = [False] * n
+        self.queue: list[deque[_Job]] = [deque() for _ in range(n)]
+        tokens_per_cand = w.question_tokens + w.completion_tokens
+        for cid, spec in enumerate(clients):
+            p = spec.device
+            speed = size_factor(spec.size_class) * spec.speed_factor
+            self.profile_names.append(p.name)
+            self.avail.append(self._availability(cid, spec))
+            self.rtt_mu.append(math.log(p.rtt_median_s))
+            self.rtt_sigma.append(p.rtt_sigma)
+            self.sec_per_cand.append(tokens_per_cand / (p.prefill_tok_s * speed))
+            self.sec_fixed.append(p.overhead_s + w.decode_tokens / (p.decode_tok_s * speed))
+            self.speed_sigma.append(p.speed_sigma)
+            down = spec.bandwidth_mbps or p.down_mbps
+            up = spec.bandwidth_mbps or p.up_mbps
+            self.down_bps.append(down * 1e6 / 8)
+            self.up_bps.append(up * 1e6 / 8)
+            self.crash_p.append(p.crash_prob)
+        chars = w.chars_per_token
+        self._est_bytes_per_cand = int((w.question_tokens + w.completion_tokens) * chars) + 8
+
+    def _stream(self, cid: int, purpose: str) -> ClientStream:
+        """Created on first use (most of 10k clients may never be asked)."""
+        s = ClientStream(stream_generator(self.seed, cid, purpose))
+        (self._req_streams if purpose == "request" else self._reward_streams)[cid] = s
+        return s
+
+    def _availability(self, cid: int, spec: ClientSpec) -> Availability:
+        a = spec.availability
+        p = spec.device
+        if a.kind == "always" or (a.kind == "profile" and p.mean_on_s is None):
+            return AlwaysOn()
+        stream = ClientStream(stream_generator(self.seed, cid, "availability"), block=16)
+        if a.kind == "profile":
+            assert p.mean_on_s is not None and p.mean_off_s is not None
+            return MarkovAvailability(p.mean_on_s, p.mean_off_s, stream)
+        if a.kind == "markov":
+            assert a.mean_on_s is not None and a.mean_off_s is not None
+            return MarkovAvailability(a.mean_on_s, a.mean_off_s, stream)
+        return TraceAvailability(a.intervals, a.period_s)
+
+    # ----------------------------------------------------------------- selection
+
+    def _select(self, inp: RoundInput) -> list[list[int]]:
+        n_ask = experts_to_ask(self.w.experts_per_question, self.policy.over_selection)
+        b = len(inp.questions)
+        if self.w.selector == "random":
+            out = []
+            draws = self.rng.integers(0, self.n, size=(b, n_ask + 4)).tolist()
+            for row in draws:
+                pick = list(dict.fromkeys(row))[:n_ask]
+                if len(pick) < n_ask:
+                    pick = self.rng.permutation(self.n)[:n_ask].tolist()
+                out.append(pick)
+            return out
+        # "top": best competence on the question's domain, ties broken by a per-round shuffle
+        ranking: dict[str, list[int]] = {}
+        noise = self.rng.random(self.n)
+        for d in set(inp.domains):
+            comp = np.array([c.competence_on(d) for c in self.config.clients])
+            ranking[d] = np.lexsort((noise, -comp))[:n_ask].tolist()
+        return [list(ranking[d]) for d in inp.domains]
+
+    def _dispatch(self, experts: list[list[int]]) -> list[dict[int, list[int]]]:
+        g, m = self.w.group_size, self.w.experts_per_question
+        out = []
+        for ex in experts:
+            prim = ex[:m]
+            if self.w.dispatch == "broadcast":
+                out.append({e: list(range(g)) for e in prim})
+                continue
+            perm = self.rng.permutation(g).tolist()
+            k, extra = divmod(g, len(prim))
+            shards, start = {}, 0
+            for j, e in enumerate(prim):
+                size = k + (1 if j < extra else 0)
+                if size:
+                    shards[e] = sorted(perm[start : start + size])
+                start += size
+            out.append(shards)
+        return out
+
+    # ----------------------------------------------------------------- request life
+
+    def _timeout(self, delay: float, fn: Callable[[_Job], None], job: _Job) -> None:
+        # A slotted stand-in for simpy.Timeout through the public Environment.schedule: the
+        # event loop only reads ``callbacks`` and ``_ok``. Same ordering, ~2x cheaper.
+        self.events += 1
+        self._schedule(_Tick(fn, job), 1, delay)
+
+    def _send(self, rr: _RoundRun, a: Assignment, attempt: int) -> None:
+        now = self.env.now
+        rr.state.on_sent(a, now)
+        cid = a.client_id
+        s = self._req_streams[cid] or self._stream(cid, "request")
+        job = _Job(rr, a, attempt)
+        rr.jobs[a.assignment_id] = job
+        k = len(a.candidates)
+        # fixed draws per request keep each client's stream aligned across scenarios
+        rtt = math.exp(self.rtt_mu[cid] + self.rtt_sigma[cid] * s.normal())
+        jitter = math.exp(self.speed_sigma[cid] * s.normal())
+        job.crash_u = s.uniform()
+        job.crash_at = s.uniform()
+        job.half = rtt / 2
+        job.compute = (self.sec_fixed[cid] + k * self.sec_per_cand[cid]) * jitter
+        job.req_bytes = self._request_bytes(rr, a)
+        job.resp_bytes = self.config.response_overhead_bytes + k * self.config.response_bytes_per_value
+        job.t_sent = now
+        rr.bytes_sent += job.req_bytes
+        self._timeout(job.half + job.req_bytes / self.down_bps[cid], self._arrive, job)
+
+    def _request_bytes(self, rr: _RoundRun, a: Assignment) -> int:
+        if isinstance(self.reward, ModelRewards) and rr.inp.candidates is not None:
+            return len(dumps(encode_request(self.reward.request(a, rr.inp))))
+        return self.config.request_overhead_bytes + len(a.candidates) * self._est_bytes_per_cand
+
+    def _arrive(self, job: _Job) -> None:
+        if job.cancelled and self.config.cancel_queued:
+            return
+        cid = job.a.client_id
+        until = self.avail[cid].online_until(self.env.now)
+        if until is None:
+            job.rr.offline += 1
+            delay = max(0.0, job.t_sent + self.config.connect_timeout_s - self.env.now)
+            self._timeout(delay, self._offline_fail, job)
+            return
+        job.online_until = until
+        if self.busy[cid]:
+            self.queue[cid].append(job)
+        else:
+            self._start(job)
+
+    def _start(self, job: _Job) -> None:
+        cid = job.a.client_id
+        now = self.env.now
+        if job.cancelled and self.config.cancel_queued:
+            self._next(cid)
+            return
+        until = job.online_until
+        if now > until:  # went offline while the request waited in the queue: lost
+            job.rr.offline += 1
+            self._record(job, "offline_in_queue")
+            self._next(cid)
+            return
+        self.busy[cid] = True
+        job.t_start = now
+        end = now + job.compute
+        if job.crash_u < self.crash_p[cid]:
+            t_crash = now + job.compute * job.crash_at
+            if t_crash < until:
+                self._timeout(t_crash - now, self._crash, job)
+                return
+        if until < end:
+            self._timeout(until - now, self._drop, job)
+            return
+        self._timeout(job.compute, self._done, job)
+
+    def _next(self, cid: int) -> None:
+        self.busy[cid] = False
+        q = self.queue[cid]
+        if q:
+            self._start(q.popleft())
+
+    def _spent(self, job: _Job, wasted: bool) -> float:
+        spent = self.env.now - job.t_start
+        job.rr.busy_s += spent
+        if wasted:
+            job.rr.wasted_s += spent
+        return spent
+
+    def _crash(self, job: _Job) -> None:
+        self._spent(job, wasted=True)
+        job.rr.crashed += 1
+        self._next(job.a.client_id)
+        self._record(job, "crashed")
+        self._timeout(job.half, self._crash_fail, job)
+
+    def _drop(self, job: _Job) -> None:
+        self._spent(job, wasted=True)
+        job.rr.offline += 1
+        self._record(job, "offline_mid_request")
+        self._next(job.a.client_id)
+
+    def _done(self, job: _Job) -> None:
+        cid = job.a.client_id
+        self._next(cid)
+        job.rr.evals += 1
+        if job.cancelled:  # over-selected extra no longer needed, or cut at a sync close
+            self._spent(job, wasted=True)
+            self._record(job, "cancelled_running")
+            return
+        self._spent(job, wasted=False)
+        stream = self._reward_streams[cid] or self._stream(cid, "reward")
+        values = list(self.reward(cid, job.a, job.rr.inp, stream))
+        job.values = values
+        self._timeout(job.half + job.resp_bytes / self.up_bps[cid], self._deliver, job)
+
+    def _deliver(self, job: _Job) -> None:
+        values = job.values
+        rr = job.rr
+        now = self.env.now
+        rr.bytes_received += job.resp_bytes
+        disp = rr.state.on_result(job.a.assignment_id, values, now)
+        if disp is Disposition.ACCEPTED:
+            used = rr.state.used(job.a.assignment_id)
+            if used < len(job.a.candidates):  # surplus values: that share of the work is wasted
+                rr.wasted_s += job.compute * (1 - used / len(job.a.candidates))
+        else:
+            rr.wasted_s += job.compute
+            if disp is Disposition.LATE:
+                rr.late_arrivals += 1
+                if self.config.mode == "async" and (
+                    validate_values(values, len(job.a.candidates), self.policy.reward_range) is None
+                ):
+                    self.stale_buffer.append((rr.index, job.a, tuple(values)))
+            elif disp is Disposition.RETRY:
+                self._retry(rr, job)
+        self._record(job, disp.value)
+        self._after(rr)
+
+    def _offline_fail(self, job: _Job) -> None:
+        self._record(job, "offline")
+        self._fail(job, "connect: device offline (connect timeout)")
+
+    def _crash_fail(self, job: _Job) -> None:
+        self._fail(job, "connect: connection reset (device crashed)")
+
+    def _fail(self, job: _Job, reason: str) -> None:
+        rr = job.rr
+        if rr.state.on_failure(job.a.assignment_id, reason, self.env.now):
+            self._retry(rr, job)
+        self._after(rr)
+
+    def _retry(self, rr: _RoundRun, job: _Job) -> None:
+        backoff = self.policy.retry_backoff_s
+
+        def resend(_e: object) -> None:
+            aid = job.a.assignment_id
+            if not rr.state.is_closed() and rr.state.status(aid) is AssignmentStatus.PENDING:
+                self._send(rr, job.a, job.attempt + 1)
+
+        if backoff > 0:
+            self.events += 1
+            self.env.timeout(backoff).callbacks.append(resend)
+        else:
+            self._send(rr, job.a, job.attempt + 1)
+
+    def _after(self, rr: _RoundRun) -> None:
+        closing = rr.state.is_closed()
+        for a in rr.state.to_cancel():
+            job = rr.jobs.get(a.assignment_id)
+            if job is None:
+                continue
+            if closing and self.config.mode == "async":
+                continue  # FedBuff-style: stragglers keep working for a later update
+            job.cancelled = True
+        if closing and not rr.close_ev.triggered:
+            rr.close_ev.succeed()
+
+    def _record(self, job: _Job, what: str) -> None:
+        if not self.record_requests:
+            return
+        self.requests.append(
+            {
+                "round": job.rr.index,
+                "assignment_id": job.a.assignment_id,
+                "client": job.a.client_id,
+                "profile": self.profile_names[job.a.client_id],
+                "attempt": job.attempt,
+                "event": what,
+                "t_sent": job.t_sent,
+                "t": self.env.now,
+                "latency_s": self.env.now - job.t_sent,
+                "compute_s": job.compute,
+                "queue_s": (job.t_start - job.t_sent - job.half) if job.t_start >= 0 else None,
+            }
+        )
+
+    # ----------------------------------------------------------------- rounds
+
+    def _start_round(self, r: int) -> _RoundRun:
+        inp = self.round_source(r, self.rng)
+        experts = inp.experts if inp.experts is not None else self._select(inp)
+        if len(experts) != len(inp.questions):
+            raise ConfigError(
+                f"round {r}: {len(experts)} expert lists for {len(inp.questions)} questions"
+            )
+        for ex in experts:
+            for e in ex:
+                if not 0 <= e < self.n:
+                    raise ConfigError(f"round {r}: expert {e} is not a client (0..{self.n - 1})")
+        dispatch = self._dispatch(experts)
+        plan: RoundPlan = build_plan(
+            experts, dispatch, self.w.group_size, self.policy, round_id=f"r{r}"
+        )
+        state = RoundState(plan, self.policy, self.env.now)
+        rr = _RoundRun(r, state, inp, self.env.event())
+        self.runs.append(rr)
+        for a in state.pending():
+            self._send(rr, a, 1)
+        return rr
+
+    def _round_loop(self, env: simpy.Environment, rounds: int) -> Any:
+        for r in range(rounds):
+            rr = self._start_round(r)
+            if not rr.state.is_closed():
+                self.events += 1
+                yield env.any_of([rr.close_ev, env.timeout(self.policy.deadline_s)])
+            if not rr.state.is_closed():
+                rr.state.on_deadline(env.now)
+            self._after(rr)
+            self._finish_round(rr)
+            if self.config.update_s > 0:
+                self.events += 1
+                yield env.timeout(self.config.update_s)
+
+    def _finish_round(self, rr: _RoundRun) -> None:
+        out = rr.state.outcome()
+        stale_used = []
+        stale_dropped = 0
+        if self.config.mode == "async":
+            for origin, a, values in self.stale_buffer:
+                if rr.index - origin <= self.config.max_staleness:
+                    stale_used.append(StaleResult(origin, rr.index, a, values))
+                else:
+                    stale_dropped += 1
+            self.stale_buffer = []
+            self.stale_used.extend(stale_used)
+        record = self._record_round(rr, out)
+        record["stale_used"] = len(stale_used)
+        record["stale_dropped"] = stale_dropped
+        record["staleness_mean"] = (
+            float(np.mean([s.staleness for s in stale_used])) if stale_used else None
+        )
+        record["_outcome"] = out
+        if self.on_round_end is not None:
+            extra = self.on_round_end(out, {k: v for k, v in record.items() if k != "_outcome"})
+            if extra:
+                record.update(extra)
+        self.records.append(record)
+
+    def _record_round(self, rr: _RoundRun, out: RoundOutcome) -> dict[str, Any]:
+        counts = out.counts()
+        cov = out.coverage
+        part: dict[str, dict[str, int]] = {}
+        for rep in out.assignments:
+            if rep.attempts == 0:
+                continue
+            d = part.setdefault(self.profile_names[rep.assignment.client_id], {"asked": 0, "answered": 0})
+            d["asked"] += 1
+            if rep.status.value == "answered":
+                d["answered"] += 1
+        return {
+            "round": rr.index,
+            "t_start": out.t_start,
+            "t_close": out.t_close,
+            "duration_s": out.duration_s,
+            "closed_by": out.closed_by,
+            "groups": out.plan.num_groups,
+            **counts,
+            "crashed": rr.crashed,
+            "offline": rr.offline,
+            "evals": rr.evals,
+            "wasted_device_s": rr.wasted_s,
+            "bytes_sent": rr.bytes_sent,
+            "bytes_received": rr.bytes_received,
+            "coverage_mean": float(cov.mean()) if cov.size else 1.0,
+            "coverage": [round(float(c), 4) for c in cov],
+            "groups_with_signal": int(out.has_signal.sum()),
+            "participation": part,
+        }
+
+    def _settle(self) -> None:
+        """Counters that keep moving after a round closed (stragglers finishing later)."""
+        for rr, rec in zip(self.runs, self.records):
+            rec.update(
+                crashed=rr.crashed,
+                offline=rr.offline,
+                late_arrivals=rr.late_arrivals,
+                evals=rr.evals,
+                busy_device_s=rr.busy_s,
+                wasted_device_s=rr.wasted_s,
+                bytes_sent=rr.bytes_sent,
+                bytes_received=rr.bytes_received,
+            )
+
+    def run(self, rounds: int) -> SimResult:
+        if not (isinstance(rounds, int) and rounds >= 0):
+            raise ConfigError(f"rounds={rounds!r}; give an integer >= 0")
+        t0 = time.perf_counter()
+        self.env.process(self._round_loop(self.env, rounds))
+        self.env.run()  # also lets stragglers finish so waste and bytes are settled
+        self._settle()
+        wall = time.perf_counter() - t0
+        records = []
+        for rec in self.records:
+            rec.pop("_outcome", None)
+            records.append(rec)
+        return SimResult(
+            self.config, self.seed, records, self.requests, wall, self.events, self.stale_used
+        )
+
+
+def run_simulation(
+    config: SimConfig,
+    rounds: int,
+    seed: int = 0,
+    reward_source: str | RewardSource = "timing",
+    round_source: RoundSource | None = None,
+    on_round_end: OnRoundEnd | None = None,
+    record_requests: bool = False,
+) -> SimResult:
+    """Simulate ``rounds`` rounds in virtual time.
+
+    * ``reward_source``: ``"timing"`` (competence surrogate, fast) or a :class:`RewardSource`
+      such as ``ModelRewards(reward_fn)`` with ``reward_fn(client_id, request) -> values``.
+    * ``round_source(r, rng) -> RoundInput``: questions (and candidate texts / expert lists) per
+      round; default: abstract questions (:func:`surrogate_rounds`).
+    * ``on_round_end(outcome, record)``: called at each close (e.g. run the GRPO update on
+      ``outcome.usable_rewards()``); a returned dict (e.g. ``{"accuracy": 0.4}``) is merged into
+      the round's record.
+    * ``record_requests``: also keep one row per request event (for notebooks and tests).
+    """
+    sim = Simulator(config, seed, reward_source, round_source, on_round_end, record_requests)
+    return sim.run(rounds)
