@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hmac
 import json
 import logging
@@ -74,6 +75,8 @@ OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 T = TypeVar("T")
+# Each request runs in its own task, so a context variable is per-request state.
+_CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="?")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -202,7 +205,7 @@ def _route_label(request: web.Request) -> str:
 async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, latency histogram, request counter, access log line."""
     request_id = _request_id(request)
-    request["request_id"] = request_id
+    _CURRENT_REQUEST_ID.set(request_id)
     start = time.perf_counter()
     status = 500
     try:
@@ -241,7 +244,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
         return _error(exc.status, exc.reason, headers)
     except Exception:
-        request_id = request.get("request_id", "?")
+        request_id = _CURRENT_REQUEST_ID.get()
         log.exception("unhandled error in %s %s (rid=%s)", request.method, request.path, request_id)
         return _error(500, f"internal error; see the device log for request id {request_id}")
 

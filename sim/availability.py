@@ -77,7 +77,9 @@ class MarkovAvailability:
         ch = self._changes
         while ch[-1] <= t:
             online_now = self._online0 ^ (len(ch) % 2 == 1)  # state after len(ch) flips
-            ch.append(ch[-1] + self._stream.exponential(self._mean_on if online_now else self._mean_off))
+            ch.append(
+                ch[-1] + self._stream.exponential(self._mean_on if online_now else self._mean_off)
+            )
 
     def online_until(self, t: float) -> float | None:
         self._extend(t)
@@ -92,7 +94,9 @@ class TraceAvailability:
 
     __slots__ = ("_ends", "_period", "_starts")
 
-    def __init__(self, intervals: Sequence[tuple[float, float]], period: float | None = None) -> None:
+    def __init__(
+        self, intervals: Sequence[tuple[float, float]], period: float | None = None
+    ) -> None:
         iv = sorted((float(a), float(b)) for a, b in intervals)
         for a, b in iv:
             if not (math.isfinite(a) and math.isfinite(b) and a <= b):
@@ -146,15 +150,17 @@ class TraceAvailability:
 class _SafeUnpickler(pickle.Unpickler):
     """Only plain data: FedScale traces are dicts of lists of numbers (and numpy scalars)."""
 
-    _ALLOWED = {
-        ("builtins", "dict"),
-        ("builtins", "list"),
-        ("builtins", "tuple"),
-        ("builtins", "float"),
-        ("builtins", "int"),
-        ("collections", "OrderedDict"),
-        ("collections", "defaultdict"),
-    }
+    _ALLOWED = frozenset(
+        {
+            ("builtins", "dict"),
+            ("builtins", "list"),
+            ("builtins", "tuple"),
+            ("builtins", "float"),
+            ("builtins", "int"),
+            ("collections", "OrderedDict"),
+            ("collections", "defaultdict"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -202,7 +208,9 @@ def load_fedscale_capacity(path: str | Path) -> dict[int, FedScaleCapacity]:
                 f"{path}: client {cid} needs numeric 'computation' and 'communication', got {v!r}"
             ) from exc
         if not (comp > 0 and comm > 0):
-            raise ConfigError(f"{path}: client {cid} has computation={comp}, communication={comm}; need > 0")
+            raise ConfigError(
+                f"{path}: client {cid} has computation={comp}, communication={comm}; need > 0"
+            )
         out[cid] = FedScaleCapacity(comp, comm)
     return out
 

@@ -74,9 +74,7 @@ class ClientSpec:
         get_profile(self.profile)  # validates the name
         size_factor(self.size_class)
         comps = (
-            self.competence.values()
-            if isinstance(self.competence, Mapping)
-            else [self.competence]
+            self.competence.values() if isinstance(self.competence, Mapping) else [self.competence]
         )
         for c in comps:
             if not 0.0 <= c <= 1.0:
@@ -171,7 +169,9 @@ class SimConfig:
         if self.mode not in MODES:
             raise ConfigError(f"SimConfig.mode={self.mode!r}; use one of {MODES}")
         if not (isinstance(self.max_staleness, int) and self.max_staleness >= 0):
-            raise ConfigError(f"SimConfig.max_staleness={self.max_staleness!r}; give an integer >= 0")
+            raise ConfigError(
+                f"SimConfig.max_staleness={self.max_staleness!r}; give an integer >= 0"
+            )
         for name in ("connect_timeout_s", "update_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -234,7 +234,9 @@ def clients_from_fedscale(
     relative to the file's median (a median device runs at the profile's speed), ``communication``
     (kbit/s) sets the bandwidth, ``client_behave_trace`` intervals drive availability. Client
     ids are the sorted ids present in the files (the first ``num_clients``)."""
-    caps: dict[int, FedScaleCapacity] = load_fedscale_capacity(capacity_path) if capacity_path else {}
+    caps: dict[int, FedScaleCapacity] = (
+        load_fedscale_capacity(capacity_path) if capacity_path else {}
+    )
     traces = load_fedscale_trace(trace_path) if trace_path else {}
     ids = sorted(set(caps) | set(traces))
     if not ids:

@@ -207,6 +207,15 @@ class _Job:
         self.rr, self.a, self.attempt = rr, a, attempt
         self.cancelled = False
         self.t_start = -1.0
+        self.t_sent = 0.0
+        self.half = 0.0
+        self.compute = 0.0
+        self.crash_u = 1.0
+        self.crash_at = 0.0
+        self.req_bytes = 0
+        self.resp_bytes = 0
+        self.online_until = math.inf
+        self.values: list[float] = []
 
 
 @dataclass(eq=False)
@@ -308,15 +317,16 @@ class Simulator:
         self.on_round_end = on_round_end
         self.record_requests = record_requests
         self.env = simpy.Environment()
-        self._schedule: Callable[[Any, int, float], None] = self.env.schedule
+        self._schedule: Callable[..., None] = self.env.schedule
         self.rng = server_rng(seed)
         self.events = 0
         self.requests: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.runs: list[_RoundRun] = []
-        self.stale_buffer: list[tuple[int, Assignment, tuple[float, ...]]] = []
+        self.stale_buffer: list[tuple[int, Assignment, tuple[float, ...], float]] = []
         self.stale_used: list[StaleResult] = []
         self._setup_clients(config.clients)
+        self._closed_state = RoundState(build_plan([], [], 0, self.policy), self.policy, 0.0)
 
     # ----------------------------------------------------------------- clients
 
@@ -442,7 +452,9 @@ class Simulator:
         job.half = rtt / 2
         job.compute = (self.sec_fixed[cid] + k * self.sec_per_cand[cid]) * jitter
         job.req_bytes = self._request_bytes(rr, a)
-        job.resp_bytes = self.config.response_overhead_bytes + k * self.config.response_bytes_per_value
+        job.resp_bytes = (
+            self.config.response_overhead_bytes + k * self.config.response_bytes_per_value
+        )
         job.t_sent = now
         rr.bytes_sent += job.req_bytes
         self._timeout(job.half + job.req_bytes / self.down_bps[cid], self._arrive, job)
@@ -538,19 +550,25 @@ class Simulator:
         rr = job.rr
         now = self.env.now
         rr.bytes_received += job.resp_bytes
-        disp = rr.state.on_result(job.a.assignment_id, values, now)
+        if rr.finished:  # the round's outcome is final: anything now is late
+            disp = Disposition.LATE
+        else:
+            disp = rr.state.on_result(job.a.assignment_id, values, now)
         if disp is Disposition.ACCEPTED:
             used = rr.state.used(job.a.assignment_id)
             if used < len(job.a.candidates):  # surplus values: that share of the work is wasted
                 rr.wasted_s += job.compute * (1 - used / len(job.a.candidates))
+        elif (
+            disp is Disposition.LATE
+            and self.config.mode == "async"
+            and validate_values(values, len(job.a.candidates), self.policy.reward_range) is None
+        ):
+            rr.late_arrivals += 1  # kept for a later update; wasted only if it gets too stale
+            self.stale_buffer.append((rr.index, job.a, tuple(values), job.compute))
         else:
             rr.wasted_s += job.compute
             if disp is Disposition.LATE:
                 rr.late_arrivals += 1
-                if self.config.mode == "async" and (
-                    validate_values(values, len(job.a.candidates), self.policy.reward_range) is None
-                ):
-                    self.stale_buffer.append((rr.index, job.a, tuple(values)))
             elif disp is Disposition.RETRY:
                 self._retry(rr, job)
         self._record(job, disp.value)
@@ -565,6 +583,8 @@ class Simulator:
 
     def _fail(self, job: _Job, reason: str) -> None:
         rr = job.rr
+        if rr.finished:
+            return
         if rr.state.on_failure(job.a.assignment_id, reason, self.env.now):
             self._retry(rr, job)
         self._after(rr)
@@ -584,6 +604,8 @@ class Simulator:
             self._send(rr, job.a, job.attempt + 1)
 
     def _after(self, rr: _RoundRun) -> None:
+        if rr.finished:
+            return
         closing = rr.state.is_closed()
         for a in rr.state.to_cancel():
             job = rr.jobs.get(a.assignment_id)
@@ -657,11 +679,12 @@ class Simulator:
         stale_used = []
         stale_dropped = 0
         if self.config.mode == "async":
-            for origin, a, values in self.stale_buffer:
+            for origin, a, values, compute in self.stale_buffer:
                 if rr.index - origin <= self.config.max_staleness:
                     stale_used.append(StaleResult(origin, rr.index, a, values))
                 else:
                     stale_dropped += 1
+                    self.runs[origin].wasted_s += compute
             self.stale_buffer = []
             self.stale_used.extend(stale_used)
         record = self._record_round(rr, out)
@@ -670,12 +693,15 @@ class Simulator:
         record["staleness_mean"] = (
             float(np.mean([s.staleness for s in stale_used])) if stale_used else None
         )
-        record["_outcome"] = out
         if self.on_round_end is not None:
-            extra = self.on_round_end(out, {k: v for k, v in record.items() if k != "_outcome"})
+            extra = self.on_round_end(out, dict(record))
             if extra:
                 record.update(extra)
         self.records.append(record)
+        # Free the round's bulk: cancellations are done, late results need no state any more.
+        rr.jobs = {}
+        rr.finished = True
+        rr.state = self._closed_state
 
     def _record_round(self, rr: _RoundRun, out: RoundOutcome) -> dict[str, Any]:
         counts = out.counts()
@@ -684,7 +710,9 @@ class Simulator:
         for rep in out.assignments:
             if rep.attempts == 0:
                 continue
-            d = part.setdefault(self.profile_names[rep.assignment.client_id], {"asked": 0, "answered": 0})
+            d = part.setdefault(
+                self.profile_names[rep.assignment.client_id], {"asked": 0, "answered": 0}
+            )
             d["asked"] += 1
             if rep.status.value == "answered":
                 d["answered"] += 1
@@ -728,14 +756,13 @@ class Simulator:
         t0 = time.perf_counter()
         self.env.process(self._round_loop(self.env, rounds))
         self.env.run()  # also lets stragglers finish so waste and bytes are settled
+        for origin, _a, _values, compute in self.stale_buffer:  # arrived after the last update
+            self.runs[origin].wasted_s += compute
+        self.stale_buffer = []
         self._settle()
         wall = time.perf_counter() - t0
-        records = []
-        for rec in self.records:
-            rec.pop("_outcome", None)
-            records.append(rec)
         return SimResult(
-            self.config, self.seed, records, self.requests, wall, self.events, self.stale_used
+            self.config, self.seed, self.records, self.requests, wall, self.events, self.stale_used
         )
 
 

@@ -37,9 +37,11 @@ def write_csv(result: SimResult, path: str | Path, requests: bool = False) -> Pa
     """Flat per-round table (or the per-request rows with ``requests=True``)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    rows = result.requests if requests else [
-        {k: v for k, v in r.items() if k not in _FLAT_SKIP} for r in result.rounds
-    ]
+    rows = (
+        result.requests
+        if requests
+        else [{k: v for k, v in r.items() if k not in _FLAT_SKIP} for r in result.rounds]
+    )
     keys: list[str] = []
     for r in rows:
         for k in r:

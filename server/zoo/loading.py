@@ -104,10 +104,10 @@ def load_causal_lm(
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=getattr(torch, dtype))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: HF's invalid repo id
         hint = (
             "the path does not exist"
-            if not Path(resolved).exists() and "/" in resolved and resolved.startswith((".", "/"))
+            if not Path(resolved).exists() and resolved.startswith((".", "/", "~"))
             else "no model hub is reachable from here; use a local directory, a model built with "
             "'fedgrpo models build', or builtin:" + SMOLLM2
         )
