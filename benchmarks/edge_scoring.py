@@ -4,10 +4,8 @@ For each model (a tiny trained GPT-2 and SmolLM2-135M-Instruct) the same candida
 policies are scored by every backend in one run:
 
 - throughput (policies/s = batch / median call latency) and p50/p99 call latency for the
-  likelihood reward at batch 1, 8 and 32; backends are interleaved call by call so load from
-  other processes on a shared machine hits them alike;
-- size on disk, and peak RSS of a fresh child process that loads one backend and scores one
-  batch of 32;
+  likelihood reward at batch 1, 8 and 32, each backend alone in a fresh child process;
+- size on disk, and peak RSS (VmHWM) of that child process;
 - reward fidelity against PyTorch fp32: Spearman and max |diff| of likelihood rewards,
   agreement-reward agreement rate and greedy-text exact match;
 - HTTP + JSON overhead: the aiohttp service on loopback vs calling the scorer directly, int8,
@@ -198,77 +196,106 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def time_backends(
-    scorers: dict[str, EdgeScorer],
-    questions: list[str],
-    completions: list[str],
-    repeats: dict[int, int],
+def time_scorer(
+    scorer: EdgeScorer, questions: list[str], completions: list[str], repeats: dict[int, int]
 ) -> dict[str, dict[str, Any]]:
-    """Interleaved timing of the likelihood reward per batch size."""
-    result: dict[str, dict[str, Any]] = {name: {} for name in scorers}
+    """Latency of the likelihood reward per batch size (first call of each size is warm-up)."""
+    result: dict[str, dict[str, Any]] = {}
     for batch, reps in repeats.items():
-        latencies: dict[str, list[float]] = {name: [] for name in scorers}
-        for rep in range(reps + 1):  # first round is warm-up
+        latencies: list[float] = []
+        for rep in range(reps + 1):
             start_index = (rep * batch) % max(1, len(questions) - batch)
             qs = questions[start_index : start_index + batch]
             cs = completions[start_index : start_index + batch]
-            for name, scorer in scorers.items():
-                t0 = time.perf_counter()
-                scorer.score(qs, cs, "likelihood")
-                if rep:
-                    latencies[name].append(time.perf_counter() - t0)
-        for name, lat in latencies.items():
-            p50 = statistics.median(lat)
-            result[name][str(batch)] = {
-                "policies_per_s": batch / p50,
-                "p50_ms": 1000 * p50,
-                "p99_ms": 1000 * float(np.percentile(lat, 99)),
-                "calls": len(lat),
-            }
+            t0 = time.perf_counter()
+            scorer.score(qs, cs, "likelihood")
+            if rep:
+                latencies.append(time.perf_counter() - t0)
+        p50 = statistics.median(latencies)
+        result[str(batch)] = {
+            "policies_per_s": batch / p50,
+            "p50_ms": 1000 * p50,
+            "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+            "calls": len(latencies),
+        }
     return result
 
 
 def fidelity(
-    scorers: dict[str, EdgeScorer], questions: list[str], completions: list[str], n_agree: int
+    runs: dict[str, dict[str, Any]], reference: str = "torch-fp32"
 ) -> dict[str, dict[str, Any]]:
-    ref_name = "torch-fp32"
-    likes = {name: s.score(questions, completions, "likelihood") for name, s in scorers.items()}
-    agree_q, agree_c = questions[: 8 * n_agree], completions[: 8 * n_agree]
-    unique = list(dict.fromkeys(agree_q))
-    greedy = {name: s.greedy_completions(unique) for name, s in scorers.items()}
-    agrees = {name: s.score(agree_q, agree_c, "agreement") for name, s in scorers.items()}
+    """Rewards of every backend against the PyTorch fp32 ones (same inputs)."""
+    ref = runs[reference]
     out: dict[str, dict[str, Any]] = {}
-    for name in scorers:
-        diff = np.abs(np.array(likes[name]) - np.array(likes[ref_name]))
+    for name, run in runs.items():
+        diff = np.abs(np.array(run["likelihood"]) - np.array(ref["likelihood"]))
         out[name] = {
-            "likelihood_spearman": spearman(likes[name], likes[ref_name]),
+            "likelihood_spearman": spearman(run["likelihood"], ref["likelihood"]),
             "likelihood_max_abs_diff": float(diff.max()),
             "likelihood_mean_abs_diff": float(diff.mean()),
-            "agreement_reward_match_rate": float(np.mean(np.array(agrees[name]) == np.array(agrees[ref_name]))),
-            "greedy_text_exact_match": float(np.mean([a == b for a, b in zip(greedy[name], greedy[ref_name])])),
-            "greedy_answers_extracted": float(np.mean([a is not None for a in scorers[name].greedy_answers(unique)])),
-            "n_likelihood": len(questions),
-            "n_agreement_questions": len(unique),
+            "agreement_reward_match_rate": float(np.mean(np.array(run["agreement"]) == np.array(ref["agreement"]))),
+            "greedy_text_exact_match": float(np.mean([a == b for a, b in zip(run["greedy"], ref["greedy"])])),
+            "greedy_answers_extracted": run["greedy_answers_extracted"],
+            "n_likelihood": len(run["likelihood"]),
+            "n_agreement_questions": len(run["greedy"]),
         }  # fmt: skip
     return out
 
 
-def peak_rss_child(name: str, export_dir: Path, hf_dir: Path, threads: int) -> float:
-    """Peak RSS (MB) of a fresh process that loads ``name`` and scores a batch of 32."""
+def peak_rss_mb() -> float:
+    """This process's peak RSS from /proc (VmHWM). ``ru_maxrss`` would be wrong here: Linux
+    carries it across fork+exec, so a child of a big parent reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one backend in a fresh process (isolated memory and thread pools)."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, str(export_dir), str(hf_dir), str(threads)],
-        capture_output=True, text=True, check=False, timeout=900,
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True, text=True, check=False, timeout=3600,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise RuntimeError(f"RSS child for {name} failed: {proc.stderr[-500:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+        raise RuntimeError(f"benchmark child {spec['backend']} failed:\n{proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def child_main(name: str, export_dir: str, hf_dir: str, threads: int) -> None:
-    scorer = load_backend(name, Path(export_dir), Path(hf_dir), threads)
-    qs, cs = workload(4)
-    scorer.score(qs[:32], cs[:32], "likelihood")
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+def child_main(spec: dict[str, Any]) -> None:
+    name, threads = spec["backend"], int(spec["threads"])
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    scorer = load_backend(name, Path(spec["export_dir"]), Path(spec["hf_dir"]), threads)
+    load_seconds = time.perf_counter() - t0
+    questions, completions = workload(int(spec["n_questions"]))
+    repeats = {int(k): int(v) for k, v in spec["repeats"].items()}
+    timing = time_scorer(scorer, questions, completions, repeats)
+    likelihood = scorer.score(questions, completions, "likelihood")
+    agree_q = questions[: 8 * int(spec["n_agree"])]
+    agree_c = completions[: 8 * int(spec["n_agree"])]
+    unique = list(dict.fromkeys(agree_q))
+    t1 = time.perf_counter()
+    greedy = scorer.greedy_completions(unique)
+    greedy_seconds = time.perf_counter() - t1
+    agreement = scorer.score(agree_q, agree_c, "agreement")
+    result: dict[str, Any] = {
+        "backend": name,
+        "load_seconds": load_seconds,
+        "load_average_before": load_before,
+        "timing": timing,
+        "likelihood": likelihood,
+        "agreement": agreement,
+        "greedy": greedy,
+        "greedy_seconds_per_question": greedy_seconds / len(unique),
+        "greedy_answers_extracted": float(
+            np.mean([a is not None for a in scorer.greedy_answers(unique)])
+        ),
+    }
+    if spec.get("http"):
+        result["http"] = http_overhead(scorer, questions, completions, int(spec["http_calls"]))
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
 
 
 def http_overhead(
@@ -333,41 +360,42 @@ def bench_model(
     quick: bool,
     n_questions: int,
 ) -> dict[str, Any]:
-    print(f"[{label}] exporting / loading", flush=True)
+    print(f"[{label}] exporting", flush=True)
     ensure_export(source, export_dir)
-    scorers = {name: load_backend(name, export_dir, hf_dir, threads) for name in BACKENDS}
-    questions, completions = workload(n_questions)
-    repeats = {1: 6, 8: 4, 32: 2} if quick else {1: 20, 8: 10, 32: 5}
-    print(f"[{label}] timing", flush=True)
-    timing = time_backends(scorers, questions, completions, repeats)
-    print(f"[{label}] fidelity", flush=True)
-    fid = fidelity(scorers, questions, completions, n_agree=4 if quick else 8)
-    print(f"[{label}] memory", flush=True)
-    rss = {name: peak_rss_child(name, export_dir, hf_dir, threads) for name in BACKENDS}
-    print(f"[{label}] http overhead", flush=True)
-    http = http_overhead(scorers["ort-int8"], questions, completions, calls=6 if quick else 15)
-    base8 = timing["torch-fp32"]["8"]["policies_per_s"]
-    backends: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}
     for name in BACKENDS:
+        print(f"[{label}] {name}", flush=True)
+        runs[name] = run_child({
+            "backend": name, "export_dir": str(export_dir), "hf_dir": str(hf_dir), "threads": threads,
+            "n_questions": n_questions, "n_agree": 4 if quick else 8,
+            "repeats": {1: 6, 8: 4, 32: 2} if quick else {1: 20, 8: 10, 32: 5},
+            "http": name == "ort-int8", "http_calls": 6 if quick else 15,
+        })  # fmt: skip
+    fid = fidelity(runs)
+    base = runs["torch-fp32"]["timing"]
+    backends: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():
         backends[name] = {
             "size_mb": size_on_disk(name, export_dir, hf_dir) / 1e6,
-            "peak_rss_mb": rss[name],
-            "throughput": timing[name],
-            "speedup_vs_torch": {
-                b: timing[name][b]["policies_per_s"] / timing["torch-fp32"][b]["policies_per_s"]
-                for b in timing[name]
-            },
+            "peak_rss_mb": run["peak_rss_mb"],
+            "load_seconds": run["load_seconds"],
+            "load_average_before": run["load_average_before"],
+            "throughput": run["timing"],
+            "speedup_vs_torch": {b: run["timing"][b]["policies_per_s"] / base[b]["policies_per_s"] for b in base},
+            "greedy_seconds_per_question": run["greedy_seconds_per_question"],
             "fidelity_vs_torch_fp32": fid[name],
-        }
+        }  # fmt: skip
     int8 = backends["ort-int8"]
+    http = runs["ort-int8"]["http"]
     return {
         "model": label,
         "source": source,
         "export_dir": str(export_dir),
+        "n_policies": 8 * n_questions,
         "backends": backends,
         "http": http,
         "targets": {
-            "int8_speedup_batch8": {"value": int8["throughput"]["8"]["policies_per_s"] / base8, "target": TARGET_SPEEDUP},
+            "int8_speedup_batch8": {"value": int8["speedup_vs_torch"]["8"], "target": TARGET_SPEEDUP},
             "int8_spearman": {"value": int8["fidelity_vs_torch_fp32"]["likelihood_spearman"], "target": TARGET_SPEARMAN},
             "http_overhead_batch8": {"value": http["overhead_fraction"], "target": TARGET_HTTP_OVERHEAD},
         },
@@ -406,25 +434,30 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads_used']} threads used), {m['machine']}, "
         f"Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}; "
         f"load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])} "
-        "(shared machine: absolute numbers are noisy, backends were interleaved call by call).",
+        "(shared machine: absolute numbers are noisy). Each backend runs alone in a fresh process; "
+        "one intra-op thread each unless stated (on this oversubscribed box 2-thread torch is ~45x "
+        "slower than 1-thread, which would flatter onnxruntime).",
         "",
         "Throughput = batch / median call latency, likelihood reward. Ratios are against PyTorch "
-        "fp32 measured in the same run with the same scorer code.",
+        "fp32 measured in the same run with the same scorer code. The targets (int8 ≥ 2.5× torch "
+        "at batch 8 with Spearman ≥ 0.95; HTTP overhead ≤ 10%) are set for SmolLM2; they are "
+        "listed for the tiny model too, for completeness.",
         "",
     ]
     for res in report["models"]:
         lines += [f"## {res['model']}", ""]
         lines.append(
-            "| backend | size MB | peak RSS MB | pol/s b1 | pol/s b8 | pol/s b32 | ×torch b8 | p50/p99 ms b8 | Spearman | max abs Δ | agreement match | greedy text match |"
+            "| backend | size MB | peak RSS MB | pol/s b1 | pol/s b8 | pol/s b32 | ×torch b8 | p50/p99 ms b8 | Spearman | max abs Δ | agreement match | greedy text match | greedy answers | greedy s/question |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, b in res["backends"].items():
             t, f = b["throughput"], b["fidelity_vs_torch_fp32"]
             lines.append(
                 f"| {name} | {b['size_mb']:.1f} | {b['peak_rss_mb']:.0f} | {t['1']['policies_per_s']:.1f} | "
                 f"{t['8']['policies_per_s']:.1f} | {t['32']['policies_per_s']:.1f} | {b['speedup_vs_torch']['8']:.2f} | "
                 f"{t['8']['p50_ms']:.0f} / {t['8']['p99_ms']:.0f} | {f['likelihood_spearman']:.3f} | "
-                f"{f['likelihood_max_abs_diff']:.2g} | {f['agreement_reward_match_rate']:.2f} | {f['greedy_text_exact_match']:.2f} |"
+                f"{f['likelihood_max_abs_diff']:.2g} | {f['agreement_reward_match_rate']:.2f} | {f['greedy_text_exact_match']:.2f} | "
+                f"{f['greedy_answers_extracted']:.2f} | {b['greedy_seconds_per_question']:.2f} |"
             )
         h = res["http"]
         lines += [
@@ -442,7 +475,36 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {key} | {t['value']:.3f} | {'≤' if key.startswith('http') else '≥'} {t['target']} | {'yes' if ok else '**no**'} |"
             )
         lines.append("")
+        lines += _notes(res)
     return "\n".join(lines) + "\n"  # fmt: skip
+
+
+def _notes(res: dict[str, Any]) -> list[str]:
+    """Caveats read off the numbers, so the table is not over-read."""
+    notes: list[str] = []
+    backends = res["backends"]
+    if all(b["fidelity_vs_torch_fp32"]["greedy_answers_extracted"] == 0 for b in backends.values()):
+        notes.append(
+            "- The model never produced an extractable `answer: N` when decoding greedily, so every "
+            "agreement reward is 0 and the agreement match of 1.00 is vacuous here; likelihood "
+            "Spearman is the meaningful fidelity figure for this model."
+        )
+    low = [
+        n for n, b in backends.items() if b["fidelity_vs_torch_fp32"]["greedy_text_exact_match"] < 1
+    ]
+    if low:
+        notes.append(
+            "- Greedy text match is exact equality of the whole greedy continuation (up to 40 tokens); "
+            f"{', '.join(low)} diverge from PyTorch somewhere in it (quantisation changes at least one greedy token)."
+        )
+    h = res["http"]
+    if h["overhead_fraction"] > TARGET_HTTP_OVERHEAD:
+        notes.append(
+            f"- HTTP overhead misses the {100 * TARGET_HTTP_OVERHEAD:.0f}% target: it is a fixed "
+            f"~{h['overhead_ms_per_request']:.1f} ms per request (JSON, loopback, thread hand-off), "
+            "large only relative to a model this small."
+        )
+    return ([*notes, ""]) if notes else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -451,14 +513,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--skip-smollm2", action="store_true", help="tiny model only")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per backend (default 1: on a shared, oversubscribed machine 2-thread "
+        "OpenMP torch slows down ~45x from spin barriers, which would flatter onnxruntime)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "edge_scoring")
     parser.add_argument(
-        "--child", nargs=4, metavar=("BACKEND", "EXPORT", "HF", "THREADS"), help=argparse.SUPPRESS
+        "--render-only", action="store_true", help="re-render the .md from the .json"
     )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child_main(args.child[0], args.child[1], args.child[2], int(args.child[3]))
+        child_main(json.loads(args.child))
+        return 0
+    if args.render_only:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(render_markdown(saved))
         return 0
     root = cache_dir() / "edge-bench"
     root.mkdir(parents=True, exist_ok=True)

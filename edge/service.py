@@ -350,6 +350,23 @@ def _decode_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
     return body
 
 
+def _check_unicode(parsed: ScoreRequest | CompetenceRequest) -> None:
+    """JSON ``\\ud800`` escapes decode to lone surrogates, which no tokenizer accepts."""
+    named: dict[str, tuple[str, ...]] = {"question": parsed.questions}
+    if isinstance(parsed, ScoreRequest):
+        named["completion"] = parsed.completions
+    else:
+        named["reference_answer"] = parsed.reference_answers
+    for name, values in named.items():
+        for j, value in enumerate(values):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError(
+                    f"input {name!r}: data[{j}] contains an unpaired surrogate (not valid Unicode)"
+                ) from None
+
+
 def _check_outputs(body: dict[str, Any], output_name: str) -> None:
     outputs = body.get("outputs")
     if outputs is None:
@@ -375,6 +392,7 @@ async def infer(request: web.Request) -> web.Response:
         raise ServiceError(413, f"request body exceeds the {config.max_body_bytes}-byte limit")
     body = _decode_body(await request.read(), request.headers.get(HEADER_LENGTH))
     parsed = parse_request(body, config.max_batch, config.max_string_chars)
+    _check_unicode(parsed)
     scorer = state.scorer
     if isinstance(parsed, ScoreRequest):
         score_request = parsed

@@ -80,7 +80,10 @@ def build_context(s: Scenario, need_models: bool = True) -> Context:
             from server.zoo.commands import build_default_zoo
 
             zoo_paths = {n: r.path for n, r in build_default_zoo(models_dir(), spec).items()}
-    return Context(s, spec.suite.build(), spec, zoo_paths, s.client_list(), client_domains(spec))
+    clients = s.client_list()
+    per_partition = client_domains(spec)
+    held = [per_partition[c.index % len(per_partition)] for c in clients]
+    return Context(s, spec.suite.build(), spec, zoo_paths, clients, held)
 
 
 def resolve_model(ctx: Context, model: str) -> str:
@@ -121,7 +124,9 @@ def load_scorers(ctx: Context, threads: int = 1) -> list[EdgeScorer]:
     scorers = []
     for client in ctx.clients:
         directory = export_client_model(ctx, client)
-        scorers.append(EdgeScorer.load(directory, ScorerConfig(variant=client.group.export, threads=threads)))
+        scorers.append(
+            EdgeScorer.load(directory, ScorerConfig(variant=client.group.export, threads=threads))
+        )
     return scorers
 
 
@@ -132,11 +137,15 @@ def scorer_fn(scorer: EdgeScorer, name: str) -> Any:
         if isinstance(request, CompetenceRequest):
             values = scorer.competence(request.questions, request.reference_answers)
             return RewardResponse(request.request_id, name, tuple(values), output_name="correct")
-        values = scorer.score(request.questions, request.completions, request.reward_mode, request.format_weight)
+        values = scorer.score(
+            request.questions, request.completions, request.reward_mode, request.format_weight
+        )
         return RewardResponse(request.request_id, name, tuple(values))
 
     return call
 
 
 def auxiliary_set(ctx: Context) -> list[Any]:
-    return ctx.suite.auxiliary_set(ctx.scenario.selection.aux_size, random.Random(f"aux:{ctx.scenario.seed}"))
+    return ctx.suite.auxiliary_set(
+        ctx.scenario.selection.aux_size, random.Random(f"aux:{ctx.scenario.seed}")
+    )

@@ -52,7 +52,9 @@ def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
     return DirectGatherer([scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]), None
 
 
-def _selector_and_embedder(ctx: Context, model: Any, tokenizer: Any, gatherer: Any) -> tuple[Any, Any, Any]:
+def _selector_and_embedder(
+    ctx: Context, model: Any, tokenizer: Any, gatherer: Any
+) -> tuple[Any, Any, Any]:
     """Selector, question embedder and the competence matrix (confidence graph only)."""
     import copy
 
@@ -85,7 +87,7 @@ def _selector_and_embedder(ctx: Context, model: Any, tokenizer: Any, gatherer: A
     selector = make_selector(
         sel.selector,
         num_clients=len(ctx.clients),
-        M=sel.M,
+        M=sel.M + s.round_policy.over_selection,  # over-selected experts are ranked after the M
         L=sel.L,
         prior=sel.prior,
         aux_embeddings=aux_emb,
@@ -128,15 +130,30 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
         selector, embed, competence = _selector_and_embedder(ctx, model, tokenizer, gatherer)
         g = s.server.grpo
         trainer = FedGRPOTrainer(
-            model, tokenizer, ctx.suite, gatherer, selector,
+            model,
+            tokenizer,
+            ctx.suite,
+            gatherer,
+            selector,
             GRPOConfig(
-                group_size=g.group_size, questions_per_round=g.questions_per_round,
-                temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                lr=g.lr, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta,
-                num_iterations=g.num_iterations, loss_type=g.loss_type, scale=g.scale,
-                reward_combine=g.reward_combine, grad_clip=g.grad_clip or 1e9,
+                group_size=g.group_size,
+                questions_per_round=g.questions_per_round,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                max_new_tokens=g.max_new_tokens,
+                lr=g.lr,
+                eps_low=g.eps_low,
+                eps_high=g.eps_high,
+                beta=g.beta,
+                num_iterations=g.num_iterations,
+                loss_type=g.loss_type,
+                scale=g.scale,
+                reward_combine=g.reward_combine,
+                grad_clip=g.grad_clip or 1e9,
             ),
-            seed=s.seed, baseline=s.server.baseline, question_embedder=embed,
+            seed=s.seed,
+            baseline=s.server.baseline,
+            question_embedder=embed,
         )
         trainer.competence = competence
         ckpt_dir = run_dir / "checkpoints"
@@ -156,7 +173,13 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
             if not evals and s.eval.at_start:
                 evals.append(_eval_record(trainer, s, 0.0))
                 writer.eval(evals[-1])
-            bar = tqdm(total=s.rounds, initial=trainer.state.round, desc=s.name, unit="round", disable=not s.outputs.progress)
+            bar = tqdm(
+                total=s.rounds,
+                initial=trainer.state.round,
+                desc=s.name,
+                unit="round",
+                disable=not s.outputs.progress,
+            )
             while trainer.state.round < s.rounds:
                 rec = trainer.step()
                 duration = float(rec.get("duration_s") or 0.0)
@@ -164,7 +187,9 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 asked_clients = {c for row in rec.pop("experts") for c in row}
                 rec["round"] = trainer.state.round
                 rec["duration_s"] = duration
-                rec["time_s"] = clock["virtual_s"] if s.mode == "sim" else time.perf_counter() - start
+                rec["time_s"] = (
+                    clock["virtual_s"] if s.mode == "sim" else time.perf_counter() - start
+                )
                 rec["lora_bytes"] = lora * max(1, len(asked_clients))
                 writer.round(rec)
                 r = trainer.state.round
@@ -176,8 +201,11 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                     trainer.save_checkpoint(ckpt_dir, {"clock": clock})
                     _prune(ckpt_dir, s.checkpoint.keep)
                 bar.update(1)
-                bar.set_postfix(reward=f"{rec['reward_mean'] or 0:.2f}", cov=f"{rec['coverage']:.2f}",
-                                acc=f"{evals[-1]['mean_accuracy']:.3f}" if evals else "-")
+                bar.set_postfix(
+                    reward=f"{rec['reward_mean'] or 0:.2f}",
+                    cov=f"{rec['coverage']:.2f}",
+                    acc=f"{evals[-1]['mean_accuracy']:.3f}" if evals else "-",
+                )
             bar.close()
         except KeyboardInterrupt:
             status = "interrupted"
@@ -188,15 +216,20 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
             writer.close()
             rounds = [r for r in writer.records if r.get("event") == "round"]
             summary = {
-                "scenario": s.name, "mode": s.mode, "seed": s.seed,
-                "baseline": s.server.baseline, "selector": s.selection.selector,
+                "scenario": s.name,
+                "mode": s.mode,
+                "seed": s.seed,
+                "baseline": s.server.baseline,
+                "selector": s.selection.selector,
                 "rounds_completed": trainer.state.round,
                 "initial_mean_accuracy": evals[0]["mean_accuracy"] if evals else None,
                 "final_mean_accuracy": evals[-1]["mean_accuracy"] if evals else None,
                 "best_mean_accuracy": max((e["mean_accuracy"] for e in evals), default=None),
                 "initial_accuracy": evals[0]["accuracy"] if evals else None,
                 "final_accuracy": evals[-1]["accuracy"] if evals else None,
-                "total_bytes": int(sum(r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in rounds)),
+                "total_bytes": int(
+                    sum(r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in rounds)
+                ),
                 "lora_total_bytes": int(sum(r.get("lora_bytes", 0) for r in rounds)),
                 "wall_s": round(time.perf_counter() - start, 2),
                 "virtual_s": round(clock["virtual_s"], 3),

@@ -306,8 +306,12 @@ class SelectionConfig(_Model):
 
 class RoundPolicy(_Model):
     deadline_s: Annotated[float, Field(gt=0.0)] = 30.0
-    # a question's group closes once this many candidates are rewarded (None = group_size)
+    # minimum rewarded candidates for a question's group to carry signal (SPEC: 2); groups
+    # below it contribute nothing to the update (None = 2)
     quorum: PosInt | None = None
+    # close the round early once this fraction of groups reached quorum (None = wait for all
+    # assignments or the deadline); outstanding work is cancelled
+    round_quorum: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     # extra experts asked per question beyond M; the first answers win, the rest are cancelled
     over_selection: NonNegInt = 0
     max_retries: NonNegInt = 0
@@ -368,7 +372,7 @@ class Scenario(_Model):
     @property
     def quorum(self) -> int:
         q = self.round_policy.quorum
-        return self.server.grpo.group_size if q is None else q
+        return 2 if q is None else q
 
     @property
     def num_partitions(self) -> int:
@@ -381,7 +385,8 @@ class Scenario(_Model):
         return not (self.mode == "sim" and self.sim.reward_source == "timing")
 
     def client_list(self) -> list[ClientSpec]:
-        """One entry per client, in group order; ``index`` is also its partition index."""
+        """One entry per client, in group order. Client ``k`` holds partition
+        ``k mod num_partitions`` (several devices may share one partition's data and expert)."""
         out: list[ClientSpec] = []
         for group in self.clients.groups:
             urls = group.device_urls()
@@ -389,7 +394,7 @@ class Scenario(_Model):
                 k = len(out)
                 model = group.model
                 if model == ZOO_PREFIX + ZOO_EXPERT:
-                    model = f"{ZOO_PREFIX}expert-{k}"
+                    model = f"{ZOO_PREFIX}expert-{k % self.num_partitions}"
                 out.append(
                     ClientSpec(
                         index=k,
@@ -488,12 +493,12 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
                     )
     if s.models_needed:
         uses_expert = any(grp.model == ZOO_PREFIX + ZOO_EXPERT for grp in s.clients.groups)
-        if uses_expert and s.num_partitions != total:
+        if uses_expert and s.num_partitions > total:
             errors.append(
                 (
                     "tasks.partition.num_clients",
-                    f"{s.num_partitions} partitions but {total} clients use zoo:expert (one expert "
-                    "per partition); leave num_clients unset or make them equal",
+                    f"{s.num_partitions} partitions but only {total} clients use zoo:expert (client k "
+                    "gets partition k mod num_clients); leave num_clients unset or lower it",
                 )
             )
         for i, grp in enumerate(s.clients.groups):

@@ -1,29 +1,253 @@
-"""Sim-mode reward gathering (placeholder wiring until the simulator lands: in-process
-scorers, every expert answers, zero virtual time)."""
+"""Sim mode: the scenario's clients become simulated devices (simpy, virtual time).
+
+* model-in-the-loop (``sim.reward_source: model``): the trainer rolls out, then
+  :class:`SimGatherer` runs exactly one simulated round in which each device's *real* ONNX
+  scorer computes the rewards it returns, if and when it answers before the deadline.
+* timing-only (``sim.reward_source: timing``): no model at all; a surrogate draws rewards
+  from each client's competence, so fleets of 10,000 clients run in seconds.
+
+Both go through :mod:`sim.engine`, which drives :mod:`server.rounds` — the same code the asyncio gatherer uses.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from scenarios.context import Context, load_scorers, scorer_fn
-from scenarios.schema import Scenario
+import numpy as np
+
+from scenarios.context import Context, load_scorers
+from scenarios.schema import ClientGroup, Scenario
+from server.gatherers import GatherRequest, GatherResult
+from server.rounds import RoundOutcome, RoundPolicy
+
+OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
 
 
-def make_sim_gatherer(ctx: Context) -> tuple[Any, Any]:
-    from server.gatherers import DirectGatherer
-
-    scorers = load_scorers(ctx)
-    s = ctx.scenario
-    return (
-        DirectGatherer(
-            [scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)],
-            dispatch=s.selection.dispatch,
-            client_labels=[c.group.profile for c in ctx.clients],
-        ),
-        None,
+def round_policy(s: Scenario) -> RoundPolicy:
+    """The scenario's round policy in the pure round-semantics module's terms."""
+    rp = s.round_policy
+    m = s.selection.M
+    return RoundPolicy(
+        deadline_s=rp.deadline_s,
+        quorum=s.quorum,
+        round_quorum=rp.round_quorum,
+        over_selection=rp.over_selection / m,  # k extra experts on top of M -> factor k/M
+        max_retries=rp.max_retries,
     )
 
 
+def experts_to_ask(s: Scenario) -> int:
+    return s.selection.M + s.round_policy.over_selection
+
+
+def _size_class(model: str) -> str:
+    if model.startswith("zoo:"):
+        return "tiny"
+    return "135m" if "smollm2" in model.lower() else "1b"
+
+
+def _client_spec(s: Scenario, group: ClientGroup, model: str, competence: Any) -> Any:
+    from sim.config import AvailabilitySpec, ClientSpec
+    from sim.devices import get_profile
+
+    drop = group.dropout or s.sim.dropout
+    profile: Any = group.profile
+    availability = AvailabilitySpec()
+    speed = 1.0
+    if drop is not None:
+        if drop.fail is not None:
+            profile = get_profile(group.profile, crash_prob=drop.fail)
+        if drop.offline is not None:
+            p = min(drop.offline, 0.999)
+            if p <= 0:
+                availability = AvailabilitySpec(kind="always")
+            else:
+                cycle = OFFLINE_CYCLE_DEADLINES * s.round_policy.deadline_s
+                availability = AvailabilitySpec(
+                    kind="markov", mean_on_s=(1 - p) * cycle, mean_off_s=p * cycle
+                )
+        if drop.slowdown is not None:
+            speed = 1.0 / drop.slowdown
+    return ClientSpec(
+        profile=profile,
+        size_class=_size_class(model),
+        competence=competence,
+        availability=availability,
+        speed_factor=speed,
+    )
+
+
+def sim_config(s: Scenario, competences: list[Any] | None = None) -> Any:
+    from sim.config import SimConfig, WorkloadSpec
+
+    clients = s.client_list()
+    comps = competences or [0.8] * len(clients)
+    g = s.server.grpo
+    agreement = any(c.group.reward_mode in ("auto", "agreement") for c in clients)
+    return SimConfig(
+        clients=tuple(_client_spec(s, c.group, c.model, comp) for c, comp in zip(clients, comps)),
+        policy=round_policy(s),
+        workload=WorkloadSpec(
+            domains=tuple(s.tasks.domains),
+            questions_per_round=g.questions_per_round,
+            group_size=g.group_size,
+            experts_per_question=s.selection.M,
+            dispatch=s.selection.dispatch,
+            selector="top" if s.selection.selector in ("oracle", "confidence_graph") else "random",
+            completion_tokens=g.max_new_tokens,
+            decode_tokens=8 if agreement else 0,
+            reward_mode=clients[0].group.reward_mode if clients else "auto",
+        ),
+        mode="async" if s.round_policy.async_ else "sync",
+        max_staleness=s.round_policy.max_staleness,
+    )
+
+
+def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> dict[str, Any]:
+    """The metrics-file fields of one simulated round."""
+    participation = {p: v["answered"] for p, v in record.get("participation", {}).items()}
+    return {
+        "asked": record.get("asked", 0),
+        "answered": record.get("answered", 0),
+        "late": record.get("late", 0),
+        "failed": record.get("failed", 0),
+        "offline": record.get("offline", 0),
+        "crashed": record.get("crashed", 0),
+        "cancelled": record.get("cancelled", 0),
+        "bytes_sent": int(record.get("bytes_sent", 0)),
+        "bytes_received": int(record.get("bytes_received", 0)),
+        "duration_s": float(record.get("duration_s", 0.0)),
+        "wasted_device_s": float(record.get("wasted_device_s", 0.0)),
+        "closed_by": record.get("closed_by"),
+        "stale_used": record.get("stale_used", 0),
+        "participation": participation,
+    }
+
+
+class SimGatherer:
+    """One simulated round per :meth:`gather` call, with real scorers producing the rewards."""
+
+    def __init__(self, s: Scenario, score_fns: list[Any], seed: int) -> None:
+        from sim.engine import ModelRewards, RoundInput, Simulator
+
+        self._round_input_cls = RoundInput
+        self._input: Any = None
+        self._outcome: RoundOutcome | None = None
+        self._record: dict[str, Any] = {}
+        self.score_fns = score_fns
+        group_of = s.client_list()
+        rewards = ModelRewards(
+            lambda cid, req: score_fns[cid](req).values,
+            reward_mode=group_of[0].group.reward_mode if group_of else "auto",
+            format_weight=group_of[0].group.format_weight if group_of else 0.0,
+        )
+        self.sim = Simulator(sim_config(s), seed, rewards, self._source, self._on_end)
+        self.sim_round = 0
+
+    def _source(self, r: int, rng: np.random.Generator) -> Any:
+        return self._input
+
+    def _on_end(self, outcome: RoundOutcome, record: dict[str, Any]) -> None:
+        self._outcome, self._record = outcome, record
+
+    def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
+        self._input = self._round_input_cls(
+            questions=request.questions,
+            domains=request.domains,
+            candidates=request.candidates,
+            correct=None,
+            experts=request.experts,
+        )
+        self.sim.step_round(self.sim_round)
+        self.sim_round += 1
+        assert self._outcome is not None
+        rewards = self._outcome.rewards_by_expert(request.experts)
+        stats = outcome_stats(self._outcome, self._record)
+        stats["virtual_now_s"] = float(self.sim.env.now)
+        return GatherResult(rewards, stats)
+
+    def competence(
+        self, clients: Any, questions: Any, answers: Any
+    ) -> dict[int, list[float] | None]:
+        """Competence bits are collected once at enrolment, outside the timed rounds."""
+        from edge.protocol import CompetenceRequest
+
+        out: dict[int, list[float] | None] = {}
+        for k in clients:
+            req = CompetenceRequest(f"competence-c{k}", tuple(questions), tuple(answers))
+            out[k] = list(self.score_fns[k](req).values)
+        return out
+
+
+def make_sim_gatherer(ctx: Context) -> tuple[Any, Any]:
+    from scenarios.context import scorer_fn
+
+    scorers = load_scorers(ctx)
+    fns = [scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]
+    return SimGatherer(ctx.scenario, fns, ctx.scenario.seed), None
+
+
+# --------------------------------------------------------------------------- timing-only
+
+
+def timing_competences(s: Scenario) -> list[dict[str, float]]:
+    """Surrogate judge quality per client and domain: a client judges its own domains well
+    (0.95) and others at chance (0.5). Without models this is the only competence there is."""
+    from scenarios.context import client_domains, zoo_spec
+
+    spec = zoo_spec(s)
+    held = client_domains(spec)
+    out = []
+    for c in s.client_list():
+        own = held[c.index % len(held)]
+        out.append({d: (0.95 if d in own else 0.5) for d in s.tasks.domains})
+    return out
+
+
 def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
-    raise NotImplementedError("timing-only simulation is wired in by the simulator")
+    """A fleet study without models: virtual time, surrogate rewards, no GRPO update."""
+    import time
+
+    from scenarios.report import MetricsWriter, write_summary
+    from sim.engine import run_simulation
+
+    start = time.perf_counter()
+    config = sim_config(s, timing_competences(s))
+    result = run_simulation(config, s.rounds, seed=s.seed, reward_source="timing")
+    writer = MetricsWriter(run_dir, csv=s.outputs.csv, resume_after_round=-1)
+    for rec in result.rounds:
+        stats = {k: v for k, v in rec.items() if k not in ("coverage", "participation", "round")}
+        row = {
+            **stats,
+            "round": int(rec["round"]) + 1,
+            "time_s": float(rec["t_close"]),
+            "coverage": float(rec.get("coverage_mean", 0.0)),
+            "participation": {p: v["answered"] for p, v in rec.get("participation", {}).items()},
+            "loss": None,
+            "reward_mean": None,
+            "lora_bytes": 0,
+        }
+        writer.round(row)
+    writer.close()
+    summary = {
+        "scenario": s.name,
+        "mode": s.mode,
+        "seed": s.seed,
+        "reward_source": "timing",
+        "rounds_completed": len(result.rounds),
+        "initial_mean_accuracy": None,
+        "final_mean_accuracy": None,
+        "best_mean_accuracy": None,
+        "total_bytes": int(sum(r["bytes_sent"] + r["bytes_received"] for r in result.rounds)),
+        "lora_total_bytes": 0,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "virtual_s": round(float(result.rounds[-1]["t_close"]) if result.rounds else 0.0, 3),
+        "mean_coverage": float(np.mean([r.get("coverage_mean", 0.0) for r in result.rounds]))
+        if result.rounds
+        else 0.0,
+        "status": "finished",
+        **{k: v for k, v in result.summary().items() if isinstance(v, (int, float, str))},
+    }
+    write_summary(run_dir, summary)
+    return summary

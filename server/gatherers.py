@@ -61,8 +61,16 @@ ScoreFn = Callable[[ScoreRequest | CompetenceRequest], RewardResponse]
 
 def _empty_stats() -> dict[str, Any]:
     return {
-        "asked": 0, "answered": 0, "late": 0, "failed": 0, "offline": 0, "cancelled": 0,
-        "bytes_sent": 0, "bytes_received": 0, "duration_s": 0.0, "wasted_device_s": 0.0,
+        "asked": 0,
+        "answered": 0,
+        "late": 0,
+        "failed": 0,
+        "offline": 0,
+        "cancelled": 0,
+        "bytes_sent": 0,
+        "bytes_received": 0,
+        "duration_s": 0.0,
+        "wasted_device_s": 0.0,
         "participation": {},
     }
 
@@ -99,9 +107,13 @@ class DirectGatherer:
         self.dispatch = dispatch
         self.reward_mode = reward_mode
         self.format_weight = format_weight
-        self.labels = list(client_labels) if client_labels else [f"client-{k}" for k in range(len(clients))]
+        self.labels = (
+            list(client_labels) if client_labels else [f"client-{k}" for k in range(len(clients))]
+        )
 
-    def _call(self, client: int, request: ScoreRequest | CompetenceRequest, stats: dict[str, Any]) -> list[float] | None:
+    def _call(
+        self, client: int, request: ScoreRequest | CompetenceRequest, stats: dict[str, Any]
+    ) -> list[float] | None:
         stats["asked"] += 1
         sent = len(dumps(encode_request(request)))
         stats["bytes_sent"] += sent
@@ -111,7 +123,9 @@ class DirectGatherer:
             stats["failed"] += 1
             return None
         values = list(response.values)
-        if len(values) != len(request) or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+        if len(values) != len(request) or not all(
+            math.isfinite(v) and 0.0 <= v <= 1.0 for v in values
+        ):
             stats["failed"] += 1
             return None
         stats["bytes_received"] += len(dumps(encode_response(response)))

@@ -76,8 +76,12 @@ def completion_logps(
     from server.grpo import per_token_logps
 
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-    return per_token_logps(logits, input_ids, completion_length=completion_length, temperature=temperature)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+    ).logits
+    return per_token_logps(
+        logits, input_ids, completion_length=completion_length, temperature=temperature
+    )
 
 
 def rollout(

@@ -56,23 +56,40 @@ class GRPOConfig:
     scale: str = "group"
     reward_combine: str = "mean"
     grad_clip: float = 1.0
+    # optimizer: "adamw" (weight_decay 0) or "sgd"; betas for AdamW, momentum for SGD
+    optimizer: str = "adamw"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    sgd_momentum: float = 0.0
+    # linear learning-rate warmup over the first ``warmup_rounds`` rounds (0 = none)
+    warmup_rounds: int = 0
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer={self.optimizer!r} is unknown; use adamw or sgd")
+        if self.warmup_rounds < 0:
+            raise ConfigError(f"warmup_rounds must be >= 0, got {self.warmup_rounds}")
         if self.group_size < 2:
-            raise ConfigError(f"group_size must be >= 2 for group-relative advantages, got {self.group_size}")
+            raise ConfigError(
+                f"group_size must be >= 2 for group-relative advantages, got {self.group_size}"
+            )
         if self.questions_per_round < 1:
             raise ConfigError(f"questions_per_round must be >= 1, got {self.questions_per_round}")
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
 
 
-def round_rngs(seed: int, round_index: int) -> tuple[random.Random, np.random.Generator, torch.Generator]:
+def round_rngs(
+    seed: int, round_index: int
+) -> tuple[random.Random, np.random.Generator, torch.Generator]:
     """Independent generators for one round, a pure function of (seed, round)."""
     import torch
 
     py = random.Random(f"{seed}:{round_index}:questions")
     npg = np.random.default_rng([seed, round_index, 1])
-    tg = torch.Generator().manual_seed(int(np.random.default_rng([seed, round_index, 2]).integers(2**62)))
+    tg = torch.Generator().manual_seed(
+        int(np.random.default_rng([seed, round_index, 2]).integers(2**62))
+    )
     return py, npg, tg
 
 
@@ -102,7 +119,9 @@ class FedGRPOTrainer:
         import torch
 
         if baseline not in BASELINES:
-            raise ConfigError(f"baseline {baseline!r} is unknown; use one of {', '.join(BASELINES)}")
+            raise ConfigError(
+                f"baseline {baseline!r} is unknown; use one of {', '.join(BASELINES)}"
+            )
         if baseline == "fedgrpo" and selector is None:
             raise ConfigError("baseline 'fedgrpo' needs an expert selector")
         self.model, self.tokenizer, self.suite = model, tokenizer, suite
@@ -111,7 +130,18 @@ class FedGRPOTrainer:
         self.embed = question_embedder
         self.available_clients = available_clients
         self.question_pool: list[TaskItem] = suite.train()
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        self.optimizer: torch.optim.Optimizer
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(
+                model.parameters(), lr=config.lr, momentum=config.sgd_momentum
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(
+                model.parameters(),
+                lr=config.lr,
+                weight_decay=0.0,
+                betas=(config.adam_beta1, config.adam_beta2),
+            )
         self.reference = copy.deepcopy(model).eval() if config.beta > 0 else None
         if self.reference is not None:
             for p in self.reference.parameters():
@@ -129,8 +159,13 @@ class FedGRPOTrainer:
         items = py.sample(self.question_pool, cfg.questions_per_round)
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
         batch = rollout(
-            self.model, self.tokenizer, [i.question for i in items], [i.prompt for i in items],
-            cfg.group_size, params, tg,
+            self.model,
+            self.tokenizer,
+            [i.question for i in items],
+            [i.prompt for i in items],
+            cfg.group_size,
+            params,
+            tg,
         )
         experts = self._select(items, npg)
         result = self.gatherer.gather(
@@ -144,7 +179,9 @@ class FedGRPOTrainer:
             ),
             npg,
         )
-        combined = np.stack([combine(result.rewards[b], method=cfg.reward_combine) for b in range(len(items))])
+        combined = np.stack(
+            [combine(result.rewards[b], method=cfg.reward_combine) for b in range(len(items))]
+        )
         update = self._update(batch, combined)
         rewarded = ~np.isnan(combined)
         record: dict[str, Any] = {
@@ -156,10 +193,14 @@ class FedGRPOTrainer:
             "groups_with_signal": int(update.pop("groups_with_signal")),
             "reward_mean": float(np.nanmean(combined)) if rewarded.any() else None,
             "true_accuracy_of_samples": float(
-                np.mean([
-                    __import__("edge.answer_format", fromlist=["is_correct"]).is_correct(t, items[k // cfg.group_size].answer)
-                    for k, t in enumerate(batch.completions)
-                ])
+                np.mean(
+                    [
+                        __import__("edge.answer_format", fromlist=["is_correct"]).is_correct(
+                            t, items[k // cfg.group_size].answer
+                        )
+                        for k, t in enumerate(batch.completions)
+                    ]
+                )
             ),
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),
@@ -185,27 +226,63 @@ class FedGRPOTrainer:
         adv_t = torch.as_tensor(np.asarray(adv), dtype=torch.float32).reshape(-1)
         seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool).reshape(-1)
         groups_with_signal = int(np.asarray(effective).any(axis=1).sum())
-        out: dict[str, Any] = {"groups_with_signal": groups_with_signal, "loss": None, "updated": False}
+        out: dict[str, Any] = {
+            "groups_with_signal": groups_with_signal,
+            "loss": None,
+            "updated": False,
+        }
         if self.baseline == "zero_shot" or not bool(seq_mask.any()):
             return out
         ref = None
         if self.reference is not None:
             with torch.no_grad():
-                ref = completion_logps(self.reference, batch.input_ids, batch.attention_mask, batch.completion_length, cfg.temperature)
-        losses = []
+                ref = completion_logps(
+                    self.reference,
+                    batch.input_ids,
+                    batch.attention_mask,
+                    batch.completion_length,
+                    cfg.temperature,
+                )
+        if cfg.warmup_rounds > 0:
+            scale_lr = min(1.0, (self.state.round + 1) / cfg.warmup_rounds)
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * scale_lr
+        losses: list[float] = []
+        norms: list[float] = []
         for _ in range(cfg.num_iterations):
-            logps = completion_logps(self.model, batch.input_ids, batch.attention_mask, batch.completion_length, cfg.temperature)
+            logps = completion_logps(
+                self.model,
+                batch.input_ids,
+                batch.attention_mask,
+                batch.completion_length,
+                cfg.temperature,
+            )
             loss, metrics = grpo_loss(
-                logps, batch.old_logps, ref, adv_t, batch.completion_mask, seq_mask,
-                eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta, loss_type=cfg.loss_type,
+                logps,
+                batch.old_logps,
+                ref,
+                adv_t,
+                batch.completion_mask,
+                seq_mask,
+                eps_low=cfg.eps_low,
+                eps_high=cfg.eps_high,
+                beta=cfg.beta,
+                loss_type=cfg.loss_type,
                 max_completion_length=cfg.max_new_tokens,
             )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            norms.append(
+                float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            )
             self.optimizer.step()
             losses.append(float(loss.item()))
-        out.update(loss=float(np.mean(losses)), updated=True, **{f"grpo_{k}": v for k, v in metrics.items()})
+        out.update(
+            loss=float(np.mean(losses)),
+            grad_norm=float(np.mean(norms)),
+            updated=True,
+            **{f"grpo_{k}": v for k, v in metrics.items()},
+        )
         return out
 
     # ------------------------------------------------------------------ evaluation

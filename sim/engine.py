@@ -662,17 +662,30 @@ class Simulator:
 
     def _round_loop(self, env: simpy.Environment, rounds: int) -> Any:
         for r in range(rounds):
-            rr = self._start_round(r)
-            if not rr.state.is_closed():
-                self.events += 1
-                yield env.any_of([rr.close_ev, env.timeout(self.policy.deadline_s)])
-            if not rr.state.is_closed():
-                rr.state.on_deadline(env.now)
-            self._after(rr)
-            self._finish_round(rr)
-            if self.config.update_s > 0:
-                self.events += 1
-                yield env.timeout(self.config.update_s)
+            yield from self._one_round(env, r)
+
+    def _one_round(self, env: simpy.Environment, r: int) -> Any:
+        rr = self._start_round(r)
+        if not rr.state.is_closed():
+            self.events += 1
+            yield env.any_of([rr.close_ev, env.timeout(self.policy.deadline_s)])
+        if not rr.state.is_closed():
+            rr.state.on_deadline(env.now)
+        self._after(rr)
+        self._finish_round(rr)
+        if self.config.update_s > 0:
+            self.events += 1
+            yield env.timeout(self.config.update_s)
+
+    def step_round(self, r: int) -> dict[str, Any]:
+        """Run exactly round ``r`` and return its record, for callers that own the loop (the
+        trainer: rollout, then this, then its update). Stragglers of this round stay scheduled
+        and finish (as waste or stale results) while later rounds run, as in real time."""
+        if r != len(self.runs):
+            raise ConfigError(f"step_round({r}) out of order; the next round is {len(self.runs)}")
+        done = self.env.process(self._one_round(self.env, r))
+        self.env.run(until=done)
+        return self.records[-1]
 
     def _finish_round(self, rr: _RoundRun) -> None:
         out = rr.state.outcome()

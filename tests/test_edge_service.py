@@ -180,6 +180,7 @@ BAD_REQUESTS: list[tuple[str, bytes, int, str]] = [
     ("malformed json", b'{"inputs": [', 400, "malformed JSON"),
     ("not an object", b"[1, 2]", 400, "JSON object"),
     ("non utf-8", b'{"inputs": "\xff\xfe"}', 400, "UTF-8"),
+    ("lone surrogate", b'{"inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}, {"name": "completion", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}', 400, "surrogate"),
     ("deep nesting", b"[" * 100000 + b"]" * 100000, 400, "JSON"),
     ("no inputs", dumps({"id": "x"}), 400, "inputs"),
     ("wrong id type", dumps({"id": 5, "inputs": [_tensor("question", ["1"])]}), 400, "'id'"),
@@ -312,7 +313,11 @@ async def test_queue_admits_up_to_its_size(scorer: EdgeScorer, gpt2_build: TinyB
         running = asyncio.create_task(post())
         assert await asyncio.to_thread(gated.started.wait, 5)
         queued = asyncio.create_task(post())
-        await asyncio.sleep(0.2)
+        for _ in range(100):  # until the second request is admitted (queued behind the first)
+            async with session.get(f"{server.url}/metrics") as m:
+                if "fedgrpo_edge_in_flight 2" in await m.text():
+                    break
+            await asyncio.sleep(0.02)
         async with post() as r:
             assert r.status == 503
         gated.release.set()

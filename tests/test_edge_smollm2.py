@@ -63,7 +63,9 @@ def test_smollm2_export_matches_torch() -> None:
         lo, hi = len(prompt) + span[0], len(prompt) + span[1]
         enc = tokenizer(prompt + c, return_offsets_mapping=True)
         ids = enc["input_ids"]
-        wanted = [t for t, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < hi and b > lo]
+        wanted = [
+            t for t, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < hi and b > lo
+        ]
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
         want.append(float(np.mean([logp[t - 1, ids[t]].exp().item() for t in wanted])))

@@ -86,7 +86,7 @@ def test_unknown_sources_fail_with_a_clear_error() -> None:
     from server.errors import ModelSourceError
     from server.zoo.loading import load_causal_lm
 
-    with pytest.raises(ModelSourceError, match="no model hub is reachable|does not exist"):
+    with pytest.raises(ModelSourceError, match=r"no model hub is reachable|does not exist"):
         load_causal_lm("./definitely/not/here")
-    with pytest.raises(ModelSourceError, match="unknown built-in model 'gpt5'"):
+    with pytest.raises(ModelSourceError, match=r"unknown built-in model 'gpt5'"):
         load_causal_lm("builtin:gpt5")
