@@ -194,13 +194,21 @@ def test_cross_field_checks(tmp_path: Path) -> None:
     assert "clients.groups[1].url: mode live needs the device URL(s)" in text
 
 
-def test_zoo_expert_needs_one_partition_per_client(tmp_path: Path) -> None:
+def test_zoo_expert_needs_at_least_one_client_per_partition(tmp_path: Path) -> None:
     p = write(
         tmp_path,
-        "name: x\ntasks: {partition: {num_clients: 3}}\nclients: {groups: [{name: a, count: 5}]}\n",
+        "name: x\ntasks: {partition: {num_clients: 7}}\nclients: {groups: [{name: a, count: 5}]}\n",
     )
     (line,) = problems(p)
-    assert "tasks.partition.num_clients: 3 partitions but 5 clients use zoo:expert" in line
+    assert "tasks.partition.num_clients: 7 partitions but only 5 clients use zoo:expert" in line
+    # fewer partitions than clients: devices share partitions (client k holds k mod P)
+    shared = write(
+        tmp_path,
+        "name: x\ntasks: {partition: {num_clients: 2}}\nclients: {groups: [{name: a, count: 5}]}\n",
+        "shared.yaml",
+    )
+    models = [c.model for c in load_scenario(shared).client_list()]
+    assert models == ["zoo:expert-0", "zoo:expert-1", "zoo:expert-0", "zoo:expert-1", "zoo:expert-0"]
     # timing-only simulations load no model, so no partition check
     ok = write(
         tmp_path,

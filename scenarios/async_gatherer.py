@@ -1,0 +1,274 @@
+"""The real asyncio gatherer behind the trainer's synchronous ``gather`` call (emulate + live).
+
+The trainer is synchronous; :func:`server.gather.gather_round` is a coroutine and the
+:class:`~server.transport.HttpTransport` session must stay on the loop that created it. So one
+private event loop runs in a daemon thread (:class:`LoopThread`) for the gatherer's whole life;
+each :meth:`AsyncGatherer.gather` submits one round with ``run_coroutine_threadsafe`` and waits.
+
+A round is planned exactly as the simulator plans it: ``plan_dispatch`` over the first M
+experts of each question (primaries), the rest of ``request.experts[q]`` is the over-selection
+reserve, then :func:`server.rounds.build_plan`; the pure :class:`server.rounds.RoundState`
+decides what counts. Rewards come back in the trainer's layout via
+:meth:`RoundOutcome.rewards_by_expert`, NaN = missing (failed, late, cancelled, offline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from edge.protocol import CompetenceRequest
+from server.gather import gather_round
+from server.gatherers import GatherRequest, GatherResult
+from server.rounds import AssignmentStatus, RoundOutcome, RoundPolicy, build_plan, request_builder
+from server.selection.dispatch import plan_dispatch
+from server.transport import ClientEndpoint, HttpTransport, Transport, TransportError
+
+__all__ = ["AsyncGatherer", "LoopThread", "outcome_record", "scale_policy"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio event loop running forever in a daemon thread; ``run(coro)`` blocks for it."""
+
+    def __init__(self, name: str = "fedgrpo-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self.loop.is_closed()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("LoopThread.run called from its own loop (would deadlock)")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:  # Ctrl-C or timeout while waiting: do not leave the round running
+            future.cancel()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel what is left on the loop, stop it, join the thread, close the loop."""
+        if self.loop.is_closed():
+            return
+
+        async def _cancel_all() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(timeout + 1)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def scale_policy(policy: RoundPolicy, time_scale: float) -> RoundPolicy:
+    """The same round semantics in a time-scaled world (deadline, backoff, min remaining)."""
+    from dataclasses import replace
+
+    return replace(
+        policy,
+        deadline_s=policy.deadline_s * time_scale,
+        retry_backoff_s=policy.retry_backoff_s * time_scale,
+        retry_min_remaining_s=policy.retry_min_remaining_s * time_scale,
+    )
+
+
+def outcome_record(
+    outcome: RoundOutcome, labels: Sequence[str], time_scale: float = 1.0
+) -> dict[str, Any]:
+    """The metrics-file fields of one real round (same keys as the simulator's)."""
+    counts = outcome.counts()
+    participation: dict[str, int] = {}
+    for rep in outcome.assignments:
+        if rep.status is AssignmentStatus.ANSWERED:
+            label = labels[rep.assignment.client_id]
+            participation[label] = participation.get(label, 0) + 1
+    offline = sum(
+        1 for rep in outcome.assignments for f in rep.failures if "offline" in f.lower()
+    )
+    crashed = sum(
+        1
+        for rep in outcome.assignments
+        for f in rep.failures
+        if "crash" in f.lower() or "disconnect" in f.lower() or "reset" in f.lower()
+    )
+    wall = outcome.duration_s
+    return {
+        "asked": counts["asked"],
+        "answered": counts["answered"],
+        "late": counts["late"],
+        "failed": counts["failed"],
+        "offline": offline,
+        "crashed": crashed,
+        "cancelled": counts["cancelled"],
+        "retries": counts["retries"],
+        "ignored": counts["ignored"],
+        "closed_by": outcome.closed_by,
+        # in device-profile seconds (wall / time_scale), comparable with sim mode
+        "duration_s": wall / time_scale,
+        "wall_duration_s": wall,
+        "participation": participation,
+    }
+
+
+class AsyncGatherer:
+    """The trainer's :class:`~server.gatherers.RewardGatherer` over a real async transport.
+
+    ``policy`` is used as given (scale it first with :func:`scale_policy` in emulate mode).
+    ``experts_per_question`` = M (the primaries); further experts in a question's list are the
+    over-selection reserve. ``labels[k]`` names client k in the participation stats (device
+    profile). ``extra_stats`` (optional) returns cumulative counters (e.g. the fault proxies'
+    injected crashes); their per-round increase is added to the stats.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[ClientEndpoint] | Mapping[int, ClientEndpoint],
+        policy: RoundPolicy,
+        transport: Transport | None = None,
+        dispatch_mode: str = "split",
+        reward_mode: str = "auto",
+        format_weight: float = 0.0,
+        labels: Sequence[str] | None = None,
+        experts_per_question: int | None = None,
+        time_scale: float = 1.0,
+        competence_timeout_s: float = 300.0,
+        extra_stats: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        eps = list(endpoints.values()) if isinstance(endpoints, Mapping) else list(endpoints)
+        self.endpoints = {ep.client_id: ep for ep in eps}
+        self.policy = policy
+        self.transport: Transport = transport if transport is not None else HttpTransport()
+        self.dispatch_mode = dispatch_mode
+        self.reward_mode = reward_mode
+        self.format_weight = format_weight
+        n = max(self.endpoints, default=-1) + 1
+        self.labels = list(labels) if labels is not None else [f"client-{k}" for k in range(n)]
+        self.m = experts_per_question
+        self.time_scale = time_scale
+        self.competence_timeout_s = competence_timeout_s
+        self.extra_stats = extra_stats
+        self._extra_last: dict[str, int] = dict(extra_stats()) if extra_stats else {}
+        self.last_outcome: RoundOutcome | None = None
+        self._loop = LoopThread("fedgrpo-gatherer")
+        self._closed = False
+
+    # ----------------------------------------------------------------- rounds
+
+    def _traffic(self) -> tuple[int, int]:
+        traffic = getattr(self.transport, "traffic", None)
+        return traffic.totals() if traffic is not None else (0, 0)
+
+    def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
+        if self._closed:
+            raise RuntimeError("AsyncGatherer is closed")
+        g = len(request.candidates[0]) if request.candidates else 0
+        dispatch = []
+        for experts in request.experts:
+            m = len(experts) if self.m is None else min(self.m, len(experts))
+            primaries = list(experts[:m])
+            dispatch.append(plan_dispatch(g, primaries, mode=self.dispatch_mode, rng=rng) if primaries else {})
+        plan = build_plan(
+            request.experts,
+            dispatch,
+            [len(c) for c in request.candidates],
+            self.policy,
+            round_id=f"r{request.round_index}",
+        )
+        build = request_builder(
+            request.questions, request.candidates, self.reward_mode, self.format_weight
+        )
+        sent0, recv0 = self._traffic()
+        outcome = self._loop.run(
+            gather_round(plan, self.policy, self.transport, self.endpoints, build)
+        )
+        sent1, recv1 = self._traffic()
+        self.last_outcome = outcome
+        stats = outcome_record(outcome, self.labels, self.time_scale)
+        stats["bytes_sent"] = sent1 - sent0
+        stats["bytes_received"] = recv1 - recv0
+        if self.extra_stats is not None:
+            now = dict(self.extra_stats())
+            for k, v in now.items():
+                stats[k] = stats.get(k, 0) if k not in self._extra_last else stats.get(k, 0)
+                stats[f"injected_{k}"] = v - self._extra_last.get(k, 0)
+            self._extra_last = now
+        for rep in outcome.assignments:
+            if rep.failures:
+                log.debug("%s: %s", rep.assignment.assignment_id, "; ".join(rep.failures))
+        return GatherResult(outcome.rewards_by_expert(request.experts), stats)
+
+    # ----------------------------------------------------------------- competence
+
+    def competence(
+        self, clients: Sequence[int], questions: Sequence[str], answers: Sequence[str]
+    ) -> dict[int, list[float] | None]:
+        """Each client's correctness bits on the auxiliary set, concurrently; a client that
+        fails (unreachable, crash, timeout, invalid answer) gets None (the selector's prior)."""
+
+        async def one(k: int) -> list[float] | None:
+            req = CompetenceRequest(f"competence-c{k}", tuple(questions), tuple(answers))
+            try:
+                resp = await self.transport.score(
+                    self.endpoints[k], req, self.competence_timeout_s
+                )
+            except TransportError as exc:
+                log.warning("competence of client %d failed: %s", k, exc)
+                return None
+            values = [float(v) for v in resp.values]
+            if len(values) != len(questions) or not all(0.0 <= v <= 1.0 for v in values):
+                log.warning("competence of client %d is invalid; ignored", k)
+                return None
+            return values
+
+        async def all_() -> list[list[float] | None]:
+            return list(await asyncio.gather(*(one(k) for k in clients)))
+
+        start = time.perf_counter()
+        results = self._loop.run(all_())
+        log.info("competence of %d clients in %.1fs", len(clients), time.perf_counter() - start)
+        return dict(zip(clients, results))
+
+    # ----------------------------------------------------------------- shutdown
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._loop.alive:
+                self._loop.run(self.transport.aclose(), timeout=10)
+        except Exception as exc:  # closing must never mask the run's own error
+            log.warning("closing the transport failed: %s", exc)
+        finally:
+            self._loop.stop()
+
+    def __enter__(self) -> AsyncGatherer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
