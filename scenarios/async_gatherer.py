@@ -110,12 +110,7 @@ def outcome_record(
     offline = sum(
         1 for rep in outcome.assignments for f in rep.failures if "offline" in f.lower()
     )
-    crashed = sum(
-        1
-        for rep in outcome.assignments
-        for f in rep.failures
-        if "crash" in f.lower() or "disconnect" in f.lower() or "reset" in f.lower()
-    )
+    crashed = sum(1 for rep in outcome.assignments for f in rep.failures if "crash" in f.lower())
     wall = outcome.duration_s
     return {
         "asked": counts["asked"],
@@ -191,7 +186,9 @@ class AsyncGatherer:
         for experts in request.experts:
             m = len(experts) if self.m is None else min(self.m, len(experts))
             primaries = list(experts[:m])
-            dispatch.append(plan_dispatch(g, primaries, mode=self.dispatch_mode, rng=rng) if primaries else {})
+            dispatch.append(
+                plan_dispatch(g, primaries, mode=self.dispatch_mode, rng=rng) if primaries else {}
+            )
         plan = build_plan(
             request.experts,
             dispatch,
@@ -213,10 +210,14 @@ class AsyncGatherer:
         stats["bytes_received"] = recv1 - recv0
         if self.extra_stats is not None:
             now = dict(self.extra_stats())
-            for k, v in now.items():
-                stats[k] = stats.get(k, 0) if k not in self._extra_last else stats.get(k, 0)
-                stats[f"injected_{k}"] = v - self._extra_last.get(k, 0)
+            delta = {k: v - self._extra_last.get(k, 0) for k, v in now.items()}
             self._extra_last = now
+            for k, v in delta.items():
+                stats[f"injected_{k}"] = v
+            # the fault layer knows what it injected better than the failure messages tell
+            for k in ("offline", "crashed"):
+                if k in delta:
+                    stats[k] = delta[k]
         for rep in outcome.assignments:
             if rep.failures:
                 log.debug("%s: %s", rep.assignment.assignment_id, "; ".join(rep.failures))

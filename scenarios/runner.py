@@ -52,12 +52,30 @@ def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
     return DirectGatherer([scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]), None
 
 
-def _selector_and_embedder(
-    ctx: Context, model: Any, tokenizer: Any, gatherer: Any
-) -> tuple[Any, Any, Any]:
-    """Selector, question embedder and the competence matrix (confidence graph only)."""
+def refresh_competence(
+    ctx: Context, gatherer: Any, competence: Any, aux: list[Any], round_index: int, every_n: int
+) -> list[str]:
+    """Ask clients that were never measured (or not for ``every_n`` rounds) for competence
+    bits on the auxiliary set. A client that fails stays unknown: the selector gives it the
+    prior, so it keeps being explored. Returns the ids that answered."""
+    ids = competence.needs_refresh(round_index, every_n)
+    index = {c.id: c.index for c in ctx.clients}
+    if not ids:
+        return []
+    bits = gatherer.competence([index[i] for i in ids], [a.question for a in aux], [a.answer for a in aux])
+    answered = []
+    for k, values in bits.items():
+        if values is not None:
+            competence.update(ctx.clients[k].id, list(range(len(aux))), values, round=round_index)
+            answered.append(ctx.clients[k].id)
+    return answered
+
+
+def _selector_and_embedder(ctx: Context, model: Any, tokenizer: Any, gatherer: Any) -> tuple[Any, Any, Any, list[Any]]:
+    """Selector, question embedder, competence matrix and auxiliary set (confidence graph)."""
     import copy
 
+    from edge.answer_format import make_prompt
     from server.encoder import embed_texts
     from server.selection.competence import CompetenceMatrix
     from server.selection.selectors import make_selector
@@ -65,25 +83,18 @@ def _selector_and_embedder(
     s = ctx.scenario
     sel = s.selection
     if s.server.baseline != "fedgrpo":
-        return None, None, None
-    frozen = copy.deepcopy(model).eval()
+        return None, None, None, []
+    frozen = copy.deepcopy(model).eval()  # embeddings must not drift while the policy trains
     aux = auxiliary_set(ctx)
-    from edge.answer_format import make_prompt
 
     def embed(questions: list[str]) -> np.ndarray:
-        return embed_texts(frozen, tokenizer, [make_prompt(q) for q in questions])
+        return embed_texts(frozen, tokenizer, [make_prompt(q) for q in questions], layer=sel.encoder_layer)
 
     competence = None
     aux_emb = None
     if sel.selector == "confidence_graph":
         aux_emb = embed([i.question for i in aux])
         competence = CompetenceMatrix(len(aux), [c.id for c in ctx.clients])
-        bits = gatherer.competence(
-            list(range(len(ctx.clients))), [i.question for i in aux], [i.answer for i in aux]
-        )
-        for k, values in bits.items():
-            if values is not None:
-                competence.update(ctx.clients[k].id, list(range(len(aux))), values)
     selector = make_selector(
         sel.selector,
         num_clients=len(ctx.clients),
@@ -94,7 +105,7 @@ def _selector_and_embedder(
         competence=competence,
         client_domains=ctx.client_domains,
     )
-    return selector, embed, competence
+    return selector, embed, competence, aux
 
 
 def _eval_record(trainer: Any, s: Scenario, time_s: float) -> dict[str, Any]:
@@ -127,7 +138,7 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
     model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
     gatherer, closer = _make_gatherer(ctx)
     try:
-        selector, embed, competence = _selector_and_embedder(ctx, model, tokenizer, gatherer)
+        selector, embed, competence, aux = _selector_and_embedder(ctx, model, tokenizer, gatherer)
         g = s.server.grpo
         trainer = FedGRPOTrainer(
             model,
@@ -181,6 +192,12 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 disable=not s.outputs.progress,
             )
             while trainer.state.round < s.rounds:
+                if trainer.competence is not None:
+                    fresh = refresh_competence(
+                        ctx, gatherer, trainer.competence, aux, trainer.state.round, s.selection.refresh_every
+                    )
+                    if fresh:
+                        (run_dir / "competence.json").write_text(trainer.competence.to_json())
                 rec = trainer.step()
                 duration = float(rec.get("duration_s") or 0.0)
                 clock["virtual_s"] += duration

@@ -300,6 +300,8 @@ class SelectionConfig(_Model):
     dispatch: Literal["split", "broadcast"] = "split"
     # re-query competence every N rounds (0 = only when clients join/leave/change model)
     refresh_every: NonNegInt = 0
+    # hidden layer of the frozen server model whose mean-pooled state embeds questions
+    encoder_layer: int = -1
     # competence assumed for a client with no answers yet
     prior: Prob = 0.5
 

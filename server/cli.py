@@ -27,6 +27,12 @@ def _models_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _graph_show(args: argparse.Namespace) -> int:
+    from scenarios.graph import cmd_graph_show
+
+    return cmd_graph_show(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     import os
 
@@ -63,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-domain", type=int, default=None, help="test items per domain (default all)")
     ev.add_argument("--out", default=None, help="JSON output (default MODELS_DIR/eval.json)")
     ev.set_defaults(func=_models_eval)
+
+    graph = sub.add_parser("graph", help="inspect the confidence graph (expert selection)")
+    gsub = graph.add_subparsers(dest="graph_command", required=True)
+    show = gsub.add_parser("show", help="neighbours, competence scores and chosen experts for sample questions")
+    show.add_argument("file", metavar="SCENARIO", help="scenario YAML (its clients and server model)")
+    show.add_argument("--questions", type=int, default=5, help="held-out questions to show")
+    show.add_argument("--neighbours", type=int, default=5, help="neighbours printed per question")
+    show.add_argument("--set", action="append", metavar="KEY=VALUE", help="scenario override")
+    show.add_argument("--save", default=None, help="also write the competence matrix (JSON) here")
+    show.set_defaults(func=_graph_show)
 
     from scenarios.cli import register
 

@@ -1,0 +1,65 @@
+"""`fedgrpo graph show`: look inside the confidence graph of a scenario.
+
+For a sample of held-out questions: their L nearest auxiliary exemplars (question, domain,
+cosine similarity), every client's competence score on them and the chosen experts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenarios.schema import Scenario
+
+
+def show_graph(s: Scenario, questions: int = 5, neighbours: int = 5, save: Path | None = None) -> str:
+    from scenarios.context import build_context, load_scorers, resolve_model, scorer_fn
+    from scenarios.runner import _selector_and_embedder, refresh_competence
+    from server.gatherers import DirectGatherer
+    from server.selection.graph import competence_scores, cosine_neighbours, top_m
+    from server.zoo.loading import load_causal_lm
+
+    s = s.model_copy(update={"selection": s.selection.model_copy(update={"selector": "confidence_graph"})})
+    ctx = build_context(s)
+    model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
+    scorers = load_scorers(ctx)
+    gatherer = DirectGatherer([scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)])
+    _selector, embed, competence, aux = _selector_and_embedder(ctx, model, tokenizer, gatherer)
+    refresh_competence(ctx, gatherer, competence, aux, 0, 0)
+    rng = np.random.default_rng(s.seed)
+    test = ctx.suite.test()
+    sample = [test[i] for i in rng.choice(len(test), size=min(questions, len(test)), replace=False)]
+    aux_emb = embed([a.question for a in aux])
+    q_emb = embed([q.question for q in sample])
+    near = cosine_neighbours(q_emb, aux_emb, s.selection.L)
+    scores = competence_scores(competence.values, near, s.selection.prior)
+    chosen = top_m(scores, s.selection.M, rng)
+    lines = [f"confidence graph of {s.name!r}: {len(ctx.clients)} clients x {len(aux)} auxiliary exemplars"]
+    lines.append("client competence (mean correctness on the auxiliary set):")
+    for c, row in zip(ctx.clients, competence.values):
+        known = row[~np.isnan(row)]
+        mean = f"{known.mean():.2f}" if known.size else "unknown"
+        lines.append(f"  {c.id:14s} holds {sorted(ctx.client_domains[c.index])}  competence {mean}")
+    for k, item in enumerate(sample):
+        sims = aux_emb[near[k]] @ q_emb[k]
+        lines.append(f"\nQ: {item.question!r} (true domain {item.domain})")
+        for j in range(min(neighbours, near.shape[1])):
+            a = aux[near[k][j]]
+            lines.append(f"   neighbour {a.question!r:14s} {a.domain:5s} cos={sims[j]:.3f}")
+        ranked = np.argsort(-scores[k])
+        lines.append("   scores: " + ", ".join(f"{ctx.clients[c].id}={scores[k][c]:.2f}" for c in ranked))
+        lines.append("   experts: " + ", ".join(ctx.clients[int(c)].id for c in chosen[k]))
+    if save is not None:
+        save.write_text(competence.to_json())
+        lines.append(f"\ncompetence matrix saved to {save}")
+    return "\n".join(lines)
+
+
+def cmd_graph_show(args: Any) -> int:
+    from scenarios.loader import load_scenario
+
+    s = load_scenario(args.file, tuple(args.set or ()))
+    print(show_graph(s, args.questions, args.neighbours, Path(args.save) if args.save else None))
+    return 0
