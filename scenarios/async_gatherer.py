@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -101,31 +102,37 @@ def outcome_record(
     outcome: RoundOutcome, labels: Sequence[str], time_scale: float = 1.0
 ) -> dict[str, Any]:
     """The metrics-file fields of one real round (same keys as the simulator's)."""
-    counts = outcome.counts()
+    reports = list(outcome.assignments)
+    status = Counter(rep.status for rep in reports)
     participation: dict[str, int] = {}
-    for rep in outcome.assignments:
+    for rep in reports:
         if rep.status is AssignmentStatus.ANSWERED:
             label = labels[rep.assignment.client_id]
             participation[label] = participation.get(label, 0) + 1
-    offline = sum(
-        1 for rep in outcome.assignments for f in rep.failures if "offline" in f.lower()
-    )
-    crashed = sum(1 for rep in outcome.assignments for f in rep.failures if "crash" in f.lower())
+    offline = sum(1 for rep in reports for f in rep.failures if "offline" in f.lower())
+    crashed = sum(1 for rep in reports for f in rep.failures if "crash" in f.lower())
     wall = outcome.duration_s
+    # server-side estimate: time in flight of work that produced nothing usable
+    wasted = 0.0
+    for rep in reports:
+        if rep.status is not AssignmentStatus.ANSWERED and rep.first_sent_at is not None:
+            end = rep.resolved_at if rep.resolved_at is not None else outcome.t_close
+            wasted += max(0.0, end - rep.first_sent_at)
     return {
-        "asked": counts["asked"],
-        "answered": counts["answered"],
-        "late": counts["late"],
-        "failed": counts["failed"],
+        "asked": sum(rep.attempts for rep in reports),  # requests sent, incl. retries
+        "answered": status[AssignmentStatus.ANSWERED],
+        "late": status[AssignmentStatus.LATE],
+        "failed": status[AssignmentStatus.FAILED],
         "offline": offline,
         "crashed": crashed,
-        "cancelled": counts["cancelled"],
-        "retries": counts["retries"],
-        "ignored": counts["ignored"],
+        "cancelled": status[AssignmentStatus.CANCELLED],
+        "retries": sum(max(0, rep.attempts - 1) for rep in reports),
+        "ignored": len(outcome.ignored),
         "closed_by": outcome.closed_by,
         # in device-profile seconds (wall / time_scale), comparable with sim mode
         "duration_s": wall / time_scale,
         "wall_duration_s": wall,
+        "wasted_device_s": wasted / time_scale,
         "participation": participation,
     }
 
@@ -134,8 +141,10 @@ class AsyncGatherer:
     """The trainer's :class:`~server.gatherers.RewardGatherer` over a real async transport.
 
     ``policy`` is used as given (scale it first with :func:`scale_policy` in emulate mode).
-    ``experts_per_question`` = M (the primaries); further experts in a question's list are the
-    over-selection reserve. ``labels[k]`` names client k in the participation stats (device
+    The last ``reserve_per_question`` experts of each question's list are the over-selection
+    reserve (the runner ranks M + k experts for ``round_policy.over_selection: k``); the
+    others are the primaries that share the candidates (all of them by default, as
+    :class:`~server.gatherers.DirectGatherer` does). ``labels[k]`` names client k in the participation stats (device
     profile). ``extra_stats`` (optional) returns cumulative counters (e.g. the fault proxies'
     injected crashes); their per-round increase is added to the stats.
     """
@@ -149,7 +158,7 @@ class AsyncGatherer:
         reward_mode: str = "auto",
         format_weight: float = 0.0,
         labels: Sequence[str] | None = None,
-        experts_per_question: int | None = None,
+        reserve_per_question: int = 0,
         time_scale: float = 1.0,
         competence_timeout_s: float = 300.0,
         extra_stats: Callable[[], Mapping[str, int]] | None = None,
@@ -163,7 +172,7 @@ class AsyncGatherer:
         self.format_weight = format_weight
         n = max(self.endpoints, default=-1) + 1
         self.labels = list(labels) if labels is not None else [f"client-{k}" for k in range(n)]
-        self.m = experts_per_question
+        self.reserve = reserve_per_question
         self.time_scale = time_scale
         self.competence_timeout_s = competence_timeout_s
         self.extra_stats = extra_stats
@@ -184,8 +193,7 @@ class AsyncGatherer:
         g = len(request.candidates[0]) if request.candidates else 0
         dispatch = []
         for experts in request.experts:
-            m = len(experts) if self.m is None else min(self.m, len(experts))
-            primaries = list(experts[:m])
+            primaries = list(experts[: max(1, len(experts) - self.reserve)])
             dispatch.append(
                 plan_dispatch(g, primaries, mode=self.dispatch_mode, rng=rng) if primaries else {}
             )
@@ -234,9 +242,7 @@ class AsyncGatherer:
         async def one(k: int) -> list[float] | None:
             req = CompetenceRequest(f"competence-c{k}", tuple(questions), tuple(answers))
             try:
-                resp = await self.transport.score(
-                    self.endpoints[k], req, self.competence_timeout_s
-                )
+                resp = await self.transport.score(self.endpoints[k], req, self.competence_timeout_s)
             except TransportError as exc:
                 log.warning("competence of client %d failed: %s", k, exc)
                 return None

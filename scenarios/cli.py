@@ -54,8 +54,10 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
             other = load_scenario(args.file)
             if other.name != scenario.name:
                 raise ScenarioError(
-                    [f"{args.file}: scenario {other.name!r} does not match the run in {run_dir} "
-                     f"({scenario.name!r}); drop FILE or resume the right directory"]
+                    [
+                        f"{args.file}: scenario {other.name!r} does not match the run in {run_dir} "
+                        f"({scenario.name!r}); drop FILE or resume the right directory"
+                    ]
                 )
         if sets:
             from scenarios.loader import RESOLVED_NAME, dump_scenario
@@ -73,11 +75,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     scenario, run_dir, resume = prepare_run(args)
     run_scenario = _runner()
-    print(f"[fedgrpo] {'resuming' if resume else 'running'} {scenario.name!r} ({scenario.mode}) in {run_dir}")
+    print(
+        f"[fedgrpo] {'resuming' if resume else 'running'} {scenario.name!r} ({scenario.mode}) in {run_dir}"
+    )
     try:
         run_scenario(scenario, run_dir, resume)
     except KeyboardInterrupt:
-        print(f"\n[fedgrpo] interrupted; continue with: fedgrpo run --resume {run_dir}", file=sys.stderr)
+        print(
+            f"\n[fedgrpo] interrupted; continue with: fedgrpo run --resume {run_dir}",
+            file=sys.stderr,
+        )
         raise
     if scenario.outputs.plots:
         make_report([run_dir], run_dir / "plots")
@@ -101,7 +108,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print((result.sweep_dir / "comparison.md").read_text(encoding="utf-8"))
     print(f"[fedgrpo] sweep outputs in {result.sweep_dir}")
     for r in result.failed:
-        print(f"[fedgrpo] variant {r.variant.name} failed: {r.error.splitlines()[0]}", file=sys.stderr)
+        print(
+            f"[fedgrpo] variant {r.variant.name} failed: {r.error.splitlines()[0]}", file=sys.stderr
+        )
     return 1 if result.failed else 0
 
 
@@ -131,7 +140,12 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("run", help="run a scenario (or resume a run)")
     p.add_argument("file", nargs="?", metavar="FILE", help="scenario YAML (optional with --resume)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. round_policy.deadline_s=5")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. round_policy.deadline_s=5",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--rounds", type=int, help="shorthand for --set rounds=N")
     p.add_argument("--out-root", default="runs", help="parent of runs/<scenario>/<timestamp>")
@@ -139,9 +153,16 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("sweep", help="run a grid of variants x seeds in parallel")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
-                   help="grid axis (repeatable; cartesian product)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (from the file's seed)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="grid axis (repeatable; cartesian product)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1, help="seeds per grid point (from the file's seed)"
+    )
     p.add_argument("--workers", type=int, default=2, help="parallel processes (0 = in-process)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every variant")
     p.add_argument("--metric", default="final_mean_accuracy", help="summary key to compare")
@@ -150,7 +171,9 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("report", help="redraw plots and compare finished runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/plots for one run)")
+    p.add_argument(
+        "--out", default=None, help="output directory (default: RUN_DIR/plots for one run)"
+    )
     p.set_defaults(func=cmd_report)
 
 

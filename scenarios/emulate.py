@@ -14,8 +14,9 @@
    profile latencies means the same thing here as in sim mode).
 
 The closer stops the gatherer, the proxies and every process (SIGTERM to the process group,
-SIGKILL after a grace period); it is also registered with :mod:`atexit`, and any error or
-Ctrl-C during startup stops what was already started.
+SIGKILL after a grace period); it is also registered with :mod:`atexit`, any error or Ctrl-C
+during startup stops what was already started, and on Linux each edge process also gets
+SIGTERM if the server process itself dies (``PR_SET_PDEATHSIG``), even from SIGKILL.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from server.errors import FedGRPOError
 from server.gatherers import GatherRequest, GatherResult
 from server.transport import ClientEndpoint, HttpTransport
 
-__all__ = ["EdgeProcess", "EmulateError", "EmulatedFleet", "EmulateGatherer", "make_emulate_gatherer"]
+__all__ = [
+    "EdgeProcess",
+    "EmulateError",
+    "EmulateGatherer",
+    "EmulatedFleet",
+    "make_emulate_gatherer",
+]
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +123,7 @@ class EmulatedFleet:
                 env=env,
                 cwd=str(ROOT),
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle
+                preexec_fn=_die_with_parent,
             )
         edge = EdgeProcess(client, proc, log_path)
         self.edges.append(edge)
@@ -176,6 +184,16 @@ class EmulatedFleet:
             atexit.unregister(self.stop)
 
 
+def _die_with_parent() -> None:
+    """In the child (Linux): get SIGTERM when the server process dies, even by SIGKILL, so
+    no edge process outlives a crashed server (atexit and the closer cover normal exits)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as resp:
@@ -190,7 +208,7 @@ class EmulateGatherer(AsyncGatherer):
     fleet: EmulatedFleet
 
     def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
-        warned = getattr(self, "_warned_dead", set())
+        warned: set[str] = getattr(self, "_warned_dead", set())
         for edge in self.fleet.dead():
             if edge.client.id not in warned:
                 warned.add(edge.client.id)
@@ -224,7 +242,9 @@ def start_fleet(ctx: Context, log_dir: Path | None = None) -> EmulatedFleet:
     """Start processes + proxies for every client; on any failure stop them and raise."""
     s = ctx.scenario
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    fleet = EmulatedFleet(log_dir or models_dir() / "emulate-logs" / f"{s.name}-{stamp}-{os.getpid()}")
+    fleet = EmulatedFleet(
+        log_dir or models_dir() / "emulate-logs" / f"{s.name}-{stamp}-{os.getpid()}"
+    )
     atexit.register(fleet.stop)
     try:
         dirs = [export_client_model(ctx, c) for c in ctx.clients]
@@ -273,7 +293,7 @@ def make_emulate_gatherer(ctx: Context) -> tuple[Any, Any]:
             reward_mode=first.reward_mode if first else "auto",
             format_weight=first.format_weight if first else 0.0,
             labels=[c.group.profile for c in ctx.clients],
-            experts_per_question=s.selection.M,
+            reserve_per_question=s.round_policy.over_selection,
             time_scale=s.emulate.time_scale,
             competence_timeout_s=max(120.0, s.emulate.startup_timeout_s),
             extra_stats=fleet.proxies.counters,

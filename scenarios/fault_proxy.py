@@ -41,7 +41,7 @@ import json
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
@@ -56,7 +56,12 @@ __all__ = ["FaultModel", "FaultProxy", "ProxyHost"]
 
 log = logging.getLogger(__name__)
 HANG_S = 3600.0  # "never answers": until the client gives up (or the proxy stops)
-_FORWARD_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "Inference-Header-Content-Length")
+_FORWARD_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Request-Id",
+    "Inference-Header-Content-Length",
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class FaultModel:
     """What one emulated device does to requests. Times are profile seconds (unscaled)."""
 
     profile: DeviceProfile
-    availability: AvailabilitySpec = AvailabilitySpec()
+    availability: AvailabilitySpec = field(default_factory=AvailabilitySpec)
     speed: float = 1.0  # size_factor(size class) × speed factor (1/slowdown)
     time_scale: float = 0.01
     decode_tokens: int = 0  # per request (agreement scoring decodes an answer)
@@ -168,7 +173,11 @@ class FaultProxy:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.5
+            app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=0.5,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, 0)
@@ -219,7 +228,7 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         is_infer = request.method == "POST" and request.path.endswith("/infer")
-        k, chars, competence = _items(body) if is_infer else (0, 0, False)
+        _, chars, competence = _items(body) if is_infer else (0, 0, False)
         if not is_infer or (competence and not self.model.faults_on_competence):
             return await self._forward(request, body)
         m, p = self.model, self.model.profile

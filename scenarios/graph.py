@@ -14,14 +14,18 @@ import numpy as np
 from scenarios.schema import Scenario
 
 
-def show_graph(s: Scenario, questions: int = 5, neighbours: int = 5, save: Path | None = None) -> str:
+def show_graph(
+    s: Scenario, questions: int = 5, neighbours: int = 5, save: Path | None = None
+) -> str:
     from scenarios.context import build_context, load_scorers, resolve_model, scorer_fn
     from scenarios.runner import _selector_and_embedder, refresh_competence
     from server.gatherers import DirectGatherer
     from server.selection.graph import competence_scores, cosine_neighbours, top_m
     from server.zoo.loading import load_causal_lm
 
-    s = s.model_copy(update={"selection": s.selection.model_copy(update={"selector": "confidence_graph"})})
+    s = s.model_copy(
+        update={"selection": s.selection.model_copy(update={"selector": "confidence_graph"})}
+    )
     ctx = build_context(s)
     model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
     scorers = load_scorers(ctx)
@@ -36,7 +40,9 @@ def show_graph(s: Scenario, questions: int = 5, neighbours: int = 5, save: Path 
     near = cosine_neighbours(q_emb, aux_emb, s.selection.L)
     scores = competence_scores(competence.values, near, s.selection.prior)
     chosen = top_m(scores, s.selection.M, rng)
-    lines = [f"confidence graph of {s.name!r}: {len(ctx.clients)} clients x {len(aux)} auxiliary exemplars"]
+    lines = [
+        f"confidence graph of {s.name!r}: {len(ctx.clients)} clients x {len(aux)} auxiliary exemplars"
+    ]
     lines.append("client competence (mean correctness on the auxiliary set):")
     for c, row in zip(ctx.clients, competence.values):
         known = row[~np.isnan(row)]
@@ -49,7 +55,9 @@ def show_graph(s: Scenario, questions: int = 5, neighbours: int = 5, save: Path 
             a = aux[near[k][j]]
             lines.append(f"   neighbour {a.question!r:14s} {a.domain:5s} cos={sims[j]:.3f}")
         ranked = np.argsort(-scores[k])
-        lines.append("   scores: " + ", ".join(f"{ctx.clients[c].id}={scores[k][c]:.2f}" for c in ranked))
+        lines.append(
+            "   scores: " + ", ".join(f"{ctx.clients[c].id}={scores[k][c]:.2f}" for c in ranked)
+        )
         lines.append("   experts: " + ", ".join(ctx.clients[int(c)].id for c in chosen[k]))
     if save is not None:
         save.write_text(competence.to_json())

@@ -105,10 +105,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
         raise ScenarioError([f"{source}: YAML syntax error at {where}: {problem}"]) from exc
     if data is None:
-        raise ScenarioError([f"{source}: file is empty; expected a mapping with at least name: ..."])
+        raise ScenarioError(
+            [f"{source}: file is empty; expected a mapping with at least name: ..."]
+        )
     if not isinstance(data, dict):
         raise ScenarioError(
-            [f"{source}: top level is a {type(data).__name__}, expected a mapping (key: value lines)"]
+            [
+                f"{source}: top level is a {type(data).__name__}, expected a mapping (key: value lines)"
+            ]
         )
     return data
 
@@ -159,7 +163,9 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
     return scenario.model_dump(mode="json", by_alias=True)
 
 
-def with_overrides(scenario: Scenario, overrides: Sequence[str], source: str = "<scenario>") -> Scenario:
+def with_overrides(
+    scenario: Scenario, overrides: Sequence[str], source: str = "<scenario>"
+) -> Scenario:
     """A validated copy of ``scenario`` with ``--set`` style overrides applied."""
     data = copy.deepcopy(scenario_to_dict(scenario))
     try:

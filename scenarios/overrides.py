@@ -28,7 +28,9 @@ def split_path(path: str) -> list[str]:
     path = _INDEX.sub(r".\1", path.strip())
     parts = path.split(".")
     if not path or any(p == "" for p in parts):
-        raise ScenarioError([f"--set {path!r}: empty path segment; write e.g. round_policy.deadline_s=5"])
+        raise ScenarioError(
+            [f"--set {path!r}: empty path segment; write e.g. round_policy.deadline_s=5"]
+        )
     return parts
 
 
@@ -104,7 +106,9 @@ def did_you_mean(word: str, candidates: Sequence[str]) -> str:
 # ----------------------------------------------------------------- applying
 
 
-def apply_override(data: dict[str, Any], path: str, value: Any, root: type[BaseModel] = Scenario) -> None:
+def apply_override(
+    data: dict[str, Any], path: str, value: Any, root: type[BaseModel] = Scenario
+) -> None:
     """Set ``path`` in the raw mapping ``data`` (in place), creating missing sections."""
     parts = split_path(path)
     cur: Any = data
@@ -124,7 +128,9 @@ def apply_override(data: dict[str, Any], path: str, value: Any, root: type[BaseM
                     ]
                 )
             if not isinstance(cur, dict):
-                raise ScenarioError([f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"])
+                raise ScenarioError(
+                    [f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"]
+                )
             next_type = fields[part]
             if last:
                 cur[part] = value
@@ -132,18 +138,24 @@ def apply_override(data: dict[str, Any], path: str, value: Any, root: type[BaseM
             if cur.get(part) is None:
                 if typing.get_origin(_unwrap(next_type)) is list:
                     raise ScenarioError(
-                        [f"--set {path}: {here} is not set in the file, so it has no item to change"]
+                        [
+                            f"--set {path}: {here} is not set in the file, so it has no item to change"
+                        ]
                     )
                 cur[part] = {}
             cur, cur_type = cur[part], next_type
         elif typing.get_origin(t) is list:
             if not part.isdigit():
-                raise ScenarioError([f"--set {path}: {here}: {part!r} is not a list index (use 0, 1, ...)"])
+                raise ScenarioError(
+                    [f"--set {path}: {here}: {part!r} is not a list index (use 0, 1, ...)"]
+                )
             idx = int(part)
             if not isinstance(cur, list) or idx >= len(cur):
                 size = len(cur) if isinstance(cur, list) else 0
                 raise ScenarioError(
-                    [f"--set {path}: index {idx} is out of range; {'.'.join(parts[:depth])} has {size} items"]
+                    [
+                        f"--set {path}: index {idx} is out of range; {'.'.join(parts[:depth])} has {size} items"
+                    ]
                 )
             if last:
                 cur[idx] = value
@@ -151,7 +163,9 @@ def apply_override(data: dict[str, Any], path: str, value: Any, root: type[BaseM
             cur, cur_type = cur[idx], typing.get_args(t)[0]
         elif typing.get_origin(t) is dict:
             if not isinstance(cur, dict):
-                raise ScenarioError([f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"])
+                raise ScenarioError(
+                    [f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"]
+                )
             if last:
                 cur[part] = value
                 return
@@ -159,7 +173,9 @@ def apply_override(data: dict[str, Any], path: str, value: Any, root: type[BaseM
             cur_type = typing.get_args(t)[1]
         else:
             raise ScenarioError(
-                [f"--set {path}: {'.'.join(parts[:depth])} is a single value, it has no field {part!r}"]
+                [
+                    f"--set {path}: {'.'.join(parts[:depth])} is a single value, it has no field {part!r}"
+                ]
             )
 
 

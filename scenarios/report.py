@@ -146,7 +146,10 @@ class MetricsWriter:
     """
 
     def __init__(
-        self, run_dir: str | os.PathLike[str], csv: bool = True, resume_after_round: int | None = None
+        self,
+        run_dir: str | os.PathLike[str],
+        csv: bool = True,
+        resume_after_round: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -273,12 +276,17 @@ def _num(value: Any) -> float | None:
 
 
 def derive_summary(
-    name: str, mode: str | None, seed: int | None, rounds: Sequence[Mapping[str, Any]],
+    name: str,
+    mode: str | None,
+    seed: int | None,
+    rounds: Sequence[Mapping[str, Any]],
     evals: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """A summary computed from metrics alone (for runs that died before writing one)."""
     accs = [a for a in (_num(e.get("mean_accuracy")) for e in evals) if a is not None]
-    total = sum(int(r.get("bytes_sent", 0) or 0) + int(r.get("bytes_received", 0) or 0) for r in rounds)
+    total = sum(
+        int(r.get("bytes_sent", 0) or 0) + int(r.get("bytes_received", 0) or 0) for r in rounds
+    )
     times = [t for t in (_num(r.get("time_s")) for r in [*rounds, *evals]) if t is not None]
     return {
         "scenario": name,
@@ -309,7 +317,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
         loaded = yaml.safe_load((path / "scenario.yaml").read_text(encoding="utf-8"))
         scen = loaded if isinstance(loaded, dict) else {}
     if not records and not summary:
-        raise FileNotFoundError(f"{path}: no {METRICS_JSONL} or {SUMMARY_JSON}; is this a run directory?")
+        raise FileNotFoundError(
+            f"{path}: no {METRICS_JSONL} or {SUMMARY_JSON}; is this a run directory?"
+        )
     name = str(summary.get("scenario") or scen.get("name") or path.parent.name)
     seed = summary.get("seed", scen.get("seed"))
     mode = summary.get("mode", scen.get("mode"))
@@ -317,7 +327,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     evals = [r for r in records if r.get("event") == "eval"]
     derived = derive_summary(name, mode, seed, rounds, evals)
     merged = {**derived, **{k: v for k, v in summary.items() if v is not None or k not in derived}}
-    return RunData(path=path, name=name, seed=seed, mode=mode, rounds=rounds, evals=evals, summary=merged)
+    return RunData(
+        path=path, name=name, seed=seed, mode=mode, rounds=rounds, evals=evals, summary=merged
+    )
 
 
 def run_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -376,23 +388,35 @@ def summary_table(run_dirs: Iterable[str | os.PathLike[str]]) -> str:
     """Plain-text table, one row per run: accuracy before/after/best, rounds, time, bytes."""
     runs = [load_run(d) for d in run_dirs]
     _label_runs(runs)
-    header = ["run", "status", "rounds", "acc start", "acc final", "acc best", "wall s", "virtual s",
-              "bytes", "LoRA bytes"]
+    header = [
+        "run",
+        "status",
+        "rounds",
+        "acc start",
+        "acc final",
+        "acc best",
+        "wall s",
+        "virtual s",
+        "bytes",
+        "LoRA bytes",
+    ]
     rows = []
     for r in runs:
         s = r.summary
-        rows.append([
-            r.label,
-            str(s.get("status", "-")),
-            str(s.get("rounds_completed", "-")),
-            _fmt(s.get("initial_mean_accuracy"), "acc"),
-            _fmt(s.get("final_mean_accuracy"), "acc"),
-            _fmt(s.get("best_mean_accuracy"), "acc"),
-            _fmt(s.get("wall_s"), "s"),
-            _fmt(s.get("virtual_s"), "s"),
-            _fmt(s.get("total_bytes"), "bytes"),
-            _fmt(s.get("lora_total_bytes"), "bytes"),
-        ])
+        rows.append(
+            [
+                r.label,
+                str(s.get("status", "-")),
+                str(s.get("rounds_completed", "-")),
+                _fmt(s.get("initial_mean_accuracy"), "acc"),
+                _fmt(s.get("final_mean_accuracy"), "acc"),
+                _fmt(s.get("best_mean_accuracy"), "acc"),
+                _fmt(s.get("wall_s"), "s"),
+                _fmt(s.get("virtual_s"), "s"),
+                _fmt(s.get("total_bytes"), "bytes"),
+                _fmt(s.get("lora_total_bytes"), "bytes"),
+            ]
+        )
     return _text_table(header, rows)
 
 
@@ -448,8 +472,18 @@ _KINDS = {"wall_s": "s", "virtual_s": "s", "total_bytes": "bytes", "lora_total_b
 
 
 def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    header = ["scenario", "runs", "seeds", "acc start", "acc final", "acc best", "wall s", "virtual s",
-              "bytes", "LoRA bytes"]
+    header = [
+        "scenario",
+        "runs",
+        "seeds",
+        "acc start",
+        "acc final",
+        "acc best",
+        "wall s",
+        "virtual s",
+        "bytes",
+        "LoRA bytes",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         n = int(row["runs"])
@@ -587,11 +621,16 @@ def _plot_bytes(runs: Sequence[RunData], out: Path) -> Path | None:
     lora_drawn = False
     for r in runs:
         xs = [int(x.get("round", 0)) for x in r.rounds]
-        ours = [max(1.0, (_num(x.get("bytes_sent")) or 0) + (_num(x.get("bytes_received")) or 0)) for x in r.rounds]
+        ours = [
+            max(1.0, (_num(x.get("bytes_sent")) or 0) + (_num(x.get("bytes_received")) or 0))
+            for x in r.rounds
+        ]
         lora = [max(1.0, _num(x.get("lora_bytes")) or 0) for x in r.rounds]
         (line,) = ax.plot(xs, ours, label=f"{r.label}: FedGRPO scalars")
         if any(_num(x.get("lora_bytes")) for x in r.rounds):
-            ax.plot(xs, lora, linestyle="--", color=line.get_color(), label=f"{r.label}: LoRA baseline")
+            ax.plot(
+                xs, lora, linestyle="--", color=line.get_color(), label=f"{r.label}: LoRA baseline"
+            )
             lora_drawn = True
     ax.set_yscale("log")
     ax.set_xlabel("round")

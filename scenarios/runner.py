@@ -62,7 +62,9 @@ def refresh_competence(
     index = {c.id: c.index for c in ctx.clients}
     if not ids:
         return []
-    bits = gatherer.competence([index[i] for i in ids], [a.question for a in aux], [a.answer for a in aux])
+    bits = gatherer.competence(
+        [index[i] for i in ids], [a.question for a in aux], [a.answer for a in aux]
+    )
     answered = []
     for k, values in bits.items():
         if values is not None:
@@ -71,7 +73,9 @@ def refresh_competence(
     return answered
 
 
-def _selector_and_embedder(ctx: Context, model: Any, tokenizer: Any, gatherer: Any) -> tuple[Any, Any, Any, list[Any]]:
+def _selector_and_embedder(
+    ctx: Context, model: Any, tokenizer: Any, gatherer: Any
+) -> tuple[Any, Any, Any, list[Any]]:
     """Selector, question embedder, competence matrix and auxiliary set (confidence graph)."""
     import copy
 
@@ -88,7 +92,9 @@ def _selector_and_embedder(ctx: Context, model: Any, tokenizer: Any, gatherer: A
     aux = auxiliary_set(ctx)
 
     def embed(questions: list[str]) -> np.ndarray:
-        return embed_texts(frozen, tokenizer, [make_prompt(q) for q in questions], layer=sel.encoder_layer)
+        return embed_texts(
+            frozen, tokenizer, [make_prompt(q) for q in questions], layer=sel.encoder_layer
+        )
 
     competence = None
     aux_emb = None
@@ -194,7 +200,12 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
             while trainer.state.round < s.rounds:
                 if trainer.competence is not None:
                     fresh = refresh_competence(
-                        ctx, gatherer, trainer.competence, aux, trainer.state.round, s.selection.refresh_every
+                        ctx,
+                        gatherer,
+                        trainer.competence,
+                        aux,
+                        trainer.state.round,
+                        s.selection.refresh_every,
                     )
                     if fresh:
                         (run_dir / "competence.json").write_text(trainer.competence.to_json())

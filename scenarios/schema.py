@@ -440,7 +440,10 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
     n_experts, n_neighbours = sel.M, sel.L
     if sel.selector != "all" and n_experts > total:
         errors.append(
-            ("selection.M", f"{sel.M} experts per question but only {total} clients; allowed 1..{total}")
+            (
+                "selection.M",
+                f"{sel.M} experts per question but only {total} clients; allowed 1..{total}",
+            )
         )
     if sel.dispatch == "split" and sel.selector != "all" and n_experts > g:
         errors.append(
@@ -452,7 +455,10 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
         )
     if sel.selector == "confidence_graph" and n_neighbours > sel.aux_size:
         errors.append(
-            ("selection.L", f"{sel.L} neighbours but aux_size is {sel.aux_size}; allowed 1..{sel.aux_size}")
+            (
+                "selection.L",
+                f"{sel.L} neighbours but aux_size is {sel.aux_size}; allowed 1..{sel.aux_size}",
+            )
         )
     max_aux = s.tasks.aux_pool_per_domain * len(s.tasks.domains)
     if sel.aux_size > max_aux:
@@ -466,13 +472,21 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
     names = [grp.name for grp in s.clients.groups]
     for i, name in enumerate(names):
         if name in names[:i]:
-            errors.append((f"clients.groups[{i}].name", f"{name!r} is used by another group; names must be unique"))
+            errors.append(
+                (
+                    f"clients.groups[{i}].name",
+                    f"{name!r} is used by another group; names must be unique",
+                )
+            )
     part = s.tasks.partition
     domains = set(s.tasks.domains)
     if part.client_domains is not None:
         if part.scheme != "by_domain":
             errors.append(
-                ("tasks.partition.client_domains", f"is only used with scheme by_domain, not {part.scheme!r}")
+                (
+                    "tasks.partition.client_domains",
+                    f"is only used with scheme by_domain, not {part.scheme!r}",
+                )
             )
         if len(part.client_domains) != s.num_partitions:
             errors.append(
@@ -484,7 +498,12 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
             )
         for k, doms in enumerate(part.client_domains):
             if not doms:
-                errors.append((f"tasks.partition.client_domains[{k}]", "is empty; give every client 1-2 domains"))
+                errors.append(
+                    (
+                        f"tasks.partition.client_domains[{k}]",
+                        "is empty; give every client 1-2 domains",
+                    )
+                )
             for d in doms:
                 if d not in domains:
                     errors.append(
@@ -504,7 +523,11 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
                 )
             )
         for i, grp in enumerate(s.clients.groups):
-            m = _ZOO_EXPERT_K.match(grp.model[len(ZOO_PREFIX) :]) if grp.model.startswith(ZOO_PREFIX) else None
+            m = (
+                _ZOO_EXPERT_K.match(grp.model[len(ZOO_PREFIX) :])
+                if grp.model.startswith(ZOO_PREFIX)
+                else None
+            )
             if m is not None and int(m.group(1)) >= s.num_partitions:
                 errors.append(
                     (
@@ -516,23 +539,37 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
     for i, grp in enumerate(s.clients.groups):
         where = f"clients.groups[{i}]"
         if grp.url is not None and grp.urls is not None:
-            errors.append((f"{where}.url", "give either url (one device) or urls (one per device), not both"))
+            errors.append(
+                (f"{where}.url", "give either url (one device) or urls (one per device), not both")
+            )
         if grp.urls is not None and len(grp.urls) != grp.count:
             errors.append(
-                (f"{where}.urls", f"lists {len(grp.urls)} URLs but count is {grp.count}; give one URL per device")
+                (
+                    f"{where}.urls",
+                    f"lists {len(grp.urls)} URLs but count is {grp.count}; give one URL per device",
+                )
             )
         if grp.url is not None and grp.count != 1:
             errors.append(
-                (f"{where}.url", f"one url for count {grp.count}; use urls: [...] with one URL per device")
+                (
+                    f"{where}.url",
+                    f"one url for count {grp.count}; use urls: [...] with one URL per device",
+                )
             )
         if grp.token is not None and grp.token_env is not None:
             errors.append((f"{where}.token", "give either token or token_env, not both"))
         if s.mode == "live" and not grp.device_urls():
-            errors.append((f"{where}.url", "mode live needs the device URL(s) of every group (url or urls)"))
+            errors.append(
+                (f"{where}.url", "mode live needs the device URL(s) of every group (url or urls)")
+            )
     if s.mode == "live" and s.sim.reward_source == "timing":
         errors.append(("sim.reward_source", "'timing' only exists in mode sim"))
     if s.mode == "emulate" and s.sim.reward_source == "timing":
-        errors.append(("sim.reward_source", "'timing' only exists in mode sim; emulate runs real models"))
+        errors.append(
+            ("sim.reward_source", "'timing' only exists in mode sim; emulate runs real models")
+        )
     if s.server.baseline != "fedgrpo" and not s.models_needed:
-        errors.append(("server.baseline", f"{s.server.baseline!r} needs models; set sim.reward_source: model"))
+        errors.append(
+            ("server.baseline", f"{s.server.baseline!r} needs models; set sim.reward_source: model")
+        )
     return errors

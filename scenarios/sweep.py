@@ -66,7 +66,9 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or not key or not values.strip():
-            problems.append(f"--grid {spec!r}: expected KEY=V1,V2,..., e.g. sim.dropout.offline=0,0.1")
+            problems.append(
+                f"--grid {spec!r}: expected KEY=V1,V2,..., e.g. sim.dropout.offline=0,0.1"
+            )
             continue
         if key in grid:
             problems.append(f"--grid {key}: given twice; put all values in one --grid")
@@ -244,7 +246,8 @@ def run_sweep(
                 max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
             ) as pool:
                 futures: dict[Future[tuple[str, dict[str, Any], str]], Variant] = {
-                    pool.submit(_run_variant, runner, v.scenario, run_dirs[v.name]): v for v in variants
+                    pool.submit(_run_variant, runner, v.scenario, run_dirs[v.name]): v
+                    for v in variants
                 }
                 for fut in as_completed(futures):
                     v = futures[fut]
@@ -268,7 +271,13 @@ def variant_rows(results: Sequence[VariantResult], metric: str) -> list[dict[str
         row: dict[str, Any] = {"variant": r.variant.name, **r.variant.point, "seed": r.variant.seed}
         row["status"] = r.status
         row[metric] = r.summary.get(metric)
-        for key in ("final_mean_accuracy", "best_mean_accuracy", "wall_s", "virtual_s", "total_bytes"):
+        for key in (
+            "final_mean_accuracy",
+            "best_mean_accuracy",
+            "wall_s",
+            "virtual_s",
+            "total_bytes",
+        ):
             row.setdefault(key, r.summary.get(key))
         row["run_dir"] = str(r.run_dir)
         row["error"] = r.error.splitlines()[0] if r.error else ""
@@ -276,7 +285,9 @@ def variant_rows(results: Sequence[VariantResult], metric: str) -> list[dict[str
     return rows
 
 
-def point_rows(results: Sequence[VariantResult], keys: Sequence[str], metric: str) -> list[dict[str, Any]]:
+def point_rows(
+    results: Sequence[VariantResult], keys: Sequence[str], metric: str
+) -> list[dict[str, Any]]:
     """One row per grid point: the point, n ok / failed, mean and std of ``metric`` over seeds."""
     points: dict[str, list[VariantResult]] = {}
     for r in results:
@@ -286,8 +297,15 @@ def point_rows(results: Sequence[VariantResult], keys: Sequence[str], metric: st
         ok = [m for m in members if m.status == "ok"]
         mean, std, n = mean_std([m.summary.get(metric) for m in ok])
         row: dict[str, Any] = {"point": label, **members[0].variant.point}
-        row.update({"ok": len(ok), "failed": len(members) - len(ok), "n": n,
-                    f"{metric}_mean": mean, f"{metric}_std": std})
+        row.update(
+            {
+                "ok": len(ok),
+                "failed": len(members) - len(ok),
+                "n": n,
+                f"{metric}_mean": mean,
+                f"{metric}_std": std,
+            }
+        )
         rows.append(row)
     return rows
 
@@ -305,16 +323,27 @@ def write_sweep_outputs(
     rows = point_rows(results, keys, metric)
     files.append(write_csv(sweep_dir / "comparison.csv", rows))
     header = [*keys, "ok", "failed", f"{metric} (mean ± std)"]
-    lines = [f"# sweep {sweep_dir.parent.name}/{sweep_dir.name}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# sweep {sweep_dir.parent.name}/{sweep_dir.name}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for row in rows:
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         cell = "-" if mean is None else f"{_fmt_num(mean)} ± {_fmt_num(std)}"
-        lines.append("| " + " | ".join([*(str(row[k]) for k in keys), str(row["ok"]), str(row["failed"]), cell]) + " |")
+        lines.append(
+            "| "
+            + " | ".join([*(str(row[k]) for k in keys), str(row["ok"]), str(row["failed"]), cell])
+            + " |"
+        )
     failed = [r for r in results if r.status != "ok"]
     if failed:
         lines += ["", "## failed variants", ""]
-        lines += [f"- `{r.variant.name}`: {r.error.splitlines()[0] if r.error else 'failed'}" for r in failed]
+        lines += [
+            f"- `{r.variant.name}`: {r.error.splitlines()[0] if r.error else 'failed'}"
+            for r in failed
+        ]
     md = sweep_dir / "comparison.md"
     _atomic_write(md, "\n".join(lines) + "\n")
     files.append(md)
@@ -324,7 +353,9 @@ def write_sweep_outputs(
     return files
 
 
-def _plot_points(path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str) -> Path | None:
+def _plot_points(
+    path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str
+) -> Path | None:
     drawn = [r for r in rows if r[f"{metric}_mean"] is not None]
     if not drawn:
         return None

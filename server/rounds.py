@@ -35,6 +35,7 @@ import enum
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from server.errors import ConfigError
 
 __all__ = [
     "Assignment",
+    "AssignmentLog",
     "AssignmentReport",
     "AssignmentStatus",
     "Disposition",
@@ -132,6 +134,13 @@ def validate_values(
     if len(values) != expected_len:
         return f"expected {expected_len} values, got {len(values)}"
     lo, hi = reward_range
+    if math.isfinite(lo) and math.isfinite(hi):
+        # fast path: plain floats inside a finite range are finite numbers in range
+        for v in values:
+            if type(v) is not float or not lo <= v <= hi:
+                break
+        else:
+            return None
     for j, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
             return f"value[{j}]={v!r} is not a number"
@@ -185,6 +194,13 @@ class RoundPlan:
                     f"assignment {a.assignment_id!r} names group {a.group}; "
                     f"allowed 0..{len(self.num_candidates) - 1}"
                 )
+            g = self.num_candidates[a.group]
+            for c in a.candidates:
+                if not 0 <= c < g:
+                    raise ConfigError(
+                        f"assignment {a.assignment_id!r} names candidate {c} of group {a.group}; "
+                        f"allowed 0..{g - 1}"
+                    )
             by_id[a.assignment_id] = a
         object.__setattr__(self, "by_id", by_id)
 
@@ -354,6 +370,20 @@ class AssignmentReport:
 
 
 @dataclass(frozen=True)
+class AssignmentLog:
+    """Per-assignment bookkeeping of a closed round, in plan order (the raw material of
+    :attr:`RoundOutcome.assignments`, which materialises reports only when asked)."""
+
+    status: tuple[AssignmentStatus, ...]
+    attempts: tuple[int, ...]
+    first_sent: tuple[float | None, ...]
+    last_sent: tuple[float | None, ...]
+    resolved_at: tuple[float | None, ...]
+    failures: Mapping[int, tuple[str, ...]]  # plan index → failure reasons (absent: none)
+    used: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RoundOutcome:
     """What the round produced. ``rewards[q, c, s]`` = s-th counted expert answer for candidate
     c of group q (NaN = missing); ``experts`` holds who gave it (-1 = missing). Feed
@@ -366,8 +396,38 @@ class RoundOutcome:
     closed_by: str  # "complete" | "round_quorum" | "deadline"
     rewards: np.ndarray
     experts: np.ndarray
-    assignments: tuple[AssignmentReport, ...]
     ignored: tuple[Ignored, ...]
+    log: AssignmentLog = field(repr=False)
+
+    @cached_property
+    def assignments(self) -> tuple[AssignmentReport, ...]:
+        """One report per planned assignment, in plan order (built on first access)."""
+        lg = self.log
+        failures = lg.failures
+        return tuple(
+            AssignmentReport(a, st, n, first, last, res, failures.get(i, ()), used)
+            for i, (a, st, n, first, last, res, used) in enumerate(
+                zip(
+                    self.plan.assignments,
+                    lg.status,
+                    lg.attempts,
+                    lg.first_sent,
+                    lg.last_sent,
+                    lg.resolved_at,
+                    lg.used,
+                )
+            )
+        )
+
+    @property
+    def statuses(self) -> tuple[AssignmentStatus, ...]:
+        """Final status per planned assignment (plan order); cheaper than :attr:`assignments`."""
+        return self.log.status
+
+    @property
+    def attempt_counts(self) -> tuple[int, ...]:
+        """Attempts per planned assignment (plan order; 0 = never sent)."""
+        return self.log.attempts
 
     @property
     def duration_s(self) -> float:
@@ -425,17 +485,16 @@ class RoundOutcome:
 
     def counts(self) -> dict[str, int]:
         """asked, answered, failed, cancelled, late, retried, retries, ignored."""
-        c = {s.value: 0 for s in AssignmentStatus}
-        for r in self.assignments:
-            c[r.status.value] += 1
+        status = self.log.status
+        attempts = self.log.attempts
         return {
-            "asked": sum(1 for r in self.assignments if r.attempts > 0),
-            "answered": c["answered"],
-            "failed": c["failed"],
-            "cancelled": c["cancelled"],
-            "late": c["late"],
-            "retried": sum(1 for r in self.assignments if r.attempts > 1),
-            "retries": sum(r.retries for r in self.assignments),
+            "asked": sum(1 for n in attempts if n > 0),
+            "answered": status.count(AssignmentStatus.ANSWERED),
+            "failed": status.count(AssignmentStatus.FAILED),
+            "cancelled": status.count(AssignmentStatus.CANCELLED),
+            "late": status.count(AssignmentStatus.LATE),
+            "retried": sum(1 for n in attempts if n > 1),
+            "retries": sum(n - 1 for n in attempts if n > 1),
             "ignored": len(self.ignored),
         }
 
@@ -443,32 +502,48 @@ class RoundOutcome:
 class RoundState:
     """Mutable state of one round. Drivers call ``on_*`` with the current time; they send
     whatever is ``pending()``, cancel whatever :meth:`to_cancel` returns, and stop at
-    :meth:`is_closed`. Nothing here ever blocks or looks at a clock."""
+    :meth:`is_closed`. Nothing here ever blocks or looks at a clock.
+
+    Storage is flat (one list per field, candidates addressed by ``group offset + c``) so that
+    a round with thousands of groups costs few allocations."""
 
     def __init__(self, plan: RoundPlan, policy: RoundPolicy, t_start: float) -> None:
         self.plan = plan
         self.policy = policy
         self.t_start = float(t_start)
         self.deadline = self.t_start + policy.deadline_s
-        n = len(plan.assignments)
+        assignments = plan.assignments
+        n = len(assignments)
+        self._assignments = assignments
+        self._by_id = plan.by_id
         self._status = [AssignmentStatus.PENDING] * n
         self._attempts = [0] * n
         self._first_sent: list[float | None] = [None] * n
         self._last_sent: list[float | None] = [None] * n
         self._resolved_at: list[float | None] = [None] * n
-        self._failures: list[list[str]] = [[] for _ in range(n)]
+        self._failures: dict[int, list[str]] = {}
         self._used = [0] * n
         self._unresolved = n
-        self._answers: list[list[list[tuple[float, int]]]] = [
-            [[] for _ in range(g)] for g in plan.num_candidates
-        ]
-        # (group, candidate) → assignments covering it; per assignment, how many of its
+        # candidate (q, c) ↔ flat slot offset[q] + c
+        offset = [0] * len(plan.num_candidates)
+        total = 0
+        for q, g in enumerate(plan.num_candidates):
+            offset[q] = total
+            total += g
+        self._offset = offset
+        self._need = [k for row in plan.need for k in row]
+        self._got = [0] * total  # counted answers per candidate
+        # counted answers: slot s of candidate k at [k * slots + s] (NaN / -1 = missing)
+        self._slots = slots = max(self._need, default=0)
+        self._val = [math.nan] * (total * slots)
+        self._who = [-1] * (total * slots)
+        # group → assignments asking it (plan order); per assignment, how many of its
         # candidates still want answers (0 → no longer needed → cancel)
-        self._cover: dict[tuple[int, int], list[int]] = {}
-        self._open_cands = [len(a.candidates) for a in plan.assignments]
-        for a in plan.assignments:
-            for c in a.candidates:
-                self._cover.setdefault((a.group, c), []).append(a.index)
+        members: list[list[int]] = [[] for _ in range(plan.num_groups)]
+        for a in assignments:
+            members[a.group].append(a.index)
+        self._members = members
+        self._open_cands = [len(a.candidates) for a in assignments]
         self._rewarded = [0] * plan.num_groups
         self._groups_at_quorum = 0
         self._cancel_queue: list[Assignment] = []
@@ -489,13 +564,13 @@ class RoundState:
     def closed_by(self) -> str:
         return self._closed_by
 
-    def status(self, assignment_id: str) -> AssignmentStatus:
+    def status(self, assignment_id: Assignment | str) -> AssignmentStatus:
         return self._status[self._index(assignment_id)]
 
-    def attempts(self, assignment_id: str) -> int:
+    def attempts(self, assignment_id: Assignment | str) -> int:
         return self._attempts[self._index(assignment_id)]
 
-    def used(self, assignment_id: str) -> int:
+    def used(self, assignment_id: Assignment | str) -> int:
         """How many of the assignment's values counted (0 unless answered; less if surplus)."""
         return self._used[self._index(assignment_id)]
 
@@ -526,14 +601,14 @@ class RoundState:
 
     def on_sent(self, assignment: Assignment | str, t: float) -> None:
         i = self._index(assignment)
-        if self.is_closed():
+        if self._closed_at is not None:
             raise ConfigError(
                 f"assignment {self.plan.assignments[i].assignment_id!r} sent after the round closed; "
                 "drivers must stop sending once is_closed()"
             )
         if self._status[i] is not AssignmentStatus.PENDING:
             raise ConfigError(
-                f"assignment {self.plan.assignments[i].assignment_id!r} is {self._status[i].value}; "
+                f"assignment {self._assignments[i].assignment_id!r} is {self._status[i].value}; "
                 "only pending assignments may be sent"
             )
         self._status[i] = AssignmentStatus.IN_FLIGHT
@@ -543,17 +618,17 @@ class RoundState:
         self._last_sent[i] = t
 
     def on_result(self, assignment_id: str, values: Sequence[float], t: float) -> Disposition:
-        i = self.plan.by_id.get(assignment_id)
-        if i is None:
+        a = self._by_id.get(assignment_id)
+        if a is None:
             self._ignore(t, assignment_id, Disposition.UNKNOWN, "not in this round's plan", values)
             return Disposition.UNKNOWN
-        idx = i.index
+        idx = a.index
         status = self._status[idx]
         if status is AssignmentStatus.ANSWERED:
             self._ignore(t, assignment_id, Disposition.DUPLICATE, "", values)
             return Disposition.DUPLICATE
-        if self.is_closed() or t > self.deadline:
-            if not self.is_closed():
+        if self._closed_at is not None or t > self.deadline:
+            if self._closed_at is None:
                 self.on_deadline(t)
             self._ignore(t, assignment_id, Disposition.LATE, f"status {status.value}", values)
             return Disposition.LATE
@@ -563,8 +638,8 @@ class RoundState:
         if self._attempts[idx] == 0:
             self._ignore(t, assignment_id, Disposition.UNKNOWN, "never sent", values)
             return Disposition.UNKNOWN
-        a = self.plan.assignments[idx]
-        problem = validate_values(values, len(a.candidates), self.policy.reward_range)
+        cands = a.candidates
+        problem = validate_values(values, len(cands), self.policy.reward_range)
         if problem is not None:
             self._ignore(t, assignment_id, Disposition.INVALID, problem, None)
             retry = self._fail(idx, f"invalid: {problem}", t, allow_retry=self.policy.retry_invalid)
@@ -572,34 +647,45 @@ class RoundState:
         # Accept (also from the pending state: a reply to an earlier attempt is still valid).
         self._resolve(idx, AssignmentStatus.ANSWERED, t)
         used = 0
-        answers = self._answers[a.group]
-        need = self.plan.need[a.group]
-        for c, v in zip(a.candidates, values):
-            got = answers[c]
-            if len(got) >= need[c]:
+        q = a.group
+        client = a.client_id
+        base = self._offset[q]
+        got_all, need, slots = self._got, self._need, self._slots
+        val, who = self._val, self._who
+        satisfied: list[int] = []
+        for c, v in zip(cands, values):
+            k = base + c
+            got = got_all[k]
+            if got >= need[k]:
                 continue  # surplus: the first `need` answers per candidate count
-            got.append((float(v), a.client_id))
+            j = k * slots + got
+            val[j] = float(v)
+            who[j] = client
+            got += 1
+            got_all[k] = got
             used += 1
-            if len(got) == 1:
-                self._rewarded[a.group] += 1
-                if self._rewarded[a.group] == self.policy.quorum:
+            if got == 1:
+                self._rewarded[q] += 1
+                if self._rewarded[q] == self.policy.quorum:
                     self._groups_at_quorum += 1
-            if len(got) == need[c]:
-                self._cancel_covered(a.group, c, t)
+            if got == need[k]:
+                satisfied.append(c)
+        if satisfied:
+            self._cancel_covered(q, satisfied, t)
         self._used[idx] = used
-        if used < len(a.candidates):
-            self._ignore(t, assignment_id, "surplus", f"{len(a.candidates) - used} surplus values")
+        if used < len(cands):
+            self._ignore(t, assignment_id, "surplus", f"{len(cands) - used} surplus values")
         self._check_close(t)
         return Disposition.ACCEPTED
 
     def on_failure(self, assignment_id: str, reason: str, t: float) -> bool:
         """Record a failed attempt; True if the driver should re-send (same request id)."""
-        i = self.plan.by_id.get(assignment_id)
-        if i is None:
+        a = self._by_id.get(assignment_id)
+        if a is None:
             self._ignore(t, assignment_id, Disposition.UNKNOWN, reason)
             return False
-        idx = i.index
-        if self.is_closed() or self._status[idx] is not AssignmentStatus.IN_FLIGHT:
+        idx = a.index
+        if self._closed_at is not None or self._status[idx] is not AssignmentStatus.IN_FLIGHT:
             self._ignore(t, assignment_id, "failure_ignored", reason)
             return False
         if t > self.deadline:
@@ -623,25 +709,28 @@ class RoundState:
         p = self.plan
         gmax = max(p.num_candidates, default=0)
         slots = p.slots
-        rewards = np.full((p.num_groups, gmax, slots), np.nan, dtype=np.float64)
-        experts = np.full((p.num_groups, gmax, slots), -1, dtype=np.int64)
-        for q, group in enumerate(self._answers):
-            for c, got in enumerate(group):
-                for s, (v, client) in enumerate(got):
-                    rewards[q, c, s] = v
-                    experts[q, c, s] = client
-        reports = tuple(
-            AssignmentReport(
-                a,
-                self._status[a.index],
-                self._attempts[a.index],
-                self._first_sent[a.index],
-                self._last_sent[a.index],
-                self._resolved_at[a.index],
-                tuple(self._failures[a.index]),
-                self._used[a.index],
-            )
-            for a in p.assignments
+        total = len(self._got)
+        val = np.array(self._val, dtype=np.float64).reshape(total, self._slots)[:, :slots]
+        who = np.array(self._who, dtype=np.int64).reshape(total, self._slots)[:, :slots]
+        if all(g == gmax for g in p.num_candidates):
+            rewards = val.reshape(p.num_groups, gmax, slots)
+            experts = who.reshape(p.num_groups, gmax, slots)
+        else:
+            rewards = np.full((p.num_groups, gmax, slots), np.nan, dtype=np.float64)
+            experts = np.full((p.num_groups, gmax, slots), -1, dtype=np.int64)
+            sizes = np.asarray(p.num_candidates, dtype=np.intp)
+            q_of = np.repeat(np.arange(p.num_groups), sizes)
+            c_of = np.arange(total) - np.repeat(np.asarray(self._offset, dtype=np.intp), sizes)
+            rewards[q_of, c_of] = val
+            experts[q_of, c_of] = who
+        log = AssignmentLog(
+            tuple(self._status),
+            tuple(self._attempts),
+            tuple(self._first_sent),
+            tuple(self._last_sent),
+            tuple(self._resolved_at),
+            {i: tuple(f) for i, f in self._failures.items()},
+            tuple(self._used),
         )
         t_close = self._closed_at if self._closed_at is not None else self.t_start
         return RoundOutcome(
@@ -652,15 +741,22 @@ class RoundState:
             self._closed_by or "open",
             rewards,
             experts,
-            reports,
             tuple(self._ignored),
+            log,
         )
 
     # ----------------------------------------------------------------- internals
 
     def _index(self, assignment: Assignment | str) -> int:
-        key = assignment if isinstance(assignment, str) else assignment.assignment_id
-        a = self.plan.by_id.get(key)
+        if isinstance(assignment, str):
+            key = assignment
+        else:
+            i = assignment.index
+            plan_a = self._assignments
+            if 0 <= i < len(plan_a) and plan_a[i] is assignment:
+                return i  # the plan's own object: no lookup needed
+            key = assignment.assignment_id
+        a = self._by_id.get(key)
         if a is None:
             raise ConfigError(f"assignment {key!r} is not in round {self.plan.round_id!r}")
         return a.index
@@ -684,13 +780,14 @@ class RoundState:
         )
 
     def _resolve(self, idx: int, status: AssignmentStatus, t: float) -> None:
-        if self._status[idx] in _OPEN:
+        st = self._status[idx]
+        if st is AssignmentStatus.PENDING or st is AssignmentStatus.IN_FLIGHT:
             self._unresolved -= 1
         self._status[idx] = status
         self._resolved_at[idx] = t
 
     def _fail(self, idx: int, reason: str, t: float, allow_retry: bool) -> bool:
-        self._failures[idx].append(reason)
+        self._failures.setdefault(idx, []).append(reason)
         p = self.policy
         retry = (
             allow_retry
@@ -704,20 +801,30 @@ class RoundState:
         self._check_close(t)
         return False
 
-    def _cancel_covered(self, group: int, cand: int, t: float) -> None:
+    def _cancel_covered(self, group: int, cands: list[int], t: float) -> None:
+        """``cands`` of ``group`` just got all the answers they want: an outstanding
+        assignment none of whose candidates still wants answers is no longer needed."""
         open_cands = self._open_cands
-        for idx in self._cover[(group, cand)]:
-            open_cands[idx] -= 1
-            if open_cands[idx] == 0:
+        assignments = self._assignments
+        for idx in self._members[group]:
+            hit = 0
+            for c in assignments[idx].candidates:
+                if c in cands:
+                    hit += 1
+            if not hit:
+                continue
+            left = open_cands[idx] - hit  # each candidate is satisfied once: never < 0
+            open_cands[idx] = left
+            if left == 0:
                 st = self._status[idx]
                 if st is AssignmentStatus.IN_FLIGHT:
                     self._resolve(idx, AssignmentStatus.CANCELLED, t)
-                    self._cancel_queue.append(self.plan.assignments[idx])
+                    self._cancel_queue.append(assignments[idx])
                 elif st is AssignmentStatus.PENDING:
                     self._resolve(idx, AssignmentStatus.CANCELLED, t)
 
     def _check_close(self, t: float) -> None:
-        if self.is_closed():
+        if self._closed_at is not None:
             return
         rq = self.policy.round_quorum
         if (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import time
@@ -63,6 +64,12 @@ class GRPOConfig:
     sgd_momentum: float = 0.0
     # linear learning-rate warmup over the first ``warmup_rounds`` rounds (0 = none)
     warmup_rounds: int = 0
+    # cosine decay of the learning rate to ``lr_final_fraction * lr`` at round ``lr_decay_rounds``
+    # (0 = constant); use the run's number of rounds so the last updates are small
+    lr_decay_rounds: int = 0
+    lr_final_fraction: float = 0.0
+    # multiplier on negative advantages (1 = GRPO; 0 = learn from better-than-average samples only)
+    negative_advantage_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -224,6 +231,8 @@ class FedGRPOTrainer:
         mask = ~np.isnan(combined)
         adv, effective = group_advantages(np.nan_to_num(combined), mask, scale=cfg.scale)
         adv_t = torch.as_tensor(np.asarray(adv), dtype=torch.float32).reshape(-1)
+        if cfg.negative_advantage_scale != 1.0:
+            adv_t = torch.where(adv_t < 0, adv_t * cfg.negative_advantage_scale, adv_t)
         seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool).reshape(-1)
         groups_with_signal = int(np.asarray(effective).any(axis=1).sum())
         out: dict[str, Any] = {
@@ -243,10 +252,9 @@ class FedGRPOTrainer:
                     batch.completion_length,
                     cfg.temperature,
                 )
-        if cfg.warmup_rounds > 0:
-            scale_lr = min(1.0, (self.state.round + 1) / cfg.warmup_rounds)
+        if cfg.warmup_rounds > 0 or cfg.lr_decay_rounds > 0:
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * scale_lr
+                group["lr"] = cfg.lr * self.lr_factor(self.state.round)
         losses: list[float] = []
         norms: list[float] = []
         for _ in range(cfg.num_iterations):
@@ -284,6 +292,18 @@ class FedGRPOTrainer:
             **{f"grpo_{k}": v for k, v in metrics.items()},
         )
         return out
+
+    def lr_factor(self, round_index: int) -> float:
+        """Learning-rate multiplier at ``round_index``: linear warmup, then optional cosine decay."""
+        cfg = self.config
+        factor = 1.0
+        if cfg.warmup_rounds > 0:
+            factor = min(1.0, (round_index + 1) / cfg.warmup_rounds)
+        if cfg.lr_decay_rounds > 0:
+            progress = min(1.0, round_index / cfg.lr_decay_rounds)
+            floor = cfg.lr_final_fraction
+            factor *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return factor
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, per_domain: int | None = None) -> EvalResult:

@@ -19,10 +19,12 @@ dropped if it has not started; running work runs to completion and counts as was
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,21 +110,41 @@ class CompetenceRewards:
 
     def __init__(self, clients: Sequence[ClientSpec]) -> None:
         self._comp = [c.competence for c in clients]
+        # per-client constant competence as a float (None: per-domain mapping)
+        self._flat = [None if isinstance(c, Mapping) else float(c) for c in self._comp]
+        # the latent truth of recent round inputs as Python lists (async stragglers score
+        # earlier rounds' inputs): [(input, rows)], most recent first
+        self._cache: list[tuple[RoundInput, list[list[bool]] | None]] = []
 
     def __call__(
         self, client_id: int, assignment: Assignment, round_input: RoundInput, stream: ClientStream
     ) -> list[float]:
-        comp = self._comp[client_id]
-        domain = round_input.domains[assignment.group]
-        p = float(comp.get(domain, 0.5)) if isinstance(comp, Mapping) else float(comp)
-        truth = round_input.correct
-        row = truth[assignment.group] if truth is not None else None
-        out = []
-        for c in assignment.candidates:
-            t = bool(row[c]) if row is not None else True
-            right = stream.uniform() < p
-            out.append(1.0 if t == right else 0.0)
-        return out
+        p = self._flat[client_id]
+        if p is None:
+            comp = self._comp[client_id]
+            assert isinstance(comp, Mapping)
+            p = float(comp.get(round_input.domains[assignment.group], 0.5))
+        rows = self._truth_rows(round_input)
+        cands = assignment.candidates
+        us = stream.uniforms(len(cands))  # one draw per candidate, in order
+        if rows is None:
+            return [1.0 if u < p else 0.0 for u in us]
+        row = rows[assignment.group]
+        return [1.0 if row[c] == (u < p) else 0.0 for c, u in zip(cands, us)]
+
+    def _truth_rows(self, inp: RoundInput) -> list[list[bool]] | None:
+        cache = self._cache
+        if cache and cache[0][0] is inp:
+            return cache[0][1]
+        for k, (seen, rows) in enumerate(cache):
+            if seen is inp:
+                cache.insert(0, cache.pop(k))
+                return rows
+        truth = inp.correct
+        rows = None if truth is None else np.asarray(truth, dtype=bool).tolist()
+        cache.insert(0, (inp, rows))
+        del cache[8:]
+        return rows
 
 
 class ModelRewards:
@@ -172,49 +194,54 @@ class StaleResult:
 # --------------------------------------------------------------------------- internals
 
 
-class _Tick:
-    __slots__ = ("_ok", "callbacks", "fn", "job")
+def _fire(job: _Job) -> None:
+    job.fn(job)
 
-    def __init__(self, fn: Callable[[_Job], None], job: _Job) -> None:
-        self._ok = True
-        self.fn, self.job = fn, job
-        self.callbacks: list[Callable[[_Tick], None]] | None = [_Tick.fire]
 
-    @staticmethod
-    def fire(tick: _Tick) -> None:
-        tick.fn(tick.job)
+_FIRE: tuple[Callable[[_Job], None], ...] = (_fire,)
 
 
 class _Job:
+    """One attempt of one assignment. It is also its own simpy event: a request has at most one
+    pending step at a time, so each step re-arms the job (``fn`` + ``callbacks``) and schedules
+    it through the public ``Environment.schedule``; the event loop only reads ``callbacks`` and
+    ``_ok``. Same ordering as a ``simpy.Timeout``, without an event object per step."""
+
     __slots__ = (
+        "_ok",
         "a",
         "attempt",
+        "callbacks",
         "cancelled",
+        "cid",
         "compute",
         "crash_at",
         "crash_u",
+        "fn",
         "half",
         "online_until",
-        "req_bytes",
         "resp_bytes",
         "rr",
         "t_sent",
         "t_start",
         "values",
     )
+    # set when the step that needs them runs (_send, _arrive, _timeout)
+    fn: Callable[[_Job], None]
+    half: float
+    compute: float
+    crash_u: float
+    crash_at: float
+    resp_bytes: int
+    online_until: float
 
-    def __init__(self, rr: _RoundRun, a: Assignment, attempt: int) -> None:
-        self.rr, self.a, self.attempt = rr, a, attempt
+    def __init__(self, rr: _RoundRun, a: Assignment, attempt: int, t_sent: float) -> None:
+        self._ok = True
+        self.callbacks: tuple[Callable[[_Job], None], ...] | None = None
+        self.rr, self.a, self.attempt, self.cid = rr, a, attempt, a.client_id
         self.cancelled = False
         self.t_start = -1.0
-        self.t_sent = 0.0
-        self.half = 0.0
-        self.compute = 0.0
-        self.crash_u = 1.0
-        self.crash_at = 0.0
-        self.req_bytes = 0
-        self.resp_bytes = 0
-        self.online_until = math.inf
+        self.t_sent = t_sent
         self.values: list[float] = []
 
 
@@ -224,7 +251,7 @@ class _RoundRun:
     state: RoundState
     inp: RoundInput
     close_ev: simpy.Event
-    jobs: dict[str, _Job] = field(default_factory=dict)
+    jobs: list[_Job | None] = field(default_factory=list)  # latest attempt per plan index
     crashed: int = 0
     offline: int = 0
     busy_s: float = 0.0
@@ -322,10 +349,19 @@ class Simulator:
         self.events = 0
         self.requests: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
+        self._freezing = False
         self.runs: list[_RoundRun] = []
         self.stale_buffer: list[tuple[int, Assignment, tuple[float, ...], float]] = []
         self.stale_used: list[StaleResult] = []
         self._setup_clients(config.clients)
+        # bound once: a bound method per scheduled step would be one more object per event
+        self._h_arrive = self._arrive
+        self._h_offline_fail = self._offline_fail
+        self._h_crash = self._crash
+        self._h_drop = self._drop
+        self._h_done = self._done
+        self._h_crash_fail = self._crash_fail
+        self._h_deliver = self._deliver
         self._closed_state = RoundState(build_plan([], [], 0, self.policy), self.policy, 0.0)
 
     # ----------------------------------------------------------------- clients
@@ -366,6 +402,12 @@ class Simulator:
             self.crash_p.append(p.crash_prob)
         chars = w.chars_per_token
         self._est_bytes_per_cand = int((w.question_tokens + w.completion_tokens) * chars) + 8
+        cfg = self.config
+        self._req_overhead = cfg.request_overhead_bytes
+        self._resp_overhead = cfg.response_overhead_bytes
+        self._resp_per_value = cfg.response_bytes_per_value
+        self._cancel_queued = cfg.cancel_queued
+        self._model_bytes = isinstance(self.reward, ModelRewards)
 
     def _stream(self, cid: int, purpose: str) -> ClientStream:
         """Created on first use (most of 10k clients may never be asked)."""
@@ -411,13 +453,14 @@ class Simulator:
 
     def _dispatch(self, experts: list[list[int]]) -> list[dict[int, list[int]]]:
         g, m = self.w.group_size, self.w.experts_per_question
-        out = []
-        for ex in experts:
+        out: list[dict[int, list[int]]] = []
+        if self.w.dispatch == "broadcast":
+            return [{e: list(range(g)) for e in ex[:m]} for ex in experts]
+        # one permutation of the G candidates per question; drawn in one call (row by row it
+        # consumes the server stream exactly like successive ``rng.permutation(g)`` calls)
+        perms = self.rng.permuted(np.tile(np.arange(g), (len(experts), 1)), axis=1).tolist()
+        for ex, perm in zip(experts, perms):
             prim = ex[:m]
-            if self.w.dispatch == "broadcast":
-                out.append({e: list(range(g)) for e in prim})
-                continue
-            perm = self.rng.permutation(g).tolist()
             k, extra = divmod(g, len(prim))
             shards, start = {}, 0
             for j, e in enumerate(prim):
@@ -431,33 +474,35 @@ class Simulator:
     # ----------------------------------------------------------------- request life
 
     def _timeout(self, delay: float, fn: Callable[[_Job], None], job: _Job) -> None:
-        # A slotted stand-in for simpy.Timeout through the public Environment.schedule: the
-        # event loop only reads ``callbacks`` and ``_ok``. Same ordering, ~2x cheaper.
+        # Same priority and ordering as a simpy.Timeout (NORMAL = 1, FIFO by insertion).
         self.events += 1
-        self._schedule(_Tick(fn, job), 1, delay)
+        job.fn = fn
+        job.callbacks = _FIRE
+        self._schedule(job, 1, delay)
 
     def _send(self, rr: _RoundRun, a: Assignment, attempt: int) -> None:
         now = self.env.now
         rr.state.on_sent(a, now)
         cid = a.client_id
         s = self._req_streams[cid] or self._stream(cid, "request")
-        job = _Job(rr, a, attempt)
-        rr.jobs[a.assignment_id] = job
+        job = _Job(rr, a, attempt, now)
+        rr.jobs[a.index] = job
         k = len(a.candidates)
         # fixed draws per request keep each client's stream aligned across scenarios
-        rtt = math.exp(self.rtt_mu[cid] + self.rtt_sigma[cid] * s.normal())
-        jitter = math.exp(self.speed_sigma[cid] * s.normal())
-        job.crash_u = s.uniform()
-        job.crash_at = s.uniform()
-        job.half = rtt / 2
+        z_rtt, z_speed = s.normals(2)
+        job.crash_u, job.crash_at = s.uniforms(2)
+        rtt = math.exp(self.rtt_mu[cid] + self.rtt_sigma[cid] * z_rtt)
+        jitter = math.exp(self.speed_sigma[cid] * z_speed)
+        half = job.half = rtt / 2
         job.compute = (self.sec_fixed[cid] + k * self.sec_per_cand[cid]) * jitter
-        job.req_bytes = self._request_bytes(rr, a)
-        job.resp_bytes = (
-            self.config.response_overhead_bytes + k * self.config.response_bytes_per_value
+        req_bytes = (
+            self._request_bytes(rr, a)
+            if self._model_bytes
+            else self._req_overhead + k * self._est_bytes_per_cand
         )
-        job.t_sent = now
-        rr.bytes_sent += job.req_bytes
-        self._timeout(job.half + job.req_bytes / self.down_bps[cid], self._arrive, job)
+        job.resp_bytes = self._resp_overhead + k * self._resp_per_value
+        rr.bytes_sent += req_bytes
+        self._timeout(half + req_bytes / self.down_bps[cid], self._h_arrive, job)
 
     def _request_bytes(self, rr: _RoundRun, a: Assignment) -> int:
         if isinstance(self.reward, ModelRewards) and rr.inp.candidates is not None:
@@ -465,14 +510,14 @@ class Simulator:
         return self.config.request_overhead_bytes + len(a.candidates) * self._est_bytes_per_cand
 
     def _arrive(self, job: _Job) -> None:
-        if job.cancelled and self.config.cancel_queued:
+        if job.cancelled and self._cancel_queued:
             return
-        cid = job.a.client_id
+        cid = job.cid
         until = self.avail[cid].online_until(self.env.now)
         if until is None:
             job.rr.offline += 1
             delay = max(0.0, job.t_sent + self.config.connect_timeout_s - self.env.now)
-            self._timeout(delay, self._offline_fail, job)
+            self._timeout(delay, self._h_offline_fail, job)
             return
         job.online_until = until
         if self.busy[cid]:
@@ -481,15 +526,16 @@ class Simulator:
             self._start(job)
 
     def _start(self, job: _Job) -> None:
-        cid = job.a.client_id
+        cid = job.cid
         now = self.env.now
-        if job.cancelled and self.config.cancel_queued:
+        if job.cancelled and self._cancel_queued:
             self._next(cid)
             return
         until = job.online_until
         if now > until:  # went offline while the request waited in the queue: lost
             job.rr.offline += 1
-            self._record(job, "offline_in_queue")
+            if self.record_requests:
+                self._record(job, "offline_in_queue")
             self._next(cid)
             return
         self.busy[cid] = True
@@ -498,12 +544,12 @@ class Simulator:
         if job.crash_u < self.crash_p[cid]:
             t_crash = now + job.compute * job.crash_at
             if t_crash < until:
-                self._timeout(t_crash - now, self._crash, job)
+                self._timeout(t_crash - now, self._h_crash, job)
                 return
         if until < end:
-            self._timeout(until - now, self._drop, job)
+            self._timeout(until - now, self._h_drop, job)
             return
-        self._timeout(job.compute, self._done, job)
+        self._timeout(job.compute, self._h_done, job)
 
     def _next(self, cid: int) -> None:
         self.busy[cid] = False
@@ -521,29 +567,39 @@ class Simulator:
     def _crash(self, job: _Job) -> None:
         self._spent(job, wasted=True)
         job.rr.crashed += 1
-        self._next(job.a.client_id)
-        self._record(job, "crashed")
-        self._timeout(job.half, self._crash_fail, job)
+        self._next(job.cid)
+        if self.record_requests:
+            self._record(job, "crashed")
+        self._timeout(job.half, self._h_crash_fail, job)
 
     def _drop(self, job: _Job) -> None:
         self._spent(job, wasted=True)
         job.rr.offline += 1
-        self._record(job, "offline_mid_request")
-        self._next(job.a.client_id)
+        if self.record_requests:
+            self._record(job, "offline_mid_request")
+        self._next(job.cid)
 
     def _done(self, job: _Job) -> None:
-        cid = job.a.client_id
-        self._next(cid)
-        job.rr.evals += 1
+        cid = job.cid
+        rr = job.rr
+        # inline _next(cid): the device takes its next queued request
+        q = self.queue[cid]
+        if q:
+            self.busy[cid] = False
+            self._start(q.popleft())
+        else:
+            self.busy[cid] = False
+        rr.evals += 1
+        spent = self.env.now - job.t_start
+        rr.busy_s += spent
         if job.cancelled:  # over-selected extra no longer needed, or cut at a sync close
-            self._spent(job, wasted=True)
-            self._record(job, "cancelled_running")
+            rr.wasted_s += spent
+            if self.record_requests:
+                self._record(job, "cancelled_running")
             return
-        self._spent(job, wasted=False)
         stream = self._reward_streams[cid] or self._stream(cid, "reward")
-        values = list(self.reward(cid, job.a, job.rr.inp, stream))
-        job.values = values
-        self._timeout(job.half + job.resp_bytes / self.up_bps[cid], self._deliver, job)
+        job.values = list(self.reward(cid, job.a, rr.inp, stream))
+        self._timeout(job.half + job.resp_bytes / self.up_bps[cid], self._h_deliver, job)
 
     def _deliver(self, job: _Job) -> None:
         values = job.values
@@ -555,7 +611,7 @@ class Simulator:
         else:
             disp = rr.state.on_result(job.a.assignment_id, values, now)
         if disp is Disposition.ACCEPTED:
-            used = rr.state.used(job.a.assignment_id)
+            used = rr.state.used(job.a)
             if used < len(job.a.candidates):  # surplus values: that share of the work is wasted
                 rr.wasted_s += job.compute * (1 - used / len(job.a.candidates))
         elif (
@@ -571,11 +627,13 @@ class Simulator:
                 rr.late_arrivals += 1
             elif disp is Disposition.RETRY:
                 self._retry(rr, job)
-        self._record(job, disp.value)
+        if self.record_requests:
+            self._record(job, disp.value)
         self._after(rr)
 
     def _offline_fail(self, job: _Job) -> None:
-        self._record(job, "offline")
+        if self.record_requests:
+            self._record(job, "offline")
         self._fail(job, "connect: device offline (connect timeout)")
 
     def _crash_fail(self, job: _Job) -> None:
@@ -608,7 +666,7 @@ class Simulator:
             return
         closing = rr.state.is_closed()
         for a in rr.state.to_cancel():
-            job = rr.jobs.get(a.assignment_id)
+            job = rr.jobs[a.index]
             if job is None:
                 continue
             if closing and self.config.mode == "async":
@@ -618,8 +676,7 @@ class Simulator:
             rr.close_ev.succeed()
 
     def _record(self, job: _Job, what: str) -> None:
-        if not self.record_requests:
-            return
+        """One request row (callers check ``record_requests`` first)."""
         self.requests.append(
             {
                 "round": job.rr.index,
@@ -639,6 +696,8 @@ class Simulator:
     # ----------------------------------------------------------------- rounds
 
     def _start_round(self, r: int) -> _RoundRun:
+        if self._freezing:
+            gc.freeze()
         inp = self.round_source(r, self.rng)
         experts = inp.experts if inp.experts is not None else self._select(inp)
         if len(experts) != len(inp.questions):
@@ -654,7 +713,7 @@ class Simulator:
             experts, dispatch, self.w.group_size, self.policy, round_id=f"r{r}"
         )
         state = RoundState(plan, self.policy, self.env.now)
-        rr = _RoundRun(r, state, inp, self.env.event())
+        rr = _RoundRun(r, state, inp, self.env.event(), [None] * len(plan.assignments))
         self.runs.append(rr)
         for a in state.pending():
             self._send(rr, a, 1)
@@ -677,6 +736,27 @@ class Simulator:
             self.events += 1
             yield env.timeout(self.config.update_s)
 
+    @contextlib.contextmanager
+    def _gc_frozen(self) -> Iterator[None]:
+        """Keep the cyclic GC from rescanning long-lived objects on each of its full
+        collections while the event loop allocates. ``gc.freeze()`` on entry and again at each
+        round start moves everything alive then (client tables and random streams, the
+        config, earlier rounds' records, the caller's objects) out of the collector's sight;
+        ``gc.unfreeze()`` on exit hands it all back, so nothing is leaked (a cycle that became
+        garbage meanwhile is collected after the run). A full collection then scans only the
+        current round's objects. Skipped when the GC is off or someone else has frozen
+        objects (their freeze is theirs to undo)."""
+        if not gc.isenabled() or gc.get_freeze_count() or self._freezing:
+            yield
+            return
+        gc.freeze()
+        self._freezing = True
+        try:
+            yield
+        finally:
+            self._freezing = False
+            gc.unfreeze()
+
     def step_round(self, r: int) -> dict[str, Any]:
         """Run exactly round ``r`` and return its record, for callers that own the loop (the
         trainer: rollout, then this, then its update). Stragglers of this round stay scheduled
@@ -684,7 +764,8 @@ class Simulator:
         if r != len(self.runs):
             raise ConfigError(f"step_round({r}) out of order; the next round is {len(self.runs)}")
         done = self.env.process(self._one_round(self.env, r))
-        self.env.run(until=done)
+        with self._gc_frozen():
+            self.env.run(until=done)
         return self.records[-1]
 
     def _finish_round(self, rr: _RoundRun) -> None:
@@ -712,7 +793,7 @@ class Simulator:
                 record.update(extra)
         self.records.append(record)
         # Free the round's bulk: cancellations are done, late results need no state any more.
-        rr.jobs = {}
+        rr.jobs = []
         rr.finished = True
         rr.state = self._closed_state
 
@@ -720,14 +801,16 @@ class Simulator:
         counts = out.counts()
         cov = out.coverage
         part: dict[str, dict[str, int]] = {}
-        for rep in out.assignments:
-            if rep.attempts == 0:
+        names = self.profile_names
+        answered = AssignmentStatus.ANSWERED
+        for a, st, n in zip(out.plan.assignments, out.statuses, out.attempt_counts):
+            if n == 0:
                 continue
-            d = part.setdefault(
-                self.profile_names[rep.assignment.client_id], {"asked": 0, "answered": 0}
-            )
+            d = part.get(names[a.client_id])
+            if d is None:
+                d = part[names[a.client_id]] = {"asked": 0, "answered": 0}
             d["asked"] += 1
-            if rep.status.value == "answered":
+            if st is answered:
                 d["answered"] += 1
         return {
             "round": rr.index,
@@ -768,7 +851,8 @@ class Simulator:
             raise ConfigError(f"rounds={rounds!r}; give an integer >= 0")
         t0 = time.perf_counter()
         self.env.process(self._round_loop(self.env, rounds))
-        self.env.run()  # also lets stragglers finish so waste and bytes are settled
+        with self._gc_frozen():
+            self.env.run()  # also lets stragglers finish so waste and bytes are settled
         for origin, _a, _values, compute in self.stale_buffer:  # arrived after the last update
             self.runs[origin].wasted_s += compute
         self.stale_buffer = []

@@ -58,6 +58,24 @@ class ClientStream:
         self._ui += 1
         return v
 
+    def normals(self, k: int) -> list[float]:
+        """The next ``k`` standard normals (the same values as ``k`` calls of :meth:`normal`)."""
+        i = self._ni
+        j = i + k
+        if j <= len(self._n):
+            self._ni = j
+            return self._n[i:j]
+        return [self.normal() for _ in range(k)]
+
+    def uniforms(self, k: int) -> list[float]:
+        """The next ``k`` uniforms in [0, 1) (the same values as ``k`` calls of :meth:`uniform`)."""
+        i = self._ui
+        j = i + k
+        if j <= len(self._u):
+            self._ui = j
+            return self._u[i:j]
+        return [self.uniform() for _ in range(k)]
+
     def exponential(self, mean: float) -> float:
         u = self.uniform()
         return -mean * float(np.log1p(-u)) if u > 0 else 0.0
