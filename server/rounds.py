@@ -182,6 +182,8 @@ class RoundPlan:
                 f"need has {len(self.need)} groups but num_candidates has {len(self.num_candidates)}"
             )
         by_id: dict[str, Assignment] = {}
+        sizes = self.num_candidates
+        n_groups = len(sizes)
         for i, a in enumerate(self.assignments):
             if a.index != i:
                 raise ConfigError(
@@ -189,12 +191,12 @@ class RoundPlan:
                 )
             if a.assignment_id in by_id:
                 raise ConfigError(f"assignment id {a.assignment_id!r} appears twice in the plan")
-            if not 0 <= a.group < len(self.num_candidates):
+            if not 0 <= a.group < n_groups:
                 raise ConfigError(
                     f"assignment {a.assignment_id!r} names group {a.group}; "
-                    f"allowed 0..{len(self.num_candidates) - 1}"
+                    f"allowed 0..{n_groups - 1}"
                 )
-            g = self.num_candidates[a.group]
+            g = sizes[a.group]
             for c in a.candidates:
                 if not 0 <= c < g:
                     raise ConfigError(
@@ -243,15 +245,18 @@ def build_plan(
     if len(sizes) != groups:
         raise ConfigError(f"num_candidates has {len(sizes)} entries for {groups} questions")
     assignments: list[Assignment] = []
+    add = assignments.append
     need: list[tuple[int, ...]] = []
+    extra_for: dict[int, int] = {}  # M → extras to ask
     for q in range(groups):
         g = sizes[q]
         if g < 0:
             raise ConfigError(f"num_candidates[{q}]={g}; allowed >= 0")
         counts = [0] * g
         shards: list[tuple[int, tuple[int, ...]]] = []
-        for client, cands in dispatch[q].items():
-            shard = tuple(int(c) for c in cands)
+        dq = dispatch[q]
+        for client, cands in dq.items():
+            shard = tuple(map(int, cands))
             for c in shard:
                 if not 0 <= c < g:
                     raise ConfigError(
@@ -263,21 +268,19 @@ def build_plan(
             if shard:
                 shards.append((int(client), shard))
         need.append(tuple(counts))
-        m = len(dispatch[q])
-        extra = experts_to_ask(m, policy.over_selection) - m
-        reserve = [int(e) for e in experts[q] if e not in dispatch[q]]
+        m = len(dq)
+        extra = extra_for.get(m)
+        if extra is None:
+            extra = extra_for[m] = experts_to_ask(m, policy.over_selection) - m
+        reserve = [int(e) for e in experts[q] if e not in dq]
         reserve = list(dict.fromkeys(reserve))[:extra]
+        prefix = f"{round_id}-q{q}-c"
         for client, shard in shards:
-            assignments.append(
-                Assignment(f"{round_id}-q{q}-c{client}", client, q, shard, True, len(assignments))
-            )
-        for j, client in enumerate(reserve):
-            if not shards:
-                break
-            shard = shards[j % len(shards)][1]
-            assignments.append(
-                Assignment(f"{round_id}-q{q}-c{client}", client, q, shard, False, len(assignments))
-            )
+            add(Assignment(f"{prefix}{client}", client, q, shard, True, len(assignments)))
+        if shards:
+            for j, client in enumerate(reserve):
+                shard = shards[j % len(shards)][1]
+                add(Assignment(f"{prefix}{client}", client, q, shard, False, len(assignments)))
     return RoundPlan(round_id, tuple(assignments), tuple(sizes), tuple(need))
 
 
@@ -671,7 +674,7 @@ class RoundState:
             if got == need[k]:
                 satisfied.append(c)
         if satisfied:
-            self._cancel_covered(q, satisfied, t)
+            self._cancel_covered(q, satisfied, t, cands if len(satisfied) == len(cands) else None)
         self._used[idx] = used
         if used < len(cands):
             self._ignore(t, assignment_id, "surplus", f"{len(cands) - used} surplus values")
@@ -801,16 +804,23 @@ class RoundState:
         self._check_close(t)
         return False
 
-    def _cancel_covered(self, group: int, cands: list[int], t: float) -> None:
+    def _cancel_covered(
+        self, group: int, cands: list[int], t: float, whole: tuple[int, ...] | None = None
+    ) -> None:
         """``cands`` of ``group`` just got all the answers they want: an outstanding
-        assignment none of whose candidates still wants answers is no longer needed."""
+        assignment none of whose candidates still wants answers is no longer needed.
+        ``whole``: the answering shard when ``cands`` is all of it (in order)."""
         open_cands = self._open_cands
         assignments = self._assignments
         for idx in self._members[group]:
-            hit = 0
-            for c in assignments[idx].candidates:
-                if c in cands:
-                    hit += 1
+            mine = assignments[idx].candidates
+            if mine is whole:  # the same shard object (the answerer, an over-selected mirror)
+                hit = len(mine)
+            else:
+                hit = 0
+                for c in mine:
+                    if c in cands:
+                        hit += 1
             if not hit:
                 continue
             left = open_cands[idx] - hit  # each candidate is satisfied once: never < 0

@@ -502,7 +502,10 @@ class Simulator:
         )
         job.resp_bytes = self._resp_overhead + k * self._resp_per_value
         rr.bytes_sent += req_bytes
-        self._timeout(half + req_bytes / self.down_bps[cid], self._h_arrive, job)
+        self.events += 1  # inline _timeout
+        job.fn = self._h_arrive
+        job.callbacks = _FIRE
+        self._schedule(job, 1, half + req_bytes / self.down_bps[cid])
 
     def _request_bytes(self, rr: _RoundRun, a: Assignment) -> int:
         if isinstance(self.reward, ModelRewards) and rr.inp.candidates is not None:
@@ -549,7 +552,10 @@ class Simulator:
         if until < end:
             self._timeout(until - now, self._h_drop, job)
             return
-        self._timeout(job.compute, self._h_done, job)
+        self.events += 1  # inline _timeout
+        job.fn = self._h_done
+        job.callbacks = _FIRE
+        self._schedule(job, 1, job.compute)
 
     def _next(self, cid: int) -> None:
         self.busy[cid] = False
@@ -599,7 +605,10 @@ class Simulator:
             return
         stream = self._reward_streams[cid] or self._stream(cid, "reward")
         job.values = list(self.reward(cid, job.a, rr.inp, stream))
-        self._timeout(job.half + job.resp_bytes / self.up_bps[cid], self._h_deliver, job)
+        self.events += 1  # inline _timeout
+        job.fn = self._h_deliver
+        job.callbacks = _FIRE
+        self._schedule(job, 1, job.half + job.resp_bytes / self.up_bps[cid])
 
     def _deliver(self, job: _Job) -> None:
         values = job.values
@@ -717,6 +726,8 @@ class Simulator:
         self.runs.append(rr)
         for a in state.pending():
             self._send(rr, a, 1)
+        if self._freezing:  # the round's plan, state and requests live until its close
+            gc.freeze()
         return rr
 
     def _round_loop(self, env: simpy.Environment, rounds: int) -> Any:
