@@ -7,7 +7,7 @@ MODELS_DIR ?= models
 SCENARIO ?= scenarios/quickstart.yaml
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-all lint bench clean-venv
+.PHONY: venv demo test test-fast test-all lint bench clean-venv
 
 venv: $(STAMP)
 
@@ -26,13 +26,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check edge server sim scenarios tests benchmarks
 	$(VENV)/bin/mypy edge server sim scenarios
 
-# The whole suite CI runs: lint + type check + tests (slow end-to-end tests are opt-in via
-# FEDGRPO_SLOW=1; a representative fast subset of every layer always runs).
+# What CI runs: lint + type check + the whole suite, slow end-to-end tests included
+# (SmolLM2 from its PyPI wheel, ~3 min in all on 2 cores). `make test-fast` skips the slow ones.
 test: lint
+	FEDGRPO_SLOW=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-all: $(STAMP)
-	FEDGRPO_SLOW=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+test-all: test
 
 bench: $(STAMP)
 	$(PY) benchmarks/edge_scoring.py
