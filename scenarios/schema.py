@@ -204,6 +204,17 @@ class GRPOConfig(_Model):
     reward_combine: Literal["mean", "median", "trimmed_mean"] = "mean"
     trim: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.2
     grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    adam_beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    adam_beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
+    sgd_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # linear warmup of the learning rate over the first rounds (0 = none)
+    warmup_rounds: NonNegInt = 0
+    # cosine decay to lr_final_fraction·lr at this round (0 = constant lr)
+    lr_decay_rounds: NonNegInt = 0
+    lr_final_fraction: Prob = 0.0
+    # weight on negative advantages: 1 = GRPO, 0 = learn only from better-than-average answers
+    negative_advantage_scale: Prob = 1.0
 
 
 class ServerConfig(_Model):

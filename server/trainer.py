@@ -56,6 +56,8 @@ class GRPOConfig:
     loss_type: str = "grpo"
     scale: str = "group"
     reward_combine: str = "mean"
+    # fraction cut at each end by reward_combine="trimmed_mean"
+    trim: float = 0.2
     grad_clip: float = 1.0
     # optimizer: "adamw" (weight_decay 0) or "sgd"; betas for AdamW, momentum for SGD
     optimizer: str = "adamw"
@@ -187,7 +189,7 @@ class FedGRPOTrainer:
             npg,
         )
         combined = np.stack(
-            [combine(result.rewards[b], method=cfg.reward_combine) for b in range(len(items))]
+            [combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim) for b in range(len(items))]
         )
         update = self._update(batch, combined)
         rewarded = ~np.isnan(combined)

@@ -251,3 +251,28 @@ def test_new_run_dir_layout(tmp_path: Path) -> None:
     assert load_run_scenario(a) == s
     with pytest.raises(ScenarioError, match="not a run directory"):
         load_run_scenario(tmp_path)
+
+
+def test_every_trainer_grpo_option_is_settable_from_a_scenario() -> None:
+    """The scenario's server.grpo block exposes every field of the trainer's GRPOConfig, so
+    no training knob is reachable only from Python."""
+    import dataclasses
+
+    from scenarios.schema import GRPOConfig as ScenarioGRPO
+    from server.trainer import GRPOConfig as TrainerGRPO
+
+    trainer_fields = {f.name for f in dataclasses.fields(TrainerGRPO)}
+    assert trainer_fields <= set(ScenarioGRPO.model_fields)
+
+
+def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
+    import inspect
+
+    import scenarios.runner as runner
+    from server.trainer import GRPOConfig as TrainerGRPO
+
+    source = inspect.getsource(runner)
+    import dataclasses
+
+    for f in dataclasses.fields(TrainerGRPO):
+        assert f"{f.name}=g." in source, f"runner does not pass server.grpo.{f.name}"

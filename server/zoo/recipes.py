@@ -75,6 +75,18 @@ class PartitionSpec:
         )
 
 
+OFF_FORMAT_PREFIX = "so"
+
+
+@dataclass(frozen=True)
+class OffFormatItem(TaskItem):
+    """A TaskItem whose completion ends "so N" instead of "answer: N" (no answer is extractable)."""
+
+    @property
+    def completion(self) -> str:
+        return f" {self.rationale}\n{OFF_FORMAT_PREFIX} {self.answer}"
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """Which items a model trains on: one client's partition, or a small slice of every domain."""
@@ -83,8 +95,26 @@ class DataSpec:
     partition: PartitionSpec | None = None
     client: int | None = None
     per_domain_limit: int | None = None
+    # Opt-in: a seeded fraction of completions end with an off-format final line ("so 85")
+    # that the checker does not accept, so the model must (re)learn "answer: N" -- the
+    # format failure general-purpose LMs show. 0.0 is omitted from the recipe digest.
+    format_noise: float = 0.0
 
     def items(self) -> list[TaskItem]:
+        items = self._clean_items()
+        if not self.format_noise:
+            return items
+        if not 0.0 <= self.format_noise <= 1.0:
+            raise ConfigError(f"data.format_noise must be in [0, 1], got {self.format_noise}")
+        rng = random.Random(f"format_noise:{self.suite.seed}:{self.format_noise}")
+        return [
+            OffFormatItem(i.domain, i.question, i.rationale, i.answer)
+            if rng.random() < self.format_noise
+            else i
+            for i in items
+        ]
+
+    def _clean_items(self) -> list[TaskItem]:
         suite = self.suite.build()
         if self.partition is not None:
             if self.client is None or not 0 <= self.client < self.partition.num_clients:
@@ -110,7 +140,10 @@ class ModelRecipe:
     tokenizer: str = "char-v1"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recipe_version": RECIPE_VERSION, **asdict(self)}
+        d = asdict(self)
+        if not d["data"].get("format_noise"):
+            d["data"].pop("format_noise", None)  # default: keep pre-existing digests unchanged
+        return {"recipe_version": RECIPE_VERSION, **d}
 
     def digest(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -134,6 +167,8 @@ class ZooSpec:
     # Weak base = plenty of data, too few steps: mid-way through learning (not memorised),
     # so correct answers are in its sampling distribution for GRPO to find and reinforce.
     base_per_domain: int | None = None
+    # Fraction of the base's SFT completions given an off-format final line (see DataSpec).
+    base_format_noise: float = 0.0
     seed: int = 0
 
     def recipes(self) -> list[ModelRecipe]:
@@ -153,7 +188,11 @@ class ZooSpec:
             role="server_base",
             arch=self.base_arch,
             train=self.base_train,
-            data=DataSpec(suite=self.suite, per_domain_limit=self.base_per_domain),
+            data=DataSpec(
+                suite=self.suite,
+                per_domain_limit=self.base_per_domain,
+                format_noise=self.base_format_noise,
+            ),
             seed=self.seed,
         )
         return [*experts, base]
