@@ -71,7 +71,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scenarios.report import make_report, summary_table
+    from scenarios.report import before_after_text, make_report, summary_table
 
     scenario, run_dir, resume = prepare_run(args)
     run_scenario = _runner()
@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[fedgrpo] {'resuming' if resume else 'running'} {scenario.name!r} ({scenario.mode}) in {run_dir}"
     )
     try:
-        run_scenario(scenario, run_dir, resume)
+        summary = run_scenario(scenario, run_dir, resume)
     except KeyboardInterrupt:
         print(
             f"\n[fedgrpo] interrupted; continue with: fedgrpo run --resume {run_dir}",
@@ -89,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scenario.outputs.plots:
         make_report([run_dir], run_dir / "plots")
     print(summary_table([run_dir]))
+    if summary.get("initial_accuracy"):
+        print(before_after_text(summary))
     print(f"[fedgrpo] outputs in {run_dir}")
     return 0
 

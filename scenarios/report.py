@@ -420,6 +420,46 @@ def summary_table(run_dirs: Iterable[str | os.PathLike[str]]) -> str:
     return _text_table(header, rows)
 
 
+def before_after_text(summary: dict[str, Any]) -> str:
+    """Held-out accuracy per domain at the first and last evaluation, and whether the change
+    is beyond the evaluation's noise (paired sign test on the same items)."""
+    first, last = summary.get("initial_accuracy"), summary.get("final_accuracy")
+    if not first or not last:
+        return "no evaluation recorded"
+    domains = list(first)
+    header = ["held-out greedy accuracy", *domains, "mean", "format"]
+    rows = [
+        [label, *(f"{acc.get(d, float('nan')):.2f}" for d in domains), f"{mean:.3f}", f"{fmt:.2f}"]
+        for label, acc, mean, fmt in (
+            (
+                "before (round 0)",
+                first,
+                summary["initial_mean_accuracy"],
+                summary.get("initial_format_rate") or 0.0,
+            ),
+            (
+                f"after (round {summary.get('rounds_completed')})",
+                last,
+                summary["final_mean_accuracy"],
+                summary.get("final_format_rate") or 0.0,
+            ),
+        )
+    ]
+    text = _text_table(header, rows)
+    change = summary.get("accuracy_change")
+    if change:
+        verdict = (
+            "beyond evaluation noise"
+            if change["significant_at_0.05"]
+            else "within evaluation noise"
+        )
+        text += (
+            f"\npaired sign test on {change['items']} test items: {change['gained']} gained, "
+            f"{change['lost']} lost, one-sided p = {change['p_value']:.3g} ({verdict})"
+        )
+    return text
+
+
 COMPARISON_METRICS: tuple[str, ...] = (
     "initial_mean_accuracy",
     "final_mean_accuracy",

@@ -122,6 +122,26 @@ def _eval_record(trainer: Any, s: Scenario, time_s: float) -> dict[str, Any]:
         "accuracy": result.accuracy,
         "mean_accuracy": result.mean_accuracy,
         "format_rate": result.format_rate,
+        "accuracy_given_format": result.accuracy_given_format,
+        # per test item, in order, "1" = correct: lets any two evaluations be compared paired
+        "correct_items": "".join("1" if c else "0" for c in result.correct),
+    }
+
+
+def _paired_change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | None:
+    """Sign test of the last evaluation against the first on the same test items."""
+    from server.stats import paired_sign_test
+
+    before, after = first.get("correct_items"), last.get("correct_items")
+    if not before or not after or len(before) != len(after):
+        return None
+    cmp = paired_sign_test([c == "1" for c in before], [c == "1" for c in after])
+    return {
+        "gained": cmp.gained,
+        "lost": cmp.lost,
+        "items": cmp.n,
+        "p_value": cmp.p_value,
+        "significant_at_0.05": cmp.significant(),
     }
 
 
@@ -262,6 +282,9 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 "initial_mean_accuracy": evals[0]["mean_accuracy"] if evals else None,
                 "final_mean_accuracy": evals[-1]["mean_accuracy"] if evals else None,
                 "best_mean_accuracy": max((e["mean_accuracy"] for e in evals), default=None),
+                "accuracy_change": _paired_change(evals[0], evals[-1]) if evals else None,
+                "initial_format_rate": evals[0]["format_rate"] if evals else None,
+                "final_format_rate": evals[-1]["format_rate"] if evals else None,
                 "initial_accuracy": evals[0]["accuracy"] if evals else None,
                 "final_accuracy": evals[-1]["accuracy"] if evals else None,
                 "total_bytes": int(

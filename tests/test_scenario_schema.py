@@ -21,8 +21,15 @@ from server.errors import FedGRPOError
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 SHIPPED = sorted(LIBRARY.glob("*.yaml"))
 EXPECTED = {
-    "quickstart", "stragglers", "dropout-sweep", "rpi-fleet", "noniid-dirichlet",
-    "async-staleness", "smollm2", "emulate-local", "live-template",
+    "quickstart",
+    "stragglers",
+    "dropout-sweep",
+    "rpi-fleet",
+    "noniid-dirichlet",
+    "async-staleness",
+    "smollm2",
+    "emulate-local",
+    "live-template",
 }
 
 
@@ -118,7 +125,9 @@ def test_unknown_profile_names_file_path_value_and_known(tmp_path: Path) -> None
         "    - {name: a, count: 2}\n    - {name: b}\n    - {name: c, profile: rpi6}\n",
     )
     (line,) = problems(p)
-    assert line.startswith(f"{p}: clients.groups[2].profile: 'rpi6' is not a known profile; known: ")
+    assert line.startswith(
+        f"{p}: clients.groups[2].profile: 'rpi6' is not a known profile; known: "
+    )
     assert "rpi4" in line and "rpi5" in line
 
 
@@ -129,7 +138,9 @@ def test_unknown_keys_with_did_you_mean(tmp_path: Path) -> None:
         "round_policy.deadline: unknown key" in line and "did you mean 'deadline_s'?" in line
         for line in lines
     )
-    assert any("selction: unknown key" in line and "did you mean 'selection'?" in line for line in lines)
+    assert any(
+        "selction: unknown key" in line and "did you mean 'selection'?" in line for line in lines
+    )
 
 
 def test_negative_deadline_and_wrong_types(tmp_path: Path) -> None:
@@ -159,8 +170,13 @@ def test_unknown_domain_and_model(tmp_path: Path) -> None:
         "clients: {groups: [{name: a, model: 'zoo:teacher'}]}\n",
     )
     text = "\n".join(problems(p))
-    assert "tasks.domains: 'div' is not a known domain; known: add, sub, mul, mod, rev, sort" in text
-    assert "server.model: 'builtin:gpt9' is not a built-in model; known: builtin:smollm2-135m-instruct" in text
+    assert (
+        "tasks.domains: 'div' is not a known domain; known: add, sub, mul, mod, rev, sort" in text
+    )
+    assert (
+        "server.model: 'builtin:gpt9' is not a built-in model; known: builtin:smollm2-135m-instruct"
+        in text
+    )
     assert "clients.groups[0].model: 'zoo:teacher' is not a zoo model" in text
 
 
@@ -208,7 +224,13 @@ def test_zoo_expert_needs_at_least_one_client_per_partition(tmp_path: Path) -> N
         "shared.yaml",
     )
     models = [c.model for c in load_scenario(shared).client_list()]
-    assert models == ["zoo:expert-0", "zoo:expert-1", "zoo:expert-0", "zoo:expert-1", "zoo:expert-0"]
+    assert models == [
+        "zoo:expert-0",
+        "zoo:expert-1",
+        "zoo:expert-0",
+        "zoo:expert-1",
+        "zoo:expert-0",
+    ]
     # timing-only simulations load no model, so no partition check
     ok = write(
         tmp_path,
@@ -227,7 +249,10 @@ def test_client_domains_checked(tmp_path: Path) -> None:
     )
     text = "\n".join(problems(p))
     assert "tasks.partition.client_domains: lists 2 clients but there are 3 partitions" in text
-    assert "tasks.partition.client_domains[1]: 'mul' is not in tasks.domains; allowed: add, sub" in text
+    assert (
+        "tasks.partition.client_domains[1]: 'mul' is not in tasks.domains; allowed: add, sub"
+        in text
+    )
 
 
 # ------------------------------------------------------------------ dump / run dirs

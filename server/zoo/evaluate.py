@@ -19,16 +19,28 @@ class EvalResult:
     accuracy: dict[str, float]  # per domain
     format_rate: float
     n_per_domain: dict[str, int]
+    # per evaluated item, in order: was the greedy answer correct / in the answer format
+    correct: tuple[bool, ...] = ()
+    formatted: tuple[bool, ...] = ()
 
     @property
     def mean_accuracy(self) -> float:
         return sum(self.accuracy.values()) / max(1, len(self.accuracy))
+
+    @property
+    def accuracy_given_format(self) -> float | None:
+        """Accuracy among answers in the answer format: separates reasoning from formatting."""
+        n = sum(self.formatted)
+        if not n:
+            return None
+        return sum(c for c, f in zip(self.correct, self.formatted) if f) / n
 
     def to_dict(self) -> dict[str, object]:
         return {
             "accuracy": self.accuracy,
             "mean_accuracy": self.mean_accuracy,
             "format_rate": self.format_rate,
+            "accuracy_given_format": self.accuracy_given_format,
             "n_per_domain": self.n_per_domain,
         }
 
@@ -42,16 +54,19 @@ def evaluate_items(
     texts, _, _ = generate(
         model, tokenizer, [i.prompt for i in items], SamplingParams(max_new_tokens, temperature=0.0)
     )
+    flags = tuple(is_correct(text, item.answer) for item, text in zip(items, texts))
+    formatted = tuple(follows_format(t) for t in texts)
     correct: dict[str, int] = {}
     counts: dict[str, int] = {}
-    for item, text in zip(items, texts):
+    for item, ok in zip(items, flags):
         counts[item.domain] = counts.get(item.domain, 0) + 1
-        correct[item.domain] = correct.get(item.domain, 0) + int(is_correct(text, item.answer))
-    formatted = sum(follows_format(t) for t in texts)
+        correct[item.domain] = correct.get(item.domain, 0) + int(ok)
     return EvalResult(
         accuracy={d: correct[d] / counts[d] for d in counts},
-        format_rate=formatted / max(1, len(texts)),
+        format_rate=sum(formatted) / max(1, len(texts)),
         n_per_domain=counts,
+        correct=flags,
+        formatted=formatted,
     )
 
 
