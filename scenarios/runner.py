@@ -159,7 +159,8 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
     from server.trainer import FedGRPOTrainer, GRPOConfig
     from server.zoo.loading import load_causal_lm
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if s.server.threads is not None:
+        torch.set_num_threads(s.server.threads)
     ctx = build_context(s)
     model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
     gatherer, closer = _make_gatherer(ctx)

@@ -221,6 +221,10 @@ class ServerConfig(_Model):
     model: str = "zoo:server-base"
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     baseline: Literal["fedgrpo", "central_grpo", "zero_shot"] = "fedgrpo"
+    # torch intra-op threads for rollout, update and evaluation. 1 suits the tiny zoo models
+    # (a thread pool only adds overhead at that size, and collapses on a busy machine);
+    # raise it for bigger models such as SmolLM2. null = torch's default (all cores).
+    threads: PosInt | None = 1
 
     @field_validator("model")
     @classmethod

@@ -143,6 +143,8 @@ class ModelRecipe:
         d = asdict(self)
         if not d["data"].get("format_noise"):
             d["data"].pop("format_noise", None)  # default: keep pre-existing digests unchanged
+        if d["train"].get("final_lr_fraction") == 0.1:
+            d["train"].pop("final_lr_fraction")  # the original schedule: same digest as before
         return {"recipe_version": RECIPE_VERSION, **d}
 
     def digest(self) -> str:

@@ -25,6 +25,9 @@ class TrainConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    # LR at the end of the cosine schedule, as a fraction of ``lr`` (0.1 = the original
+    # schedule; omitted from recipe digests at that default so cached models keep their keys).
+    final_lr_fraction: float = 0.1
 
 
 def build_sft_batch(
@@ -73,7 +76,8 @@ def train_sft(
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        floor = config.final_lr_fraction
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     order: list[int] = []

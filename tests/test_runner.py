@@ -1,0 +1,122 @@
+"""The shipped scenarios through the real runner (sim mode), shrunk to a few rounds.
+
+Models come from a tiny zoo (1 layer, 32 wide, a few SFT steps) built once per session, so
+the whole path — zoo build, ONNX export where needed, competence enrolment, selection,
+gathering, GRPO update, evaluation, checkpoints, metrics, plots, resume — runs for real in
+seconds. Whether training *helps* is tested in ``test_learning.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scenarios.loader import load_scenario
+
+LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
+# live needs devices, emulate has its own end-to-end test, smollm2 is the slow model test
+CHEAP = [
+    p.stem
+    for p in sorted(LIBRARY.glob("*.yaml"))
+    if p.stem not in {"live-template", "emulate-local", "smollm2"}
+]
+SHRINK = [
+    "rounds=2", "selection.aux_size=6", "selection.L=3",
+    "server.grpo.questions_per_round=2", "server.grpo.group_size=3",
+    "server.grpo.max_new_tokens=8",
+    "tasks.train_per_domain=40", "tasks.test_per_domain=4", "tasks.aux_pool_per_domain=4",
+    "eval.per_domain=2", "eval.every=1", "checkpoint.every=1", "outputs.progress=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import scenarios.context as context
+    from server.zoo.architectures import TinyArch
+    from server.zoo.train import TrainConfig
+
+    tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
+    quick = TrainConfig(steps=3, batch_size=8)
+    real_spec = context.zoo_spec
+    mp = pytest.MonkeyPatch()
+    mp.setattr(
+        context,
+        "zoo_spec",
+        lambda s: replace(
+            real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick
+        ),
+    )
+    mp.setenv("FEDGRPO_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
+    yield
+    mp.undo()
+
+
+def _shrunk(name: str, extra: list[str] = ()) -> Any:  # type: ignore[assignment]
+    s = load_scenario(LIBRARY / f"{name}.yaml", [])
+    sets = list(SHRINK)
+    if not s.models_needed:  # timing-only: keep the fleet, just fewer rounds
+        sets = ["rounds=2", "outputs.progress=false"]
+    return load_scenario(LIBRARY / f"{name}.yaml", [*sets, *extra])
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_shipped_scenario_runs(name: str, tiny_zoo: None, tmp_path: Path) -> None:
+    from scenarios.runner import run_scenario
+
+    s = _shrunk(name)
+    summary = run_scenario(s, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["rounds_completed"] == 2
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    rounds = [r for r in records if r.get("event") == "round"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["duration_s"] >= 0 for r in rounds)
+    if s.models_needed:
+        evals = [r for r in records if r.get("event") == "eval"]
+        assert [e["round"] for e in evals] == [0, 1, 2]
+        assert len(evals[0]["correct_items"]) == 2 * len(s.tasks.domains)
+        change = summary["accuracy_change"]
+        assert change["items"] == 2 * len(s.tasks.domains)
+        assert 0.0 <= change["p_value"] <= 1.0
+        assert (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tiny_zoo: None, tmp_path: Path) -> None:
+    """Stop after round 2 of 4 (as a crash would), resume: the records equal a straight run."""
+    from scenarios.runner import run_scenario
+
+    straight = run_scenario(_shrunk("quickstart", ["rounds=4"]), tmp_path / "a")
+    run_scenario(_shrunk("quickstart", ["rounds=2"]), tmp_path / "b")
+    resumed = run_scenario(_shrunk("quickstart", ["rounds=4"]), tmp_path / "b", resume=True)
+    assert straight["final_mean_accuracy"] == resumed["final_mean_accuracy"]
+
+    def rows(d: Path) -> list[dict[str, Any]]:
+        out = []
+        for line in (d / "metrics.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            out.append({k: r.get(k) for k in ("event", "round", "loss", "reward_mean",
+                                              "mean_accuracy", "correct_items")})
+        return out
+
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")
+
+
+def test_cli_run_prints_before_and_after(
+    tiny_zoo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import scenarios.cli as cli
+
+    code = cli.main(
+        ["run", str(LIBRARY / "quickstart.yaml"), "--out-root", str(tmp_path),
+         *[a for kv in SHRINK for a in ("--set", kv)]]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "before (round 0)" in out and "after (round 2)" in out
+    assert "paired sign test on 10 test items" in out
+    (run_dir,) = (tmp_path / "quickstart").iterdir()
+    assert (run_dir / "plots" / "accuracy_vs_round.png").stat().st_size > 5_000
