@@ -149,15 +149,3 @@ def test_run_sweep_in_spawned_workers_with_other_metric(base_file: Path, tmp_pat
         rows = list(csv.DictReader(fh))
     assert [float(r["virtual_s_mean"]) for r in rows] == [5.0, 8.0]
     assert (result.sweep_dir / "comparison.png").stat().st_size > 5_000
-
-
-def test_sweep_missing_default_runner_is_a_failed_variant(base_file: Path, tmp_path: Path) -> None:
-    """Without an injected runner the default (scenarios.runner) is used; if it cannot run,
-    each variant is reported failed, never a crash of the sweep."""
-    import importlib.util
-
-    if importlib.util.find_spec("scenarios.runner") is not None:
-        pytest.skip("the real runner exists; covered by its own tests")
-    result = run_sweep(base_file, ["rounds=1"], workers=0, out_root=tmp_path, progress=False)
-    assert result.results[0].status == "failed"
-    assert "ModuleNotFoundError" in result.results[0].error
