@@ -194,7 +194,7 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 adam_beta2=g.adam_beta2,
                 sgd_momentum=g.sgd_momentum,
                 warmup_rounds=g.warmup_rounds,
-                lr_decay_rounds=g.lr_decay_rounds,
+                lr_decay_rounds=s.rounds if g.lr_decay_rounds is None else g.lr_decay_rounds,
                 lr_final_fraction=g.lr_final_fraction,
                 negative_advantage_scale=g.negative_advantage_scale,
             ),

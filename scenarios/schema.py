@@ -194,7 +194,7 @@ class GRPOConfig(_Model):
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     max_new_tokens: PosInt = 40
-    lr: Annotated[float, Field(gt=0.0)] = 1e-4
+    lr: Annotated[float, Field(gt=0.0)] = 5e-5
     eps_low: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     eps_high: Annotated[float, Field(ge=0.0)] = 0.3
     beta: Annotated[float, Field(ge=0.0)] = 0.0
@@ -210,8 +210,9 @@ class GRPOConfig(_Model):
     sgd_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     # linear warmup of the learning rate over the first rounds (0 = none)
     warmup_rounds: NonNegInt = 0
-    # cosine decay to lr_final_fraction·lr at this round (0 = constant lr)
-    lr_decay_rounds: NonNegInt = 0
+    # cosine decay to lr_final_fraction·lr at this round (0 = constant lr; null = the run's
+    # last round, so the last updates are small)
+    lr_decay_rounds: NonNegInt | None = None
     lr_final_fraction: Prob = 0.0
     # weight on negative advantages: 1 = GRPO, 0 = learn only from better-than-average answers
     negative_advantage_scale: Prob = 1.0
@@ -312,7 +313,7 @@ class SelectionConfig(_Model):
     L: PosInt = 20
     M: PosInt = 2
     aux_size: PosInt = 100
-    dispatch: Literal["split", "broadcast"] = "split"
+    dispatch: Literal["split", "broadcast"] = "broadcast"
     # re-query competence every N rounds (0 = only when clients join/leave/change model)
     refresh_every: NonNegInt = 0
     # hidden layer of the frozen server model whose mean-pooled state embeds questions
@@ -338,8 +339,8 @@ class RoundPolicy(_Model):
 
 
 class EvalConfig(_Model):
-    every: NonNegInt = 5  # 0 = only before the first and after the last round
-    per_domain: PosInt = 50
+    every: NonNegInt = 20  # 0 = only before the first and after the last round
+    per_domain: PosInt = 100
     at_start: bool = True
 
 
@@ -372,7 +373,7 @@ class Scenario(_Model):
     description: str = ""
     mode: Literal["sim", "emulate", "live"] = "sim"
     seed: int = 0
-    rounds: PosInt = 25
+    rounds: PosInt = 100
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)

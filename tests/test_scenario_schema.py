@@ -71,7 +71,7 @@ def test_library_properties() -> None:
     q = lib["quickstart"]
     assert q.mode == "sim" and q.sim.reward_source == "model"
     assert q.clients.total == 5 and q.server.grpo.group_size == 8
-    assert q.server.grpo.questions_per_round == 8 and 20 <= q.rounds <= 30
+    assert q.server.grpo.questions_per_round == 8 and 50 <= q.rounds <= 150
     assert [c.model for c in q.client_list()] == [f"zoo:expert-{k}" for k in range(5)]
     assert "rpi-zero2" in {g.profile for g in lib["stragglers"].clients.groups}
     assert lib["rpi-fleet"].clients.total >= 1000 and not lib["rpi-fleet"].models_needed
@@ -300,4 +300,5 @@ def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
     import dataclasses
 
     for f in dataclasses.fields(TrainerGRPO):
-        assert f"{f.name}=g." in source, f"runner does not pass server.grpo.{f.name}"
+        passed = f"{f.name}=g." in source or (f"{f.name}=" in source and f"g.{f.name}" in source)
+        assert passed, f"runner does not pass server.grpo.{f.name}"
