@@ -43,6 +43,7 @@ def show_graph(
     lines = [
         f"confidence graph of {s.name!r}: {len(ctx.clients)} clients x {len(aux)} auxiliary exemplars"
     ]
+    lines.append(_routing_summary(s, ctx, test, embed, aux_emb, competence))
     lines.append("client competence (mean correctness on the auxiliary set):")
     for c, row in zip(ctx.clients, competence.values):
         known = row[~np.isnan(row)]
@@ -63,6 +64,26 @@ def show_graph(
         save.write_text(competence.to_json())
         lines.append(f"\ncompetence matrix saved to {save}")
     return "\n".join(lines)
+
+
+def _routing_summary(
+    s: Scenario, ctx: Any, test: list[Any], embed: Any, aux_emb: Any, competence: Any
+) -> str:
+    """How often the graph routes a held-out question to a client that holds its domain."""
+    from server.selection.graph import competence_scores, cosine_neighbours, top_m
+
+    near = cosine_neighbours(embed([q.question for q in test]), aux_emb, s.selection.L)
+    scores = competence_scores(competence.values, near, s.selection.prior)
+    chosen = top_m(scores, s.selection.M, np.random.default_rng(s.seed))
+    holds = [
+        [item.domain in ctx.client_domains[int(c)] for c in row] for item, row in zip(test, chosen)
+    ]
+    first = float(np.mean([h[0] for h in holds]))
+    any_m = float(np.mean([any(h) for h in holds]))
+    return (
+        f"routing over all {len(test)} test questions: the top expert holds the question's "
+        f"domain for {first:.1%}; one of the top {s.selection.M} does for {any_m:.1%}"
+    )
 
 
 def cmd_graph_show(args: Any) -> int:

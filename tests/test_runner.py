@@ -83,6 +83,9 @@ def test_shipped_scenario_runs(name: str, tiny_zoo: None, tmp_path: Path) -> Non
         assert change["items"] == 2 * len(s.tasks.domains)
         assert 0.0 <= change["p_value"] <= 1.0
         assert (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+        if s.selection.selector == "confidence_graph":
+            matrix = json.loads((tmp_path / "run" / "competence.json").read_text())
+            assert matrix  # the graph's K x |D_aux| competence matrix is saved with the run
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(tiny_zoo: None, tmp_path: Path) -> None:
@@ -120,3 +123,18 @@ def test_cli_run_prints_before_and_after(
     assert "paired sign test on 10 test items" in out
     (run_dir,) = (tmp_path / "quickstart").iterdir()
     assert (run_dir / "plots" / "accuracy_vs_round.png").stat().st_size > 5_000
+
+
+def test_graph_show_prints_neighbours_routing_and_saves_the_matrix(
+    tiny_zoo: None, tmp_path: Path
+) -> None:
+    from scenarios.graph import show_graph
+
+    s = _shrunk("quickstart")
+    text = show_graph(s, questions=3, neighbours=2, save=tmp_path / "competence.json")
+    assert "confidence graph of 'quickstart': 5 clients x 6 auxiliary exemplars" in text
+    assert "routing over all 20 test questions: the top expert holds" in text
+    assert text.count("\nQ: ") == 3 and text.count("   neighbour ") == 6
+    assert text.count("   experts: ") == 3
+    saved = json.loads((tmp_path / "competence.json").read_text())
+    assert saved  # the K x |D_aux| matrix, loadable by CompetenceMatrix.from_json
