@@ -146,6 +146,8 @@ def test_emulate_end_to_end_with_a_killed_edge(
         LIBRARY / "emulate-local.yaml",
         [
             "rounds=3", "selection.selector=all", "selection.aux_size=6", "selection.L=3",
+            # split: each client scores its own shard, so a dead client leaves holes
+            "selection.dispatch=split",
             "server.grpo.questions_per_round=2", "server.grpo.group_size=3",
             "server.grpo.max_new_tokens=6",
             "tasks.train_per_domain=40", "tasks.test_per_domain=4", "tasks.aux_pool_per_domain=4",
