@@ -46,5 +46,5 @@ def test_default_zoo_base_keeps_half_its_learning_rate_and_clean_format() -> Non
     (base,) = [r for r in ZooSpec().recipes() if r.role == "server_base"]
     assert base.train.final_lr_fraction == 0.5
     assert base.data.format_noise == 0.0
-    noisy = [r for r in ZooSpec(base_format_noise=0.5).recipes() if r.role == "server_base"][0]
+    noisy = next(r for r in ZooSpec(base_format_noise=0.5).recipes() if r.role == "server_base")
     assert noisy.data.format_noise == 0.5 and noisy.cache_key != base.cache_key
