@@ -47,7 +47,6 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from scenarios.async_gatherer import LoopThread
-from sim.availability import AlwaysOn, Availability, MarkovAvailability
 from sim.config import AvailabilitySpec
 from sim.devices import DeviceProfile
 from sim.rng import ClientStream, stream_generator
@@ -91,23 +90,6 @@ class FaultModel:
         )
 
 
-def _availability(model: FaultModel, seed: int, client_id: int) -> Availability:
-    """Same construction as :meth:`sim.engine.Simulator._availability`."""
-    a, p = model.availability, model.profile
-    if a.kind == "always" or (a.kind == "profile" and p.mean_on_s is None):
-        return AlwaysOn()
-    stream = ClientStream(stream_generator(seed, client_id, "availability"), block=16)
-    if a.kind == "profile":
-        assert p.mean_on_s is not None and p.mean_off_s is not None
-        return MarkovAvailability(p.mean_on_s, p.mean_off_s, stream)
-    if a.kind == "markov":
-        assert a.mean_on_s is not None and a.mean_off_s is not None
-        return MarkovAvailability(a.mean_on_s, a.mean_off_s, stream)
-    from sim.availability import TraceAvailability
-
-    return TraceAvailability(a.intervals, a.period_s)
-
-
 def _items(body: bytes) -> tuple[int, int, bool]:
     """(items in the request, characters of text in it, is a competence request)."""
     try:
@@ -136,7 +118,7 @@ class FaultProxy:
         self.port = 0
         self.host = "127.0.0.1"
         self._req = ClientStream(stream_generator(seed, client_id, "request"))
-        self._avail = _availability(model, seed, client_id)
+        self._avail = model.availability.build(model.profile, seed, client_id)
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
         self._device: asyncio.Lock | None = None

@@ -12,12 +12,16 @@ import numpy as np
 from server.errors import ConfigError
 from server.rounds import RoundPolicy
 from sim.availability import (
+    AlwaysOn,
+    Availability,
     FedScaleCapacity,
+    MarkovAvailability,
     TraceAvailability,
     load_fedscale_capacity,
     load_fedscale_trace,
 )
 from sim.devices import DeviceProfile, get_profile, size_factor
+from sim.rng import ClientStream, stream_generator
 
 __all__ = ["AvailabilitySpec", "ClientSpec", "SimConfig", "WorkloadSpec", "clients_from_fedscale"]
 
@@ -55,6 +59,20 @@ class AvailabilitySpec:
             )
         if self.kind == "trace":
             TraceAvailability(self.intervals, self.period_s)  # validates
+
+    def build(self, profile: DeviceProfile, seed: int, client_id: int) -> Availability:
+        """The client's on/off process, drawing from its own ``availability`` stream (the
+        simulator and the emulate fault proxies build it the same way, so they agree)."""
+        if self.kind == "always" or (self.kind == "profile" and profile.mean_on_s is None):
+            return AlwaysOn()
+        stream = ClientStream(stream_generator(seed, client_id, "availability"), block=16)
+        if self.kind == "profile":
+            assert profile.mean_on_s is not None and profile.mean_off_s is not None
+            return MarkovAvailability(profile.mean_on_s, profile.mean_off_s, stream)
+        if self.kind == "markov":
+            assert self.mean_on_s is not None and self.mean_off_s is not None
+            return MarkovAvailability(self.mean_on_s, self.mean_off_s, stream)
+        return TraceAvailability(self.intervals, self.period_s)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from server.rounds import (
     request_builder,
     validate_values,
 )
-from sim.availability import AlwaysOn, Availability, MarkovAvailability, TraceAvailability
+from sim.availability import Availability
 from sim.config import ClientSpec, SimConfig
 from sim.devices import size_factor
 from sim.rng import ClientStream, server_rng, stream_generator
@@ -468,18 +468,7 @@ class Simulator:
         return s
 
     def _availability(self, cid: int, spec: ClientSpec) -> Availability:
-        a = spec.availability
-        p = spec.device
-        if a.kind == "always" or (a.kind == "profile" and p.mean_on_s is None):
-            return AlwaysOn()
-        stream = ClientStream(stream_generator(self.seed, cid, "availability"), block=16)
-        if a.kind == "profile":
-            assert p.mean_on_s is not None and p.mean_off_s is not None
-            return MarkovAvailability(p.mean_on_s, p.mean_off_s, stream)
-        if a.kind == "markov":
-            assert a.mean_on_s is not None and a.mean_off_s is not None
-            return MarkovAvailability(a.mean_on_s, a.mean_off_s, stream)
-        return TraceAvailability(a.intervals, a.period_s)
+        return spec.availability.build(spec.device, self.seed, cid)
 
     # ----------------------------------------------------------------- selection
 

@@ -9,7 +9,6 @@ leaves a half-written entry that looks valid; a manifest mismatch means corrupte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,19 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.manifest import sha256_file
 from server.errors import ModelCacheError
 from server.zoo.recipes import ModelRecipe
 
 MANIFEST = "fedgrpo_manifest.json"
 log = logging.getLogger(__name__)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
