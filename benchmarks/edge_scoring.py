@@ -41,6 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
+
 from edge.answer_format import make_completion  # noqa: E402
 from edge.manifest import Manifest, variant_filename  # noqa: E402
 from edge.onnx_lm import OnnxCausalLM  # noqa: E402
@@ -405,14 +407,7 @@ def bench_model(
 def machine_info(threads: int) -> dict[str, Any]:
     from importlib.metadata import version
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

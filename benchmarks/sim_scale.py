@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
+
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET = 50_000
 MIX = {"rpi4": 1, "rpi5": 1, "phone-4g": 1, "phone-5g": 1, "phone-wifi": 1, "laptop": 1}
@@ -124,14 +126,7 @@ def machine() -> dict[str, Any]:
     import numpy
     import simpy
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model(default=platform.processor())
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
