@@ -45,17 +45,20 @@ def zoo_spec(s: Scenario) -> ZooSpec:
             client_domains=tuple(tuple(d) for d in part.client_domains or ()),
             dirichlet_beta=part.dirichlet_beta,
         ),
+        expert_quality=s.partition_qualities(),
     )
 
 
 def client_domains(spec: ZooSpec) -> list[set[str]]:
-    """Domains each client really holds (>= 1/(2D) of its data) — for the oracle selector."""
+    """Domains each partition's expert really knows (>= 1/(2D) of its data): the oracle
+    selector's ground truth. A confidently wrong expert knows none (its data is misconceived)."""
     parts = spec.partition.split(spec.suite.build())
     threshold = 1.0 / (2 * len(spec.suite.domains))
     out = []
-    for items in parts:
+    for k, items in enumerate(parts):
         counts = Counter(i.domain for i in items)
-        out.append({d for d, c in counts.items() if c / len(items) >= threshold})
+        known = {d for d, c in counts.items() if c / len(items) >= threshold}
+        out.append(set() if spec.quality(k) == "wrong" else known)
     return out
 
 

@@ -23,7 +23,7 @@ Run directory layout (``runs/<scenario>/<timestamp>/``)::
      "offline": int,           # selected clients that were unreachable
      "cancelled": int,         # cancelled once quorum was met (over-selection)
      "coverage": float,        # fraction of candidates with >= 1 reward, in [0, 1]
-     "groups_with_signal": int,# question groups with >= 2 rewarded candidates
+     "groups_with_signal": int,# question groups whose rewards vary (carry a gradient)
      "groups": int,            # question groups this round
      "loss": float | null,     # null when no group had signal
      "reward_mean": float | null,

@@ -197,6 +197,7 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 lr_decay_rounds=s.rounds if g.lr_decay_rounds is None else g.lr_decay_rounds,
                 lr_final_fraction=g.lr_final_fraction,
                 negative_advantage_scale=g.negative_advantage_scale,
+                shuffle_rewards=g.shuffle_rewards,
             ),
             seed=s.seed,
             baseline=s.server.baseline,

@@ -194,7 +194,7 @@ class GRPOConfig(_Model):
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     max_new_tokens: PosInt = 40
-    lr: Annotated[float, Field(gt=0.0)] = 5e-5
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
     eps_low: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     eps_high: Annotated[float, Field(ge=0.0)] = 0.3
     beta: Annotated[float, Field(ge=0.0)] = 0.0
@@ -216,6 +216,9 @@ class GRPOConfig(_Model):
     lr_final_fraction: Prob = 0.0
     # weight on negative advantages: 1 = GRPO, 0 = learn only from better-than-average answers
     negative_advantage_scale: Prob = 1.0
+    # negative control: shuffle rewards within each group (keeps their spread, destroys the
+    # signal); a run with this on must not learn
+    shuffle_rewards: bool = False
 
 
 class ServerConfig(_Model):
@@ -252,6 +255,10 @@ class ClientGroup(_Model):
     reward_mode: Literal["auto", "answer", "agreement", "likelihood", "format"] = "auto"
     format_weight: Prob = 0.0
     profile: str = "laptop"
+    # zoo experts only (`model: zoo:expert`): how good the group's experts are. strong = the
+    # default expert; weak = trained briefly (its own judgements are often wrong); wrong =
+    # trained on its partition with every answer misconceived (a confidently wrong client).
+    quality: Literal["strong", "weak", "wrong"] = "strong"
     # live mode: one URL per device (``url`` for a group of one, or ``urls`` with ``count``)
     url: str | None = None
     urls: list[str] | None = None
@@ -339,7 +346,7 @@ class RoundPolicy(_Model):
 
 
 class EvalConfig(_Model):
-    every: NonNegInt = 20  # 0 = only before the first and after the last round
+    every: NonNegInt = 10  # 0 = only before the first and after the last round
     per_domain: PosInt = 100
     at_start: bool = True
 
@@ -373,7 +380,7 @@ class Scenario(_Model):
     description: str = ""
     mode: Literal["sim", "emulate", "live"] = "sim"
     seed: int = 0
-    rounds: PosInt = 100
+    rounds: PosInt = 60
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
@@ -401,6 +408,15 @@ class Scenario(_Model):
     def models_needed(self) -> bool:
         """False for timing-only simulations (no model is loaded or trained)."""
         return not (self.mode == "sim" and self.sim.reward_source == "timing")
+
+    def partition_qualities(self) -> tuple[str, ...]:
+        """Expert quality per partition, from the groups whose clients hold it (zoo:expert);
+        () when every expert is strong, so default zoos keep their recipes."""
+        qualities = ["strong"] * self.num_partitions
+        for c in self.client_list():
+            if c.group.model == ZOO_PREFIX + ZOO_EXPERT:
+                qualities[c.index % self.num_partitions] = c.group.quality
+        return () if set(qualities) <= {"strong"} else tuple(qualities)
 
     def client_list(self) -> list[ClientSpec]:
         """One entry per client, in group order. Client ``k`` holds partition
@@ -538,6 +554,21 @@ def cross_field_errors(s: Scenario) -> list[tuple[str, str]]:
                     "gets partition k mod num_clients); leave num_clients unset or lower it",
                 )
             )
+        held: dict[int, str] = {}
+        for c in s.client_list():
+            if c.group.model != ZOO_PREFIX + ZOO_EXPERT:
+                continue
+            k = c.index % s.num_partitions
+            if held.setdefault(k, c.group.quality) != c.group.quality:
+                errors.append(
+                    (
+                        f"clients.groups[{names.index(c.group.name)}].quality",
+                        f"{c.group.quality!r} but partition {k} is also held by a "
+                        f"{held[k]!r} client; clients sharing a partition share its expert, "
+                        "so give them one quality (or more partitions)",
+                    )
+                )
+                break
         for i, grp in enumerate(s.clients.groups):
             m = (
                 _ZOO_EXPERT_K.match(grp.model[len(ZOO_PREFIX) :])

@@ -72,6 +72,10 @@ class GRPOConfig:
     lr_final_fraction: float = 0.0
     # multiplier on negative advantages (1 = GRPO; 0 = learn from better-than-average samples only)
     negative_advantage_scale: float = 1.0
+    # Negative control: permute the combined rewards within each group before the update,
+    # which keeps their distribution and destroys which candidate earned them. A run with
+    # this on must not learn (tests/test_learning.py asserts that).
+    shuffle_rewards: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -100,6 +104,24 @@ def round_rngs(
         int(np.random.default_rng([seed, round_index, 2]).integers(2**62))
     )
     return py, npg, tg
+
+
+def shuffle_within_groups(combined: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row (one question's G rewards) permuted independently: the reward-destroying control."""
+    return np.stack([rng.permutation(row) for row in np.atleast_2d(combined)])
+
+
+def signal_groups(combined: np.ndarray) -> int:
+    """Groups whose rewards vary: at least two rewarded candidates and not all equal.
+
+    Only these carry a GRPO gradient; a group where every candidate got the same reward
+    (all right, all wrong) has zero advantages and teaches nothing."""
+    count = 0
+    for row in np.atleast_2d(combined):
+        rewarded = row[~np.isnan(row)]
+        if rewarded.size >= 2 and float(rewarded.max()) > float(rewarded.min()):
+            count += 1
+    return count
 
 
 @dataclass
@@ -191,6 +213,8 @@ class FedGRPOTrainer:
         combined = np.stack(
             [combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim) for b in range(len(items))]
         )
+        if cfg.shuffle_rewards:
+            combined = shuffle_within_groups(combined, np.random.default_rng([self.seed, r, 3]))
         update = self._update(batch, combined)
         rewarded = ~np.isnan(combined)
         record: dict[str, Any] = {
@@ -236,7 +260,7 @@ class FedGRPOTrainer:
         if cfg.negative_advantage_scale != 1.0:
             adv_t = torch.where(adv_t < 0, adv_t * cfg.negative_advantage_scale, adv_t)
         seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool).reshape(-1)
-        groups_with_signal = int(np.asarray(effective).any(axis=1).sum())
+        groups_with_signal = signal_groups(combined)
         out: dict[str, Any] = {
             "groups_with_signal": groups_with_signal,
             "loss": None,
@@ -352,7 +376,11 @@ class FedGRPOTrainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state.round = int(payload["round"])
         if payload.get("competence"):
-            self.competence = CompetenceMatrix.from_json(payload["competence"])
+            loaded = CompetenceMatrix.from_json(payload["competence"])
+            if self.competence is None:
+                self.competence = loaded
+            else:
+                self.competence.restore(loaded)  # the selector holds this very object
         random.setstate(payload["python_random"])
         torch.set_rng_state(payload["torch_rng"])
         return dict(payload.get("extra", {}))

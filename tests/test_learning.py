@@ -1,28 +1,32 @@
 """Does FedGRPO actually teach the server model something? (slow: builds the default zoo)
 
-The quickstart setup, shortened: the default tiny zoo (built once into the project's model
-cache, ~3 min on 2 cores, then reused by `make demo`), five simulated expert clients, the
-confidence graph, rewards only. The assertion is about held-out data the policy never trained
-on, greedy decoding, with a fixed seed: more of the 500 test items flip wrong→right than
-right→wrong, beyond what chance explains (exact one-sided sign test, p < 0.05).
+The quickstart setup, shortened to 30 rounds: the default tiny zoo (built once into the
+project's model cache, then reused by `make demo`), five simulated expert clients, the
+confidence graph, rewards only. Held-out data the policy never trained on, greedy decoding.
+
+The margins are sized for zoos built on other machines (float results differ in the last bits,
+so weights differ): the measured gain is about +20 points with p < 1e-10 on zoos built with 1
+and with 2 torch threads and on several seeds; the test asks for +8 points and p < 1e-4. The
+control shuffles the rewards inside each group, which keeps their spread and destroys which
+candidate earned them: the same assertion must then fail, so the test cannot pass by itself.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scenarios.loader import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
+MIN_GAIN = 0.08
+MAX_P = 1e-4
 
 
-@pytest.mark.slow
-def test_short_fedgrpo_run_raises_held_out_accuracy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> dict[str, Any]:
     from scenarios.runner import run_scenario
 
     monkeypatch.setenv(
@@ -30,14 +34,32 @@ def test_short_fedgrpo_run_raises_held_out_accuracy(
     )
     s = load_scenario(
         ROOT / "scenarios" / "quickstart.yaml",
-        ["rounds=40", "eval.every=0", "checkpoint.every=0", "outputs.progress=false"],
+        ["rounds=30", "eval.every=0", "checkpoint.every=0", "outputs.progress=false", *overrides],
     )
-    summary = run_scenario(s, tmp_path / "run")
+    return run_scenario(s, tmp_path / "run")
 
+
+def _learned(summary: dict[str, Any]) -> bool:
+    change = summary["accuracy_change"]
+    gain = summary["final_mean_accuracy"] - summary["initial_mean_accuracy"]
+    return bool(gain >= MIN_GAIN and change["p_value"] < MAX_P)
+
+
+@pytest.mark.slow
+def test_short_fedgrpo_run_raises_held_out_accuracy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = _run(tmp_path, monkeypatch)
     change = summary["accuracy_change"]
     assert change["items"] == 500
-    assert change["gained"] > change["lost"]
-    assert change["p_value"] < 0.05, change
-    assert summary["final_mean_accuracy"] > summary["initial_mean_accuracy"]
+    assert _learned(summary), (summary["initial_mean_accuracy"], summary["final_mean_accuracy"], change)
     # the gain is in reasoning, not formatting: the base already writes the answer format
     assert summary["initial_format_rate"] > 0.95
+
+
+@pytest.mark.slow
+def test_shuffled_rewards_do_not_teach(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = _run(tmp_path, monkeypatch, "server.grpo.shuffle_rewards=true")
+    assert not _learned(summary), summary["accuracy_change"]
+    gain = summary["final_mean_accuracy"] - summary["initial_mean_accuracy"]
+    assert gain < MIN_GAIN / 2, gain

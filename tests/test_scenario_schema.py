@@ -22,6 +22,7 @@ LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 SHIPPED = sorted(LIBRARY.glob("*.yaml"))
 EXPECTED = {
     "quickstart",
+    "population",
     "stragglers",
     "dropout-sweep",
     "rpi-fleet",
@@ -302,3 +303,27 @@ def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
     for f in dataclasses.fields(TrainerGRPO):
         passed = f"{f.name}=g." in source or (f"{f.name}=" in source and f"g.{f.name}" in source)
         assert passed, f"runner does not pass server.grpo.{f.name}"
+
+
+def test_expert_quality_goes_to_the_zoo_per_partition(tmp_path: Path) -> None:
+    from scenarios.context import client_domains, zoo_spec
+
+    pop = load_scenario(LIBRARY / "population.yaml")
+    qualities = pop.partition_qualities()
+    assert qualities == ("strong",) * 5 + ("weak",) * 10 + ("wrong",) * 5
+    spec = zoo_spec(pop)
+    assert spec.expert_quality == qualities
+    held = client_domains(spec)
+    assert held[0] == {"add"} and held[5] == {"add"} and held[15] == set()  # wrong knows none
+    assert load_scenario(LIBRARY / "quickstart.yaml").partition_qualities() == ()
+
+
+def test_clients_sharing_a_partition_must_share_a_quality(tmp_path: Path) -> None:
+    text = (
+        "tasks: {partition: {scheme: by_domain, num_clients: 5}}\n"
+        "clients:\n  groups:\n"
+        "    - {name: a, count: 5, model: zoo:expert, quality: weak}\n"
+        "    - {name: b, count: 5, model: zoo:expert, quality: wrong}\n"
+    )
+    found = problems(write(tmp_path, text))
+    assert any("clients.groups[1].quality" in p and "share its expert" in p for p in found), found

@@ -106,8 +106,9 @@ def test_failed_experts_leave_rewards_missing_not_zero(trained_state: dict[str, 
     assert rec["coverage"] == pytest.approx(0.5)  # half the candidates have no reward at all
     assert rec["reward_mean"] == pytest.approx(1.0)  # masked, not averaged in as zeros
     # each group keeps its 2 answered candidates (>= 2: a group), all rewarded 1.0 -> zero
-    # advantages: the update carries no policy gradient (a zero in place of NaN would have)
-    assert rec["groups_with_signal"] == 3
+    # advantages: the update carries no policy gradient (a zero in place of NaN would have),
+    # so no group counts as carrying signal
+    assert rec["groups_with_signal"] == 0
     assert rec["loss"] == pytest.approx(0.0, abs=1e-7)
 
 
@@ -148,3 +149,28 @@ def test_rollout_layout_and_old_logps(trained_state: dict[str, Any]) -> None:
 def test_bad_config_is_rejected() -> None:
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         GRPOConfig(group_size=1)
+
+
+def test_signal_groups_counts_only_groups_whose_rewards_vary() -> None:
+    import numpy as np
+
+    from server.trainer import signal_groups
+
+    nan = float("nan")
+    rewards = np.array(
+        [[1, 1, 1, 1], [0, 1, 0, 0], [nan, 1, nan, nan], [nan, 0, 1, nan], [0, 0, 0, 0]],
+        dtype=float,
+    )
+    assert signal_groups(rewards) == 2
+
+
+def test_shuffle_within_groups_permutes_each_row_only() -> None:
+    import numpy as np
+
+    from server.trainer import shuffle_within_groups
+
+    rewards = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.25, 1.0, 0.0]])
+    out = shuffle_within_groups(rewards, np.random.default_rng(0))
+    assert [sorted(r) for r in out.tolist()] == [sorted(r) for r in rewards.tolist()]
+    again = shuffle_within_groups(rewards, np.random.default_rng(0))
+    assert (out == again).all()

@@ -100,6 +100,14 @@ class CompetenceMatrix:
             }
         )
 
+    def restore(self, other: CompetenceMatrix) -> None:
+        """Take ``other``'s contents in place, so selectors holding this object see them
+        (a resumed run restores the checkpoint's matrix into the one its selector reads)."""
+        self.num_exemplars = other.num_exemplars
+        self.client_ids = list(other.client_ids)
+        self.values = other.values.copy()
+        self.measured_at = dict(other.measured_at)
+
     @classmethod
     def from_json(cls, text: str) -> CompetenceMatrix:
         data = json.loads(text)

@@ -14,12 +14,13 @@ from typing import Any, Literal
 
 from server.errors import ConfigError
 from server.tasks import TaskItem, TaskSuite, build_suite
+from server.tasks.misconceptions import misconceive
 from server.tasks.partition import partition_by_domain, partition_dirichlet, partition_iid
 from server.zoo.architectures import TinyArch
 from server.zoo.train import TrainConfig
 
 # Bump when task generation, tokenizer or training code changes what a recipe produces.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,13 @@ class DataSpec:
     # that the checker does not accept, so the model must (re)learn "answer: N" -- the
     # format failure general-purpose LMs show. 0.0 is omitted from the recipe digest.
     format_noise: float = 0.0
+    # Opt-in: a seeded fraction of items is replaced by its domain's classic slip (see
+    # server.tasks.misconceptions): 1.0 makes a confidently wrong model (and answer table),
+    # 0.5-0.7 a base that answers the slip greedily but still samples the correct procedure.
+    misconception_rate: float = 0.0
 
     def items(self) -> list[TaskItem]:
-        items = self._clean_items()
+        items = self._misconceived(self._clean_items())
         if not self.format_noise:
             return items
         if not 0.0 <= self.format_noise <= 1.0:
@@ -113,6 +118,15 @@ class DataSpec:
             else i
             for i in items
         ]
+
+    def _misconceived(self, items: list[TaskItem]) -> list[TaskItem]:
+        rate = self.misconception_rate
+        if not rate:
+            return items
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"data.misconception_rate must be in [0, 1], got {rate}")
+        rng = random.Random(f"misconception:{self.suite.seed}:{rate}")
+        return [misconceive(i) if rng.random() < rate else i for i in items]
 
     def _clean_items(self) -> list[TaskItem]:
         suite = self.suite.build()
@@ -141,8 +155,9 @@ class ModelRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if not d["data"].get("format_noise"):
-            d["data"].pop("format_noise", None)  # default: keep pre-existing digests unchanged
+        for key in ("format_noise", "misconception_rate"):
+            if not d["data"].get(key):
+                d["data"].pop(key, None)  # default: keep pre-existing digests unchanged
         if d["train"].get("final_lr_fraction") == 0.1:
             d["train"].pop("final_lr_fraction")  # the original schedule: same digest as before
         return {"recipe_version": RECIPE_VERSION, **d}
@@ -156,41 +171,77 @@ class ModelRecipe:
         return f"{self.name}-{self.digest()[:12]}"
 
 
+EXPERT_QUALITIES = ("strong", "weak", "wrong")
+
+
 @dataclass(frozen=True)
 class ZooSpec:
-    """The default experiment's models: one expert per client partition + a weak server base."""
+    """The experiment's models: one expert per client partition + a weak server base.
+
+    The base is pre-trained on every domain's training split with ``base_misconception_rate``
+    of its items replaced by the domain's classic slip (see ``server.tasks.misconceptions``):
+    greedy decoding mostly answers with the slip, sampling still finds the correct procedure
+    often (pass@8 near 1 on add/sub/sort), so correct answers are there for GRPO to reinforce
+    and the experts' rewards are what tells them apart. Measured on this zoo: central GRPO
+    gains about +20 points of held-out accuracy in 15 rounds.
+
+    ``expert_quality`` gives each partition's expert a quality (default all ``strong``):
+    ``weak`` trains ``weak_steps`` steps only (its own greedy answers are often wrong),
+    ``wrong`` learns its partition with every item misconceived (its answer table too): a
+    confidently wrong client that rewards the base's mistakes.
+    """
 
     suite: SuiteSpec = field(default_factory=SuiteSpec)
     partition: PartitionSpec = field(default_factory=PartitionSpec)
     expert_arch: TinyArch = field(default_factory=TinyArch)
     expert_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400))
     base_arch: TinyArch = field(default_factory=TinyArch)
-    base_train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=330, final_lr_fraction=0.5)
-    )
-    # Weak base = plenty of data, too few steps: mid-way through learning (not memorised),
-    # so correct answers are in its sampling distribution for GRPO to find and reinforce.
-    # The schedule stops at half the peak LR (final_lr_fraction 0.5): a base annealed to the
-    # bottom of a full cosine schedule sits in a sharp minimum where every small update,
-    # GRPO's or even SFT's on gold answers, lowers held-out accuracy (measured), and short
-    # GRPO runs could not improve it beyond noise.
+    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=700))
     base_per_domain: int | None = None
+    base_misconception_rate: float = 0.7
     # Fraction of the base's SFT completions given an off-format final line (see DataSpec).
     base_format_noise: float = 0.0
+    expert_quality: tuple[str, ...] = ()
+    weak_steps: int = 60
     seed: int = 0
 
-    def recipes(self) -> list[ModelRecipe]:
-        experts = [
-            ModelRecipe(
-                name=f"expert-{k}",
-                role="expert",
-                arch=self.expert_arch,
-                train=self.expert_train,
-                data=DataSpec(suite=self.suite, partition=self.partition, client=k),
-                seed=self.seed + 1 + k,
+    def quality(self, k: int) -> str:
+        """Quality of partition ``k``'s expert (``strong`` unless ``expert_quality`` says)."""
+        q = self.expert_quality
+        if not q:
+            return "strong"
+        if len(q) != self.partition.num_clients:
+            raise ConfigError(
+                f"expert_quality lists {len(q)} partitions but there are "
+                f"{self.partition.num_clients}; give one quality per partition"
             )
-            for k in range(self.partition.num_clients)
-        ]
+        if q[k] not in EXPERT_QUALITIES:
+            raise ConfigError(
+                f"expert quality {q[k]!r} is unknown; use one of {', '.join(EXPERT_QUALITIES)}"
+            )
+        return q[k]
+
+    def expert_recipe(self, k: int) -> ModelRecipe:
+        quality = self.quality(k)
+        train = self.expert_train
+        if quality == "weak":
+            train = TrainConfig(**{**asdict(train), "steps": self.weak_steps})
+        return ModelRecipe(
+            name=f"expert-{k}",  # the quality is part of the recipe, hence of the cache key
+            role="expert",
+            arch=self.expert_arch,
+            train=train,
+            data=DataSpec(
+                suite=self.suite,
+                partition=self.partition,
+                client=k,
+                misconception_rate=1.0 if quality == "wrong" else 0.0,
+            ),
+            seed=self.seed + 1 + k,
+        )
+
+    def recipes(self) -> list[ModelRecipe]:
+        """The base first (it trains longest, so a parallel build starts it first)."""
         base = ModelRecipe(
             name="server-base",
             role="server_base",
@@ -200,7 +251,8 @@ class ZooSpec:
                 suite=self.suite,
                 per_domain_limit=self.base_per_domain,
                 format_noise=self.base_format_noise,
+                misconception_rate=self.base_misconception_rate,
             ),
             seed=self.seed,
         )
-        return [*experts, base]
+        return [base, *(self.expert_recipe(k) for k in range(self.partition.num_clients))]
