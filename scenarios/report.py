@@ -159,12 +159,18 @@ class MetricsWriter:
         self.records: list[dict[str, Any]] = []
         self._csv_columns: list[str] = []
         if self.jsonl_path.exists():
+            raw = self.jsonl_path.read_text(encoding="utf-8")
             self.records = read_records(self.jsonl_path)
+            kept = self.records
             if resume_after_round is not None:
                 kept = [r for r in self.records if int(r.get("round", 0)) <= resume_after_round]
-                if len(kept) != len(self.records):
-                    self.records = kept
-                    _atomic_write(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
+            # rewrite when records were dropped or the last line is torn (a crash mid-write):
+            # appending after a torn line would glue the next record onto it
+            if len(kept) != len(self.records) or (raw and not raw.endswith("\n")) or (
+                len(kept) != sum(1 for line in raw.splitlines() if line.strip())
+            ):
+                self.records = kept
+                _atomic_write(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._fh: io.TextIOWrapper | None = self.jsonl_path.open("a", encoding="utf-8")
 
     def _write(self, event: str, record: Mapping[str, Any], required: Sequence[str]) -> None:

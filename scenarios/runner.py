@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from scenarios.context import (
 )
 from scenarios.report import MetricsWriter, write_summary
 from scenarios.schema import Scenario
+from server.checkpoint import has_checkpoint, prune
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +148,34 @@ def _paired_change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
     }
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what ``timeout``, SLURM and ``docker stop`` send) raises KeyboardInterrupt, so
+    a terminated run checkpoints and writes its summary exactly like Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) ``scenario`` into ``run_dir``; returns the summary written there."""
+    with sigterm_as_interrupt():
+        return _run_scenario(scenario, run_dir, resume)
+
+
+def _run_scenario(scenario: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     s = scenario
     if not s.models_needed:
         from scenarios.sim_gatherer import run_timing_only
@@ -207,15 +236,24 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
         ckpt_dir = run_dir / "checkpoints"
         clock = {"virtual_s": 0.0, "wall_offset": 0.0}
         resumed_round = None
-        if resume and (ckpt_dir / "latest.json").exists():
-            extra = trainer.load_checkpoint(ckpt_dir)
-            clock.update(extra.get("clock", {}))
-            resumed_round = trainer.state.round
+        if resume:
+            # no checkpoint yet (killed before the first one): start over, dropping the
+            # records the dead run wrote; a damaged one falls back or raises CheckpointError
+            resumed_round = 0
+            if has_checkpoint(ckpt_dir):
+                extra = trainer.load_checkpoint(ckpt_dir)
+                clock.update(extra.get("clock", {}))
+                resumed_round = trainer.state.round
+                for note in extra.get("checkpoint_skipped", []):
+                    print(f"[fedgrpo] checkpoint refused: {note}; resuming from {extra['checkpoint']}")
             log.info("resumed %s at round %d", run_dir, resumed_round)
+        if hasattr(gatherer, "open_journal"):  # sim: replay restores the simulator exactly
+            gatherer.open_journal(run_dir / "sim_journal.jsonl", resumed_round)
         writer = MetricsWriter(run_dir, csv=s.outputs.csv, resume_after_round=resumed_round)
         start = time.perf_counter() - clock["wall_offset"]
         lora = lora_bytes_per_round(model.config, rank=8, clients_per_round=1)
         status = "finished"
+        error: str | None = None
         evals = [r for r in writer.records if r.get("event") == "eval"]
         try:
             if not evals and s.eval.at_start:
@@ -258,7 +296,7 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 if (s.checkpoint.every and r % s.checkpoint.every == 0) or r == s.rounds:
                     clock["wall_offset"] = time.perf_counter() - start
                     trainer.save_checkpoint(ckpt_dir, {"clock": clock})
-                    _prune(ckpt_dir, s.checkpoint.keep)
+                    prune(ckpt_dir, s.checkpoint.keep)
                 bar.update(1)
                 bar.set_postfix(
                     reward=f"{rec['reward_mean'] or 0:.2f}",
@@ -266,10 +304,14 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                     acc=f"{evals[-1]['mean_accuracy']:.3f}" if evals else "-",
                 )
             bar.close()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _sigterm_as_interrupt)
             status = "interrupted"
             clock["wall_offset"] = time.perf_counter() - start
             trainer.save_checkpoint(ckpt_dir, {"clock": clock})
+            raise
+        except BaseException as exc:
+            status = "failed"
+            error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             writer.close()
@@ -297,14 +339,10 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
                 "virtual_s": round(clock["virtual_s"], 3),
                 "status": status,
             }
+            if error is not None:
+                summary["error"] = error
             write_summary(run_dir, summary)
         return summary
     finally:
         if closer is not None:
             closer()
-
-
-def _prune(ckpt_dir: Path, keep: int) -> None:
-    files = sorted(ckpt_dir.glob("round-*.pt"))
-    for old in files[:-keep]:
-        old.unlink(missing_ok=True)

@@ -125,6 +125,9 @@ def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> dict[str, An
     }
 
 
+_JOURNAL_KEYS = ("round_index", "questions", "candidates", "experts", "domains", "answers")
+
+
 class SimGatherer:
     """One simulated round per :meth:`gather` call, with real scorers producing the rewards."""
 
@@ -151,7 +154,47 @@ class SimGatherer:
     def _on_end(self, outcome: RoundOutcome, record: dict[str, Any]) -> None:
         self._outcome, self._record = outcome, record
 
+    # ------------------------------------------------------------- exact resume
+    journal: Path | None = None
+
+    def open_journal(self, path: Path, resume_round: int | None) -> None:
+        """Record every round's input in ``path`` (one JSON line per round). Resuming at
+        ``resume_round`` replays the journal's first rounds through the simulator, so its
+        state -- virtual clock, device queues and stragglers, random streams, availability,
+        async buffers -- is exactly the uninterrupted run's; later lines are dropped."""
+        import json
+
+        self.journal = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume_round:
+            path.write_text("")
+            return
+        from scenarios.report import read_records
+        from server.checkpoint import CheckpointError
+
+        entries = read_records(path) if path.exists() else []
+        if len(entries) < resume_round:
+            raise CheckpointError(
+                f"{path} holds {len(entries)} rounds but the checkpoint is at round "
+                f"{resume_round}; the simulator cannot be restored exactly: start afresh"
+            )
+        for entry in entries[:resume_round]:
+            self._step(GatherRequest(**{k: entry[k] for k in _JOURNAL_KEYS}))
+        path.write_text("".join(json.dumps(e) + "\n" for e in entries[:resume_round]))
+
+    def _log(self, request: GatherRequest) -> None:
+        if self.journal is None:
+            return
+        import json
+
+        with self.journal.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({k: getattr(request, k) for k in _JOURNAL_KEYS}) + "\n")
+
     def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
+        self._log(request)
+        return self._step(request)
+
+    def _step(self, request: GatherRequest) -> GatherResult:
         self._input = self._round_input_cls(
             questions=request.questions,
             domains=request.domains,

@@ -12,9 +12,7 @@ the *initial* (frozen) server model so they never drift during training.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -337,10 +335,13 @@ class FedGRPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
-        """Atomically write ``directory/round-XXXXX.pt`` and point ``latest`` at it."""
+        """Write ``directory/round-XXXXX.pt`` atomically with its checksum (server.checkpoint)."""
+        import io
+
         import torch
 
-        directory.mkdir(parents=True, exist_ok=True)
+        from server.checkpoint import write_checkpoint
+
         payload = {
             "round": self.state.round,
             "seed": self.seed,
@@ -352,21 +353,25 @@ class FedGRPOTrainer:
             "torch_rng": torch.get_rng_state(),
             "extra": extra or {},
         }
-        path = directory / f"round-{self.state.round:05d}.pt"
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        latest_tmp = directory / "latest.json.tmp"
-        latest_tmp.write_text(json.dumps({"path": path.name, "round": self.state.round}))
-        os.replace(latest_tmp, directory / "latest.json")
-        return path
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        return write_checkpoint(directory, self.state.round, buf.getvalue())
 
     def load_checkpoint(self, directory: Path) -> dict[str, Any]:
-        """Restore from ``directory/latest.json``; returns the checkpoint's ``extra``."""
+        """Restore from the newest good checkpoint in ``directory``; returns its ``extra``.
+
+        A damaged newest file falls back to an older good one (logged, naming both); none
+        good raises :class:`server.checkpoint.CheckpointError`."""
+        import io
+
         import torch
 
-        latest = json.loads((directory / "latest.json").read_text())
-        payload = torch.load(directory / latest["path"], weights_only=False)
+        from server.checkpoint import read_checkpoint
+
+        loaded = read_checkpoint(
+            directory, lambda data: torch.load(io.BytesIO(data), weights_only=False)
+        )
+        payload = loaded.payload
         if payload["seed"] != self.seed:
             raise ConfigError(
                 f"checkpoint was written with seed {payload['seed']} but this run uses {self.seed}; "
@@ -376,11 +381,14 @@ class FedGRPOTrainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state.round = int(payload["round"])
         if payload.get("competence"):
-            loaded = CompetenceMatrix.from_json(payload["competence"])
+            loaded_competence = CompetenceMatrix.from_json(payload["competence"])
             if self.competence is None:
-                self.competence = loaded
+                self.competence = loaded_competence
             else:
-                self.competence.restore(loaded)  # the selector holds this very object
+                self.competence.restore(loaded_competence)  # the selector holds this object
         random.setstate(payload["python_random"])
         torch.set_rng_state(payload["torch_rng"])
-        return dict(payload.get("extra", {}))
+        extra = dict(payload.get("extra", {}))
+        extra["checkpoint"] = loaded.path.name
+        extra["checkpoint_skipped"] = loaded.skipped
+        return extra

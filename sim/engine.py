@@ -219,6 +219,7 @@ class _Job:
         "fn",
         "half",
         "online_until",
+        "req_bytes",
         "resp_bytes",
         "rr",
         "t_sent",
@@ -542,6 +543,7 @@ class Simulator:
             else self._req_overhead + k * self._est_bytes_per_cand
         )
         job.resp_bytes = self._resp_overhead + k * self._resp_per_value
+        job.req_bytes = req_bytes
         rr.bytes_sent += req_bytes
         self.events += 1  # inline _timeout
         job.fn = self._h_arrive
@@ -559,6 +561,7 @@ class Simulator:
         until = dev.avail.online_until(self.env._now)
         if until is None:
             job.rr.offline += 1
+            job.rr.bytes_sent -= job.req_bytes  # no connection: the request never went out
             delay = max(0.0, job.t_sent + self.config.connect_timeout_s - self.env.now)
             self._timeout(delay, self._h_offline_fail, job)
             return

@@ -194,9 +194,9 @@ class ZooSpec:
     suite: SuiteSpec = field(default_factory=SuiteSpec)
     partition: PartitionSpec = field(default_factory=PartitionSpec)
     expert_arch: TinyArch = field(default_factory=TinyArch)
-    expert_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400))
+    expert_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=250))
     base_arch: TinyArch = field(default_factory=TinyArch)
-    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=700))
+    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600))
     base_per_domain: int | None = None
     base_misconception_rate: float = 0.7
     # Fraction of the base's SFT completions given an off-format final line (see DataSpec).
