@@ -148,6 +148,14 @@ def _run_fedpetuning(row: Row, seed: int, out: Path) -> Result:
     )
 
 
+def _with_rounds(row: Row, rounds: int) -> Row:
+    from dataclasses import replace
+
+    if any(o.startswith("rounds=") for o in row.overrides):
+        return row
+    return replace(row, overrides=(*row.overrides, f"rounds={rounds}", f"eval.every={rounds}"))
+
+
 def run_one(row: Row, seed: int, out: str) -> Result:
     import torch
 
@@ -286,10 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="main,population,clients", help="row groups (default all)")
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results directory")
+    ap.add_argument("--rounds", type=int, help="override every row's rounds (smoke runs)")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "paper_table_accuracy.png")
     args = ap.parse_args(argv)
     wanted = set(args.rows.split(","))
     rows = [r for r in ROWS if r.group in wanted]
+    if args.rounds:
+        rows = [_with_rounds(r, args.rounds) for r in rows]
     start = time.perf_counter()
     prebuild(rows)
     jobs = [(r, seed) for seed in range(args.seeds) for r in rows]

@@ -232,6 +232,7 @@ class _Job:
     compute: float
     crash_u: float
     crash_at: float
+    req_bytes: int
     resp_bytes: int
     online_until: float
 

@@ -3,7 +3,7 @@
     python tests/resume_driver.py RUN_DIR [--resume] [--kill POINT:N] [--set K=V ...]
 
 POINT is where the process sends itself SIGKILL -- a real kill -9, no cleanup, no finally:
-``step:N`` as round N starts, ``update:N`` in round N between gathering and the GRPO update,
+``step:N`` as round N starts (``term:N`` sends SIGTERM there instead), ``update:N`` in round N between gathering and the GRPO update,
 ``eval:N`` during the N-th evaluation, ``write:N`` on the N-th atomic file write of a
 checkpoint, after half the bytes are in its temp file. Used by tests/test_resume.py.
 """
@@ -16,6 +16,7 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,8 +30,8 @@ SHRINK = [
 ]  # fmt: skip
 
 
-def tiny_zoo() -> None:
-    import scenarios.context as context
+def tiny_spec(real: Any) -> Any:
+    """``scenarios.context.zoo_spec`` shrunk to the tiny test zoo."""
     from server.zoo.architectures import TinyArch
     from server.zoo.train import TrainConfig
 
@@ -38,11 +39,16 @@ def tiny_zoo() -> None:
     quick = TrainConfig(steps=3, batch_size=8)
     # a base that writes the answer format often enough for rewards to vary (~2 s to train)
     base = TrainConfig(steps=250, batch_size=16, warmup_steps=10)
-    real = context.zoo_spec
-    context.zoo_spec = lambda s: replace(  # type: ignore[assignment]
+    return lambda s: replace(
         real(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=base,
         weak_steps=2,
     )
+
+
+def tiny_zoo() -> None:
+    import scenarios.context as context
+
+    context.zoo_spec = tiny_spec(context.zoo_spec)  # type: ignore[assignment]
 
 
 def die() -> None:
@@ -53,12 +59,15 @@ def arm(point: str, n: int) -> None:
     import server.checkpoint as ckpt
     from server.trainer import FedGRPOTrainer
 
-    if point == "step":
+    if point in ("step", "term"):
         step = FedGRPOTrainer.step
 
         def killing_step(self: FedGRPOTrainer) -> dict:
             if self.state.round == n:
-                die()
+                if point == "term":  # what `timeout`, SLURM and `docker stop` send
+                    os.kill(os.getpid(), signal.SIGTERM)
+                else:
+                    die()
             return step(self)
 
         FedGRPOTrainer.step = killing_step  # type: ignore[method-assign]
@@ -109,7 +118,11 @@ def main() -> int:
     from scenarios.runner import run_scenario
 
     s = load_scenario(ROOT / "scenarios" / "quickstart.yaml", [*SHRINK, *args.set])
-    summary = run_scenario(s, args.run_dir, resume=args.resume)
+    try:
+        summary = run_scenario(s, args.run_dir, resume=args.resume)
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
     print(summary["status"], summary["rounds_completed"])
     return 0
 

@@ -231,3 +231,23 @@ def test_default_output_dirs(tmp_path: Path) -> None:
     b = make_run(tmp_path, "b", 0, [0.1, 0.3])
     files = make_report([a, b])
     assert files[0].parent.parent == tmp_path and files[0].parent.name.startswith("comparison-")
+
+
+def test_torn_last_line_is_dropped_before_appending(tmp_path: Path) -> None:
+    with MetricsWriter(tmp_path, csv=True) as w:
+        for r in range(1, 4):
+            w.round(round_record(r, float(r)))
+    with (tmp_path / METRICS_JSONL).open("a") as fh:
+        fh.write('{"event": "round", "rou')  # killed mid-write
+    for _ in range(2):  # a resume, then a second resume of the resumed run
+        with MetricsWriter(tmp_path, resume_after_round=3) as w2:
+            assert [r["round"] for r in w2.records] == [1, 2, 3]
+    with MetricsWriter(tmp_path, resume_after_round=3) as w3:
+        w3.round(round_record(4, 4.0))
+    lines = (tmp_path / METRICS_JSONL).read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [1, 2, 3, 4]  # every line parses
+    import csv
+
+    with (tmp_path / "metrics.csv").open() as fh:
+        assert [int(row["round"]) for row in csv.DictReader(fh)] == [1, 2, 3, 4]
+    assert load_run(tmp_path).summary["rounds_completed"] == 4

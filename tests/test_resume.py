@@ -90,3 +90,46 @@ def test_killed_eleven_times_and_resumed_equals_the_straight_run(
     assert summary["status"] == "finished"
     assert summary["total_bytes"] == straight_summary["total_bytes"]  # nothing counted twice
     assert summary["final_mean_accuracy"] == straight_summary["final_mean_accuracy"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_writes_the_summary_like_ctrl_c(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    proc = _driver(run, env, "--kill", "term:3")
+    assert proc.returncode == 130 and proc.stdout.strip().endswith("interrupted"), proc.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] == 3
+    assert (run / "checkpoints" / "round-00003.pt").exists()
+    final = _driver(run, env, "--resume")
+    assert final.returncode == 0 and final.stdout.strip().endswith("finished 6"), final.stderr[-2000:]
+
+
+def test_resume_with_no_good_checkpoint_exits_with_a_clear_error(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """64 flipped bytes used to load silently and end "finished" with accuracy 0.000."""
+    import scenarios.cli as cli
+    import scenarios.context as context
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from resume_driver import SHRINK, tiny_spec
+
+    monkeypatch.setattr(context, "zoo_spec", tiny_spec(context.zoo_spec))
+    monkeypatch.setenv("FEDGRPO_MODELS_DIR", env["FEDGRPO_MODELS_DIR"])
+    sets = [a for kv in SHRINK for a in ("--set", kv)]
+    assert cli.main(["run", str(ROOT / "scenarios" / "quickstart.yaml"), "--out-root", str(tmp_path),
+                     *sets, "--rounds", "2"]) == 0  # fmt: skip
+    (run,) = (tmp_path / "quickstart").iterdir()
+    ckpt = run / "checkpoints" / "round-00002.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 64])
+    ckpt.write_bytes(bytes(data))
+    capsys.readouterr()
+    code = cli.main(["run", "--resume", str(run), "--rounds", "4", *sets])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no good checkpoint in" in err and "round-00002.pt: checksum mismatch" in err
+    assert "Traceback" not in err

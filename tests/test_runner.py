@@ -47,7 +47,8 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Any:
         context,
         "zoo_spec",
         lambda s: replace(
-            real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick
+            real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick,
+            weak_steps=3,
         ),
     )
     mp.setenv("FEDGRPO_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
@@ -138,3 +139,24 @@ def test_graph_show_prints_neighbours_routing_and_saves_the_matrix(
     assert text.count("   experts: ") == 3
     saved = json.loads((tmp_path / "competence.json").read_text())
     assert saved  # the K x |D_aux| matrix, loadable by CompetenceMatrix.from_json
+
+
+def test_a_run_that_dies_is_recorded_as_failed_with_its_error(
+    tiny_zoo: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scenarios.runner import run_scenario
+    from server.trainer import FedGRPOTrainer
+
+    step = FedGRPOTrainer.step
+
+    def dying(self: FedGRPOTrainer) -> dict[str, Any]:
+        if self.state.round == 1:
+            raise BrokenPipeError("[Errno 32] Broken pipe")
+        return step(self)
+
+    monkeypatch.setattr(FedGRPOTrainer, "step", dying)
+    with pytest.raises(BrokenPipeError):
+        run_scenario(_shrunk("quickstart"), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["rounds_completed"] == 1
+    assert summary["error"] == "BrokenPipeError: [Errno 32] Broken pipe"
