@@ -14,7 +14,13 @@ from server.errors import FedGRPOError
 def _models_build(args: argparse.Namespace) -> int:
     from server.zoo.commands import build_default_zoo
 
-    build_default_zoo(Path(args.models_dir), workers=args.workers)
+    spec = None
+    if args.scenario:
+        from scenarios.context import zoo_spec
+        from scenarios.loader import load_scenario
+
+        spec = zoo_spec(load_scenario(Path(args.scenario)))
+    build_default_zoo(Path(args.models_dir), spec, workers=args.workers)
     return 0
 
 
@@ -60,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="build and evaluate the offline model zoo")
     msub = models.add_subparsers(dest="models_command", required=True)
     build = msub.add_parser("build", help="train (or reuse from cache) the experts and server base")
+    build.add_argument(
+        "scenario", nargs="?", metavar="SCENARIO",
+        help="build the models this scenario uses (default: the default zoo)",
+    )
     build.add_argument("--models-dir", default="models", help="model cache directory")
     build.add_argument("--workers", type=int, default=2, help="parallel training processes")
     build.set_defaults(func=_models_build)

@@ -160,3 +160,37 @@ def test_a_run_that_dies_is_recorded_as_failed_with_its_error(
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["rounds_completed"] == 1
     assert summary["error"] == "BrokenPipeError: [Errno 32] Broken pipe"
+
+
+def test_models_build_takes_a_scenario(
+    tiny_zoo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from server.cli import main
+
+    shrunk = tmp_path / "pop.yaml"
+    text = (LIBRARY / "population.yaml").read_text().replace("train_per_domain: 2000", "train_per_domain: 40")
+    shrunk.write_text(text.replace("name: population", "name: pop"))
+    assert main(["models", "build", str(shrunk), "--models-dir", os.environ["FEDGRPO_MODELS_DIR"]]) == 0
+    out = capsys.readouterr().out
+    assert "21 models ready" in out and "expert-19" in out
+
+
+@pytest.mark.parametrize("name", ["async-staleness", "stragglers"])
+def test_resume_is_exact_in_async_mode_and_under_stragglers(
+    name: str, tiny_zoo: None, tmp_path: Path
+) -> None:
+    """Every field of every record (but wall-clock compute_s) equals the uninterrupted run."""
+    from scenarios.runner import run_scenario
+
+    extra = ["rounds=4", "eval.every=2", "checkpoint.every=2"]
+    run_scenario(_shrunk(name, extra), tmp_path / "a")
+    run_scenario(_shrunk(name, [*extra, "rounds=2"]), tmp_path / "b")
+    run_scenario(_shrunk(name, extra), tmp_path / "b", resume=True)
+
+    def rows(d: Path) -> list[dict[str, Any]]:
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "compute_s"} for x in lines]
+
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")

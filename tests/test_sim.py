@@ -112,6 +112,21 @@ def test_offline_devices_are_counted_and_noticed_after_connect_timeout() -> None
     assert rows and all(r["latency_s"] == pytest.approx(2.0) for r in rows)
 
 
+def test_requests_to_offline_devices_are_not_counted_as_sent() -> None:
+    def run(mean_off_s: float) -> Any:
+        av = AvailabilitySpec("markov", mean_on_s=1e-3, mean_off_s=mean_off_s)  # ~always off
+        cfg = SimConfig(clients(6, availability=av), policy=RoundPolicy(deadline_s=60.0, max_retries=0))
+        return run_simulation(cfg, rounds=4, seed=1)
+
+    off = run(1e9)
+    assert sum(off.column("offline")) == sum(off.column("asked")) > 0
+    assert sum(off.column("bytes_sent")) == 0  # nothing was ever transmitted
+    on = run_simulation(
+        SimConfig(clients(6), policy=RoundPolicy(deadline_s=60.0, max_retries=0)), rounds=4, seed=1
+    )
+    assert sum(on.column("bytes_sent")) > 0
+
+
 # --------------------------------------------------------------------------- speed
 
 
