@@ -5,10 +5,13 @@ project's model cache, then reused by `make demo`), five simulated expert client
 confidence graph, rewards only. Held-out data the policy never trained on, greedy decoding.
 
 The margins are sized for zoos built on other machines (float results differ in the last bits,
-so weights differ): the measured gain is about +20 points with p < 1e-10 on zoos built with 1
-and with 2 torch threads and on several seeds; the test asks for +8 points and p < 1e-4. The
-control shuffles the rewards inside each group, which keeps their spread and destroys which
-candidate earned them: the same assertion must then fail, so the test cannot pass by itself.
+so weights differ). Measured with this test's settings (30 rounds), seeds 0/1/2: on a zoo built
+with one torch thread per training process (what `make` does) +14.0 / +14.8 / +16.4 points,
+p <= 5e-13; on a zoo built with two threads (`fedgrpo models build --workers 1`; different
+weights, base 0.326 instead of 0.332) +18.8 / +19.2 / +17.2, p <= 2e-15. The test asks for
++8 points and p < 1e-4. The control shuffles the rewards inside each group, which keeps
+their spread and destroys which candidate earned them: measured -5.4 / -9.6 points (zoo 1,
+seeds 0/1) and -1.0 (zoo 2, seed 0); the same assertion must then fail, so the test cannot pass by itself.
 """
 
 from __future__ import annotations
