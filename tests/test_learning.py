@@ -27,19 +27,40 @@ from scenarios.loader import load_scenario
 ROOT = Path(__file__).resolve().parent.parent
 MIN_GAIN = 0.08
 MAX_P = 1e-4
+SETS = ["rounds=30", "eval.every=0", "checkpoint.every=0", "outputs.progress=false"]
+SHUFFLED = "server.grpo.shuffle_rewards=true"
 
 
-def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> dict[str, Any]:
+def _scenario(*overrides: str) -> Any:
+    return load_scenario(ROOT / "scenarios" / "quickstart.yaml", [*SETS, *overrides])
+
+
+def _run(run_dir: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+    """One run in a worker process (one torch thread: the scenario's server.threads)."""
     from scenarios.runner import run_scenario
 
-    monkeypatch.setenv(
-        "FEDGRPO_MODELS_DIR", os.environ.get("FEDGRPO_MODELS_DIR", str(ROOT / "models"))
-    )
-    s = load_scenario(
-        ROOT / "scenarios" / "quickstart.yaml",
-        ["rounds=30", "eval.every=0", "checkpoint.every=0", "outputs.progress=false", *overrides],
-    )
-    return run_scenario(s, tmp_path / "run")
+    return run_scenario(_scenario(*overrides), Path(run_dir))
+
+
+@pytest.fixture(scope="module")
+def summaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The run and its shuffled-reward control, side by side on the two cores."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from scenarios.context import build_context, load_scorers
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEDGRPO_MODELS_DIR", os.environ.get("FEDGRPO_MODELS_DIR", str(ROOT / "models")))
+    load_scorers(build_context(_scenario()))  # build the zoo and its ONNX exports once, here
+    out = tmp_path_factory.mktemp("learning")
+    try:
+        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+            normal = pool.submit(_run, str(out / "normal"), ())
+            shuffled = pool.submit(_run, str(out / "shuffled"), (SHUFFLED,))
+            return {"normal": normal.result(), "shuffled": shuffled.result()}
+    finally:
+        mp.undo()
 
 
 def _learned(summary: dict[str, Any]) -> bool:
@@ -49,10 +70,8 @@ def _learned(summary: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
-def test_short_fedgrpo_run_raises_held_out_accuracy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    summary = _run(tmp_path, monkeypatch)
+def test_short_fedgrpo_run_raises_held_out_accuracy(summaries: dict[str, dict[str, Any]]) -> None:
+    summary = summaries["normal"]
     change = summary["accuracy_change"]
     assert change["items"] == 500
     assert _learned(summary), (summary["initial_mean_accuracy"], summary["final_mean_accuracy"], change)
@@ -61,8 +80,8 @@ def test_short_fedgrpo_run_raises_held_out_accuracy(
 
 
 @pytest.mark.slow
-def test_shuffled_rewards_do_not_teach(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    summary = _run(tmp_path, monkeypatch, "server.grpo.shuffle_rewards=true")
+def test_shuffled_rewards_do_not_teach(summaries: dict[str, dict[str, Any]]) -> None:
+    summary = summaries["shuffled"]
     assert not _learned(summary), summary["accuracy_change"]
     gain = summary["final_mean_accuracy"] - summary["initial_mean_accuracy"]
     assert gain < MIN_GAIN / 2, gain
