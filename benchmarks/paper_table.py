@@ -93,16 +93,13 @@ def _scenario(row: Row, seed: int, extra: tuple[str, ...] = ()) -> Any:
 
 
 def _run_fedgrpo(row: Row, seed: int, out: Path) -> Result:
+    from scenarios.report import read_records
     from scenarios.runner import run_scenario
 
     s = _scenario(row, seed, ("checkpoint.every=0",))
     run_dir = out / f"{row.name}-s{seed}"
     summary = run_scenario(s, run_dir)
-    evals = [
-        json.loads(line)
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-        if line.strip() and json.loads(line).get("event") == "eval"
-    ]
+    evals = [r for r in read_records(run_dir / "metrics.jsonl") if r.get("event") == "eval"]
     change = summary.get("accuracy_change") or {}
     return Result(
         row.name, seed, summary["initial_mean_accuracy"], summary["final_mean_accuracy"],

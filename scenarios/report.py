@@ -160,15 +160,14 @@ class MetricsWriter:
         self._csv_columns: list[str] = []
         if self.jsonl_path.exists():
             raw = self.jsonl_path.read_text(encoding="utf-8")
-            self.records = read_records(self.jsonl_path)
+            self.records = parse_records(raw, self.jsonl_path)
             kept = self.records
             if resume_after_round is not None:
                 kept = [r for r in self.records if int(r.get("round", 0)) <= resume_after_round]
-            # rewrite when records were dropped or the last line is torn (a crash mid-write):
-            # appending after a torn line would glue the next record onto it
-            if len(kept) != len(self.records) or (raw and not raw.endswith("\n")) or (
-                len(kept) != sum(1 for line in raw.splitlines() if line.strip())
-            ):
+            # rewrite when records were dropped or the last line is torn (a crash mid-write;
+            # a record's newline is written with it): appending after a torn line would
+            # glue the next record onto it
+            if len(kept) != len(self.records) or (raw and not raw.endswith("\n")):
                 self.records = kept
                 _atomic_write(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._fh: io.TextIOWrapper | None = self.jsonl_path.open("a", encoding="utf-8")
@@ -241,8 +240,13 @@ def write_summary(run_dir: str | os.PathLike[str], summary: Mapping[str, Any]) -
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Records of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
+    return parse_records(path.read_text(encoding="utf-8"), path)
+
+
+def parse_records(text: str, path: Path) -> list[dict[str, Any]]:
+    """:func:`read_records` of text already read from ``path`` (named in errors)."""
     out: list[dict[str, Any]] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text.splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
