@@ -50,7 +50,7 @@ from server.rounds import (
 from sim.availability import Availability
 from sim.config import ClientSpec, SimConfig
 from sim.devices import size_factor
-from sim.rng import ClientStream, server_rng, stream_generator
+from sim.rng import ClientStream, round_streams, server_rng
 
 __all__ = [
     "CompetenceRewards",
@@ -222,6 +222,7 @@ class _Job:
         "req_bytes",
         "resp_bytes",
         "rr",
+        "rstream",
         "t_sent",
         "t_start",
         "values",
@@ -235,6 +236,7 @@ class _Job:
     req_bytes: int
     resp_bytes: int
     online_until: float
+    rstream: ClientStream | None
 
     def __init__(
         self, rr: _RoundRun, a: Assignment, attempt: int, t_sent: float, dev: _Device
@@ -263,6 +265,7 @@ class _Device:
         "sec_fixed",
         "sec_per_cand",
         "speed_sigma",
+        "stream_round",
         "up_bps",
     )
 
@@ -270,9 +273,10 @@ class _Device:
         self.avail = avail
         self.busy = False
         self.queue: deque[_Job] = deque()
-        # random streams, created on first use (most of 10k clients may never be asked)
+        # this round's random streams (set at the start of each round the client is asked in)
         self.req: ClientStream | None = None
         self.reward: ClientStream | None = None
+        self.stream_round = -1
         self.rtt_mu = self.rtt_sigma = self.speed_sigma = 0.0
         self.sec_fixed = 0.0  # overhead + decode per request
         self.sec_per_cand = 0.0  # prefill time per candidate
@@ -406,7 +410,7 @@ class Simulator:
         self.record_requests = record_requests
         self.env = _Env()
         self._push = self.env.push
-        self.rng = server_rng(seed)
+        self.rng = server_rng(seed, 0)  # replaced at each round start
         self.events = 0
         self.requests: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
@@ -459,15 +463,25 @@ class Simulator:
         self._cancel_queued = cfg.cancel_queued
         self._model_bytes = isinstance(self.reward, ModelRewards)
 
-    # Streams are created on first use (most of 10k clients may never be asked).
+    def _open_streams(self, r: int, plan: RoundPlan) -> None:
+        """Round ``r``'s request and reward streams for every client in its plan, prefilled
+        with what the plan needs (2 normals + 2 uniforms per request, 1 uniform per
+        candidate); retries extend a stream on demand."""
+        reqs: dict[int, int] = {}
+        cands: dict[int, int] = {}
+        for a in plan.assignments:
+            c = a.client_id
+            reqs[c] = reqs.get(c, 0) + 1
+            cands[c] = cands.get(c, 0) + len(a.candidates)
+        self._set_streams(r, list(reqs), [2 * reqs[c] for c in reqs], [cands[c] for c in reqs])
 
-    def _req_stream(self, cid: int) -> ClientStream:
-        s = self.devices[cid].req = ClientStream(stream_generator(self.seed, cid, "request"))
-        return s
-
-    def _reward_stream(self, cid: int) -> ClientStream:
-        s = self.devices[cid].reward = ClientStream(stream_generator(self.seed, cid, "reward"))
-        return s
+    def _set_streams(self, r: int, clients: list[int], n_req: list[int], n_cand: list[int]) -> None:
+        req = round_streams(self.seed, r, clients, "request", n_req, n_req)
+        prefill = n_cand if isinstance(self.reward, CompetenceRewards) else [0] * len(clients)
+        rew = round_streams(self.seed, r, clients, "reward", prefill)
+        for c, s_req, s_rew in zip(clients, req, rew):
+            dev = self.devices[c]
+            dev.req, dev.reward, dev.stream_round = s_req, s_rew, r
 
     def _availability(self, cid: int, spec: ClientSpec) -> Availability:
         return spec.availability.build(spec.device, self.seed, cid)
@@ -527,8 +541,12 @@ class Simulator:
         rr.state.on_sent(a, now)
         cid = a.client_id
         dev = self.devices[cid]
-        s = dev.req or self._req_stream(cid)
+        if dev.stream_round != rr.index:  # a client added to the plan after it was built
+            self._set_streams(rr.index, [cid], [2], [len(a.candidates)])
+        s = dev.req
+        assert s is not None
         job = _Job(rr, a, attempt, now, dev)
+        job.rstream = dev.reward  # a straggler scores with its own round's stream
         rr.jobs[a.index] = job
         k = len(a.candidates)
         # fixed draws per request keep each client's stream aligned across scenarios
@@ -645,7 +663,8 @@ class Simulator:
                 self._record(job, "cancelled_running")
             return
         cid = job.cid
-        stream = dev.reward or self._reward_stream(cid)
+        stream = job.rstream
+        assert stream is not None
         job.values = list(self.reward(cid, job.a, rr.inp, stream))
         self.events += 1  # inline _timeout
         job.fn = self._h_deliver
@@ -748,6 +767,7 @@ class Simulator:
     def _start_round(self, r: int) -> _RoundRun:
         if self._freezing:
             gc.freeze()
+        self.rng = server_rng(self.seed, r)
         inp = self.round_source(r, self.rng)
         experts = inp.experts if inp.experts is not None else self._select(inp)
         if len(experts) != len(inp.questions):
@@ -762,6 +782,7 @@ class Simulator:
         plan: RoundPlan = build_plan(
             experts, dispatch, self.w.group_size, self.policy, round_id=f"r{r}"
         )
+        self._open_streams(r, plan)
         state = RoundState(plan, self.policy, self.env.now)
         rr = _RoundRun(r, state, inp, self.env.event(), [None] * len(plan.assignments))
         self.runs.append(rr)

@@ -1,32 +1,156 @@
-"""Seeding: one seed → independent, stable random streams per (client, purpose).
+"""Seeding: every draw derives from ``(seed, round, client, purpose)``.
 
-Each stream is ``numpy.random.SeedSequence(seed, spawn_key=(client_id, purpose))``: the same
-client id always gets the same stream whatever the other clients are, so changing one client's
-profile never changes another client's draws. Draws are buffered in blocks for speed (a
-Python float from a list is ~20× cheaper than a scalar numpy call); a stream's sequence of
-values depends only on the order in which *it* is consumed.
+Two kinds of stream:
+
+* **Round streams** (request timing, crash draws, rewards, the server's question sampling,
+  selection and dispatch): value ``i`` of the stream ``(seed, round, client, purpose)`` is a
+  pure function of those five numbers -- the ``i``-th output of SplitMix64 (Steele, Lea &
+  Flood 2014, the generator numpy and Java use to seed others; it passes BigCrush) started
+  from a key hashed out of ``(seed, round, client, purpose)``. So a client asked in round 7
+  draws the same numbers whatever it did in rounds 0-6, whatever the other clients are, and
+  whether or not the run was resumed. Keys and values are computed for all of a round's
+  clients in one vectorised call (:func:`round_streams`); creating a numpy ``Generator`` per
+  (client, round) costs ~35 µs, more than a whole simulated request.
+* **Time streams** (a device's on/off availability process): ``numpy.random.SeedSequence(seed,
+  spawn_key=(client, purpose))``. Availability is a function of virtual *time*, not of rounds
+  (a phone goes offline whether or not a round is running); its windows are drawn in order
+  from the client's own stream, so they also never depend on other clients or on the rounds.
+
+Draws are buffered for speed (a Python float from a list is ~20× cheaper than a scalar numpy
+call); a stream's sequence of values depends only on the order in which *it* is consumed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import numpy as np
 
-__all__ = ["PURPOSES", "ClientStream", "server_rng", "stream_generator"]
+__all__ = [
+    "PURPOSES",
+    "ClientStream",
+    "CounterGenerator",
+    "round_streams",
+    "server_rng",
+    "stream_generator",
+]
 
-#: stream purposes (part of the spawn key: never reorder, only append)
+#: stream purposes (part of the key: never reorder, only append)
 PURPOSES = {"request": 0, "availability": 1, "reward": 2, "server": 3}
 _SERVER_ID = 2**31 - 1
+_M64 = 2**64 - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_C2 = np.uint64(0x94D049BB133111EB)
+_NORMAL_SALT = 0x6A09E667F3BCC909  # separates a stream's normal draws from its uniforms
+_TWO_53 = 2.0**-53
 
 
-def stream_generator(seed: int, client_id: int, purpose: str) -> np.random.Generator:
-    return np.random.Generator(
-        np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(client_id, PURPOSES[purpose])))
-    )
+def stream_generator(
+    seed: int, client_id: int, purpose: str, round_index: int | None = None
+) -> np.random.Generator:
+    """A numpy generator for ``(seed, client, purpose)`` or ``(seed, round, client, purpose)``."""
+    key: tuple[int, ...] = (client_id, PURPOSES[purpose])
+    if round_index is not None:
+        key = (*key, round_index)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
-def server_rng(seed: int) -> np.random.Generator:
-    """The server's own stream (question sampling, selection, dispatch)."""
-    return stream_generator(seed, _SERVER_ID, "server")
+def server_rng(seed: int, round_index: int) -> np.random.Generator:
+    """The server's stream for one round (question sampling, selection, dispatch)."""
+    return stream_generator(seed, _SERVER_ID, "server", round_index)
+
+
+# ------------------------------------------------------------------ counter-based streams
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on an array of uint64 (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * _C1
+    z = (z ^ (z >> np.uint64(27))) * _C2
+    return z ^ (z >> np.uint64(31))
+
+
+def _keys(seed: int, round_index: int, clients: np.ndarray, purpose: int) -> np.ndarray:
+    """One uint64 key per client: a SplitMix64 hash chain over (seed, round, client, purpose)."""
+    h = np.full(len(clients), seed & _M64, dtype=np.uint64)
+    for part in (np.uint64(round_index & _M64), clients.astype(np.uint64), np.uint64(purpose)):
+        h = _mix((h ^ part) + _GOLDEN)
+    return h
+
+
+def _uniforms(keys: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """For each key, ``counts[k]`` uniforms in [0, 1) from index ``starts[k]``, concatenated."""
+    total = int(counts.sum())
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    idx = np.arange(total, dtype=np.int64) - first + np.repeat(starts, counts)
+    z = np.repeat(keys, counts) + (idx.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+    return (_mix(z) >> np.uint64(11)).astype(np.float64) * _TWO_53
+
+
+def _normals(keys: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Standard normals by Box-Muller, normal ``j`` from uniforms ``j`` of two salted keys."""
+    ka = keys ^ np.uint64(_NORMAL_SALT)
+    kb = _mix(ka)
+    a = _uniforms(ka, starts, counts)
+    b = _uniforms(kb, starts, counts)
+    return np.sqrt(-2.0 * np.log1p(-a)) * np.cos(2.0 * np.pi * b)
+
+
+class _Gen(Protocol):
+    def random(self, size: int) -> np.ndarray: ...
+    def standard_normal(self, size: int) -> np.ndarray: ...
+
+
+class CounterGenerator:
+    """The generator behind one round stream: ``random(n)`` / ``standard_normal(n)`` return
+    the next values of its counter sequences (what a :class:`ClientStream` refills from)."""
+
+    __slots__ = ("_key", "_n", "_u")
+
+    def __init__(self, key: int, u_used: int = 0, n_used: int = 0) -> None:
+        self._key = np.array([key], dtype=np.uint64)
+        self._u, self._n = u_used, n_used
+
+    def random(self, size: int) -> np.ndarray:
+        out = _uniforms(self._key, np.array([self._u]), np.array([size]))
+        self._u += size
+        return out
+
+    def standard_normal(self, size: int) -> np.ndarray:
+        out = _normals(self._key, np.array([self._n]), np.array([size]))
+        self._n += size
+        return out
+
+
+def round_streams(
+    seed: int,
+    round_index: int,
+    clients: Sequence[int],
+    purpose: str,
+    uniforms: Sequence[int],
+    normals: Sequence[int] | None = None,
+) -> list[ClientStream]:
+    """One stream per client for ``(seed, round, client, purpose)``, prefilled in one
+    vectorised call with ``uniforms[i]`` uniforms and ``normals[i]`` normals for client ``i``
+    (what the round is known to need; a stream extends itself past that on demand)."""
+    cl = np.asarray(clients, dtype=np.int64)
+    keys = _keys(seed, round_index, cl, PURPOSES[purpose])
+    zeros = np.zeros(len(cl), dtype=np.int64)
+    nu = np.asarray(uniforms, dtype=np.int64)
+    nn = np.asarray(normals if normals is not None else zeros, dtype=np.int64)
+    u_flat = _uniforms(keys, zeros, nu).tolist()
+    n_flat = _normals(keys, zeros, nn).tolist()
+    out: list[ClientStream] = []
+    iu = inn = 0
+    for key, ku, kn in zip(keys.tolist(), nu.tolist(), nn.tolist()):
+        s = ClientStream(CounterGenerator(key, ku, kn))
+        s._u, s._n = u_flat[iu : iu + ku], n_flat[inn : inn + kn]
+        iu += ku
+        inn += kn
+        out.append(s)
+    return out
 
 
 class ClientStream:
@@ -34,7 +158,7 @@ class ClientStream:
 
     __slots__ = ("_block", "_gen", "_n", "_ni", "_u", "_ui")
 
-    def __init__(self, gen: np.random.Generator, block: int = 64) -> None:
+    def __init__(self, gen: np.random.Generator | _Gen, block: int = 64) -> None:
         self._gen = gen
         self._block = block
         self._n: list[float] = []

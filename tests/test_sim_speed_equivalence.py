@@ -8,7 +8,13 @@ so that a last-ulp difference of the platform's libm does not count as a change.
 
 Re-pinned once on purpose: requests to offline devices are no longer counted in
 ``bytes_sent`` (they were never transmitted). With that one line reverted the old digests
-still match, so nothing else changed."""
+still match, so nothing else changed.
+
+Re-pinned a second time on purpose: request, reward and server draws now derive from
+``(seed, round, client, purpose)`` (``sim.rng.round_streams``) instead of advancing one stream
+per client across rounds. The distributions are unchanged (over 6 seeds × 2,000 clients ×
+10 rounds: coverage 0.9764 ± 0.0014 before, 0.9750 ± 0.0023 after; crashes 38.0 vs 36.7 per
+run); ``tests/test_rng.py`` pins the new property itself."""
 
 from __future__ import annotations
 
@@ -28,17 +34,17 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "sync": (
         dict(deadline_s=20.0, over_selection=0.5, max_retries=1),
         {},
-        "1ced69aba6ee8fd902c70212dd68ec007e0fed2c91826802648ccc9d8dea4cc8",
+        "4e4635c31f4e32a68f971a7f445e79cd5c9737d2ef64bbe7f30a2abf5fdfed4a",
     ),
     "round_quorum": (
         dict(deadline_s=20.0, over_selection=0.5, round_quorum=0.8),
         {},
-        "9593f2892fa4facb59c58dc8da265eb3e6f2cc3ba0dc9a0894467819fe08018e",
+        "ebcbc5c449ecec2e014bd67c6de44cf202003f2e8bba25ec610837f060b6fb5d",
     ),
     "async_backoff": (
         dict(deadline_s=8.0, over_selection=0.5, max_retries=2, retry_backoff_s=0.5),
         dict(mode="async", max_staleness=2),
-        "b32fd073ad092e8b4408c771c02b7de218772b18e3e96adbe4889719c18d8865",
+        "42ffdb58f1b51657e97c03a7ec11a729963bab2356373ca22ee2cfa0f96a3b84",
     ),
 }
 
