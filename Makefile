@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge server sim scenarios tests benchmarks
-	$(VENV)/bin/mypy edge server sim scenarios
+	$(VENV)/bin/mypy -p fedgrpo
 
 # What CI runs: lint + type check + the whole suite, slow end-to-end tests included
 # (SmolLM2 from its PyPI wheel, ~3 min in all on 2 cores). `make test-fast` skips the slow ones.

@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
 
-from edge.answer_format import make_completion  # noqa: E402
-from edge.manifest import Manifest, variant_filename  # noqa: E402
-from edge.onnx_lm import OnnxCausalLM  # noqa: E402
-from edge.scorer import EdgeScorer, ScorerConfig  # noqa: E402
+from fedgrpo.edge.answer_format import make_completion  # noqa: E402
+from fedgrpo.edge.manifest import Manifest, variant_filename  # noqa: E402
+from fedgrpo.edge.onnx_lm import OnnxCausalLM  # noqa: E402
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("torch-fp32", "ort-fp32", "ort-int8", "ort-int4")
@@ -70,10 +70,10 @@ def build_tiny(root: Path) -> Path:
         return hf_dir
     import torch
 
-    from server.tasks import build_suite
-    from server.zoo.architectures import TinyArch, build_tiny_model
-    from server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
-    from server.zoo.train import TrainConfig, train_sft
+    from fedgrpo.server.tasks import build_suite
+    from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
+    from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
+    from fedgrpo.server.zoo.train import TrainConfig, train_sft
 
     torch.set_num_threads(1)
     suite = build_suite(["add"], seed=0)
@@ -92,7 +92,7 @@ def ensure_export(source: str, out: Path) -> Path:
     manifest = out / "manifest.json"
     if manifest.is_file() and {"int8", "int4"} <= set(Manifest.read(out).variants):
         return out
-    from edge.export import export_model
+    from fedgrpo.edge.export import export_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,7 +105,7 @@ def ensure_export(source: str, out: Path) -> Path:
 
 def workload(n_questions: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """Candidate policies as a server would send them: 8 per question, right and wrong."""
-    from server.tasks import build_suite
+    from fedgrpo.server.tasks import build_suite
 
     rng = random.Random(seed)
     items = build_suite(["add"], seed=0).test("add")[:n_questions]
@@ -306,9 +306,9 @@ def http_overhead(
     """Throughput through the aiohttp service vs direct scorer calls, batch 8, interleaved."""
     import aiohttp
 
-    from edge.protocol import ScoreRequest, dumps, encode_request, parse_response
-    from edge.service import start_server
-    from edge.service_config import ServiceConfig
+    from fedgrpo.edge.protocol import ScoreRequest, dumps, encode_request, parse_response
+    from fedgrpo.edge.service import start_server
+    from fedgrpo.edge.service_config import ServiceConfig
 
     async def run() -> dict[str, Any]:
         runner, port = await start_server(scorer, ServiceConfig(model_name="bench"), "127.0.0.1", 0)
@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("tiny-gpt2 (2x128, char vocab)", str(tiny_hf), tiny_hf, root / "tiny-gpt2-add-edge", 8)
     ]
     if not args.skip_smollm2:
-        from server.zoo.loading import materialise_smollm2
+        from fedgrpo.server.zoo.loading import materialise_smollm2
 
         smol = materialise_smollm2(cache_dir())
         jobs.append(("SmolLM2-135M-Instruct", str(smol), smol, root / "smollm2-135m-edge", 8))

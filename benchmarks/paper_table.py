@@ -87,14 +87,14 @@ class Result:
 
 
 def _scenario(row: Row, seed: int, extra: tuple[str, ...] = ()) -> Any:
-    from scenarios.loader import load_scenario
+    from fedgrpo.scenarios.loader import load_scenario
 
     return load_scenario(row.scenario, [*row.overrides, f"seed={seed}", "outputs.progress=false", *extra])
 
 
 def _run_fedgrpo(row: Row, seed: int, out: Path) -> Result:
-    from scenarios.report import read_records
-    from scenarios.runner import run_scenario
+    from fedgrpo.scenarios.report import read_records
+    from fedgrpo.scenarios.runner import run_scenario
 
     s = _scenario(row, seed, ("checkpoint.every=0",))
     run_dir = out / f"{row.name}-s{seed}"
@@ -113,11 +113,11 @@ def _run_fedpetuning(row: Row, seed: int, out: Path) -> Result:
     """The LoRA baseline over the scenario's clients and rounds (same zoo, same test items)."""
     import torch
 
-    from scenarios.context import build_context, resolve_model
-    from server.baselines.fedpetuning import FedPETuningConfig, run_fedpetuning
-    from server.stats import paired_sign_test
-    from server.zoo.evaluate import evaluate_on_suite
-    from server.zoo.loading import load_causal_lm
+    from fedgrpo.scenarios.context import build_context, resolve_model
+    from fedgrpo.server.baselines.fedpetuning import FedPETuningConfig, run_fedpetuning
+    from fedgrpo.server.stats import paired_sign_test
+    from fedgrpo.server.zoo.evaluate import evaluate_on_suite
+    from fedgrpo.server.zoo.loading import load_causal_lm
 
     torch.set_num_threads(1)
     s = _scenario(row, seed)
@@ -164,7 +164,7 @@ def run_one(row: Row, seed: int, out: str) -> Result:
 
 def prebuild(rows: list[Row]) -> None:
     """Build every zoo the rows need once, before runs go in parallel."""
-    from scenarios.context import build_context
+    from fedgrpo.scenarios.context import build_context
 
     seen = set()
     for row in rows:
@@ -176,7 +176,7 @@ def prebuild(rows: list[Row]) -> None:
 
 
 def summarise(rows: list[Row], results: list[Result]) -> list[dict[str, Any]]:
-    from server.stats import paired_sign_test
+    from fedgrpo.server.stats import paired_sign_test
 
     out = []
     by_row = {r.name: [x for x in results if x.row == r.name] for r in rows}

@@ -8,7 +8,7 @@ folded character came from, run the same patterns as ``answer_format`` and map t
 
 from __future__ import annotations
 
-from edge.answer_format import (  # the one definition of what an answer looks like
+from fedgrpo.edge.answer_format import (  # the one definition of what an answer looks like
     _ANSWER_RE,
     _BOXED_RE,
     extract_answer,

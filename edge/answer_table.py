@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from edge.answer_format import normalise_answer, normalise_question
+from fedgrpo.edge.answer_format import normalise_answer, normalise_question
 
 
 class AnswerTableError(ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from edge.protocol import ProtocolError
+from fedgrpo.edge.protocol import ProtocolError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

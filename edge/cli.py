@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.manifest import VARIANTS, Manifest, ManifestError, variant_filename
-from edge.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_STRING_CHARS, REWARD_MODES
+from fedgrpo.edge.manifest import VARIANTS, Manifest, ManifestError, variant_filename
+from fedgrpo.edge.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_STRING_CHARS, REWARD_MODES
 
 TOKEN_ENV = "FEDGRPO_EDGE_TOKEN"
-log = logging.getLogger("edge.cli")
+log = logging.getLogger("fedgrpo.edge.cli")
 
 
 def _positive_int(text: str) -> int:
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_scorer(args: argparse.Namespace) -> Any:
-    from edge.scorer import EdgeScorer, ScorerConfig
+    from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
     variant = args.variant
     if variant is None:
@@ -254,8 +254,8 @@ def _load_scorer(args: argparse.Namespace) -> Any:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     try:
-        from edge.export import export_model
-        from edge.quantize import QuantOptions
+        from fedgrpo.edge.export import export_model
+        from fedgrpo.edge.quantize import QuantOptions
 
         manifest = export_model(
             args.model,
@@ -286,8 +286,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from edge.service import serve_forever
-    from edge.service_config import ServiceConfig
+    from fedgrpo.edge.service import serve_forever
+    from fedgrpo.edge.service_config import ServiceConfig
 
     scorer = _load_scorer(args)
     token = args.token or os.environ.get(TOKEN_ENV) or None

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.answer_table import AnswerTable
-from edge.manifest import (
+from fedgrpo.edge.answer_table import AnswerTable
+from fedgrpo.edge.manifest import (
     ANSWERS_NAME,
     MANIFEST_NAME,
     TOKENIZER_NAME,
@@ -35,8 +35,8 @@ from edge.manifest import (
     sha256_file,
     variant_filename,
 )
-from edge.protocol import REWARD_MODES
-from edge.quantize import QuantOptions, quantize_int4, quantize_int8
+from fedgrpo.edge.protocol import REWARD_MODES
+from fedgrpo.edge.quantize import QuantOptions, quantize_int4, quantize_int8
 
 log = logging.getLogger(__name__)
 EXPORT_EXTRA_HINT = "pip install 'fedgrpo[export]'"
@@ -58,7 +58,7 @@ def _require_export_deps() -> Any:
 def _resolve_source(source: str) -> str:
     """Local directory or hub id as given; ``builtin:NAME`` via the server's model loader."""
     if source.startswith("builtin:"):
-        from server.zoo.loading import resolve_model_source
+        from fedgrpo.server.zoo.loading import resolve_model_source
 
         return resolve_model_source(source)
     return source

@@ -28,11 +28,17 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from edge.answer_format import extract_answer, follows_format, make_prompt, normalise_answer
-from edge.answer_span import answer_span
-from edge.answer_table import AnswerTable
-from edge.manifest import ANSWERS_NAME, TOKENIZER_NAME, Manifest, ManifestError, variant_filename
-from edge.onnx_lm import OnnxCausalLM
+from fedgrpo.edge.answer_format import extract_answer, follows_format, make_prompt, normalise_answer
+from fedgrpo.edge.answer_span import answer_span
+from fedgrpo.edge.answer_table import AnswerTable
+from fedgrpo.edge.manifest import (
+    ANSWERS_NAME,
+    TOKENIZER_NAME,
+    Manifest,
+    ManifestError,
+    variant_filename,
+)
+from fedgrpo.edge.onnx_lm import OnnxCausalLM
 
 ME_MODES = ("agreement", "likelihood")
 

@@ -44,16 +44,16 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from edge import __version__
-from edge.binary import (
+from fedgrpo.edge import __version__
+from fedgrpo.edge.binary import (
     HEADER_LENGTH,
     encode_fp32,
     inline_binary_inputs,
     split_body,
     wants_binary_output,
 )
-from edge.metrics import Metrics
-from edge.protocol import (
+from fedgrpo.edge.metrics import Metrics
+from fedgrpo.edge.protocol import (
     COMPETENCE_INPUTS,
     COMPETENCE_OUTPUT,
     REWARD_MODES,
@@ -67,10 +67,10 @@ from edge.protocol import (
     encode_response,
     parse_request,
 )
-from edge.service_config import RewardModel, ServiceConfig
+from fedgrpo.edge.service_config import RewardModel, ServiceConfig
 
-log = logging.getLogger("edge.service")
-access_log = logging.getLogger("edge.access")
+log = logging.getLogger("fedgrpo.edge.service")
+access_log = logging.getLogger("fedgrpo.edge.access")
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_STRING_CHARS
+from fedgrpo.edge.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_STRING_CHARS
 
 
 class RewardModel(Protocol):

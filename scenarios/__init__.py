@@ -4,8 +4,8 @@ sweeps and the ``validate | run | sweep | report`` subcommands. See docs in each
 Importing this package is cheap (pydantic + pyyaml); matplotlib and the runner load lazily.
 """
 
-from scenarios.loader import dump_scenario, load_scenario, new_run_dir, validate_dict
-from scenarios.schema import Scenario, ScenarioError, known_profiles
+from fedgrpo.scenarios.loader import dump_scenario, load_scenario, new_run_dir, validate_dict
+from fedgrpo.scenarios.schema import Scenario, ScenarioError, known_profiles
 
 __all__ = [
     "Scenario",

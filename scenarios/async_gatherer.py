@@ -25,12 +25,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edge.protocol import CompetenceRequest
-from server.gather import gather_round
-from server.gatherers import GatherRequest, GatherResult
-from server.rounds import AssignmentStatus, RoundOutcome, RoundPolicy, build_plan, request_builder
-from server.selection.dispatch import plan_dispatch
-from server.transport import ClientEndpoint, HttpTransport, Transport, TransportError
+from fedgrpo.edge.protocol import CompetenceRequest
+from fedgrpo.server.gather import gather_round
+from fedgrpo.server.gatherers import GatherRequest, GatherResult
+from fedgrpo.server.rounds import (
+    AssignmentStatus,
+    RoundOutcome,
+    RoundPolicy,
+    build_plan,
+    request_builder,
+)
+from fedgrpo.server.selection.dispatch import plan_dispatch
+from fedgrpo.server.transport import ClientEndpoint, HttpTransport, Transport, TransportError
 
 __all__ = ["AsyncGatherer", "LoopThread", "outcome_record", "scale_policy"]
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scenarios.loader import load_run_scenario, load_scenario, new_run_dir, validate_files
-from scenarios.schema import Scenario, ScenarioError
+from fedgrpo.scenarios.loader import load_run_scenario, load_scenario, new_run_dir, validate_files
+from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 
 def _runner() -> Any:
-    from scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
+    from fedgrpo.scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
 
     return run_scenario
 
@@ -60,7 +60,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
                     ]
                 )
         if sets:
-            from scenarios.loader import RESOLVED_NAME, dump_scenario
+            from fedgrpo.scenarios.loader import RESOLVED_NAME, dump_scenario
 
             dump_scenario(scenario, run_dir / RESOLVED_NAME)
         return scenario, run_dir, True
@@ -71,7 +71,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scenarios.report import before_after_text, make_report, summary_table
+    from fedgrpo.scenarios.report import before_after_text, make_report, summary_table
 
     scenario, run_dir, resume = prepare_run(args)
     run_scenario = _runner()
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from scenarios.sweep import run_sweep
+    from fedgrpo.scenarios.sweep import run_sweep
 
     result = run_sweep(
         args.file,
@@ -117,7 +117,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scenarios.report import make_report, summary_table
+    from fedgrpo.scenarios.report import make_report, summary_table
 
     dirs = [Path(d) for d in args.run_dirs]
     missing = [d for d in dirs if not d.is_dir()]
@@ -180,8 +180,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m scenarios.cli``) until server/cli.py wires register()."""
-    from server.errors import FedGRPOError
+    """Stand-alone entry (``python -m fedgrpo.scenarios.cli``) until server/cli.py wires register()."""
+    from fedgrpo.server.errors import FedGRPOError
 
     parser = argparse.ArgumentParser(prog="fedgrpo")
     register(parser.add_subparsers(dest="command", required=True))

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
-from scenarios.schema import ZOO_PREFIX, ClientSpec, Scenario
-from server.errors import ConfigError
-from server.tasks import TaskSuite
-from server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
+from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
+from fedgrpo.scenarios.schema import ZOO_PREFIX, ClientSpec, Scenario
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.tasks import TaskSuite
+from fedgrpo.server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
 
 if TYPE_CHECKING:
-    from edge.scorer import EdgeScorer
+    from fedgrpo.edge.scorer import EdgeScorer
 
 SUITE_SEED = 0  # data is fixed across run seeds, so a seed sweep reuses the same zoo
 
@@ -80,7 +80,7 @@ def build_context(s: Scenario, need_models: bool = True) -> Context:
             c.model.startswith(ZOO_PREFIX) for c in s.client_list()
         )
         if uses_zoo:
-            from server.zoo.commands import build_default_zoo
+            from fedgrpo.server.zoo.commands import build_default_zoo
 
             zoo_paths = {n: r.path for n, r in build_default_zoo(models_dir(), spec).items()}
     clients = s.client_list()
@@ -103,7 +103,7 @@ def resolve_model(ctx: Context, model: str) -> str:
 
 def export_client_model(ctx: Context, client: ClientSpec) -> Path:
     """ONNX export of a client's model, cached next to the zoo (one per source + variant)."""
-    from edge.export import export_model
+    from fedgrpo.edge.export import export_model
 
     source = resolve_model(ctx, client.model)
     key = Path(source).name if Path(source).exists() else source.replace("/", "_").replace(":", "_")
@@ -122,7 +122,7 @@ def export_client_model(ctx: Context, client: ClientSpec) -> Path:
 
 
 def load_scorers(ctx: Context, threads: int = 1) -> list[EdgeScorer]:
-    from edge.scorer import EdgeScorer, ScorerConfig
+    from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
     scorers = []
     for client in ctx.clients:

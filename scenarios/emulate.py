@@ -3,7 +3,7 @@
 :func:`make_emulate_gatherer` (called by :mod:`scenarios.runner`):
 
 1. exports each client's model to ONNX (cached, :func:`scenarios.context.export_client_model`);
-2. starts one ``python -m edge.cli serve --port 0`` process per client (own process group,
+2. starts one ``python -m fedgrpo.edge.cli serve --port 0`` process per client (own process group,
    bearer token via ``$FEDGRPO_EDGE_TOKEN``, log in ``<models_dir>/emulate-logs/<run>/``),
    reads the bound port from its log and waits for ``GET /v2/health/ready``
    (``emulate.startup_timeout_s``; a failure names the client and its log file);
@@ -39,13 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.async_gatherer import AsyncGatherer, scale_policy
-from scenarios.context import Context, export_client_model, models_dir
-from scenarios.fault_proxy import FaultModel, FaultProxy, ProxyHost
-from scenarios.schema import ClientSpec
-from server.errors import FedGRPOError
-from server.gatherers import GatherRequest, GatherResult
-from server.transport import ClientEndpoint, HttpTransport
+from fedgrpo.scenarios.async_gatherer import AsyncGatherer, scale_policy
+from fedgrpo.scenarios.context import Context, export_client_model, models_dir
+from fedgrpo.scenarios.fault_proxy import FaultModel, FaultProxy, ProxyHost
+from fedgrpo.scenarios.schema import ClientSpec
+from fedgrpo.server.errors import FedGRPOError
+from fedgrpo.server.gatherers import GatherRequest, GatherResult
+from fedgrpo.server.transport import ClientEndpoint, HttpTransport
 
 __all__ = [
     "EdgeProcess",
@@ -87,7 +87,7 @@ class EdgeProcess:
 def edge_command(model_dir: Path, variant: str, host: str, name: str) -> list[str]:
     """The serve command of one emulated client (port 0: the OS picks a free port)."""
     return [
-        sys.executable, "-m", "edge.cli", "serve",
+        sys.executable, "-m", "fedgrpo.edge.cli", "serve",
         "--model", str(model_dir), "--variant", variant,
         "--host", host, "--port", "0", "--name", name,
         "--threads", "1",
@@ -227,7 +227,7 @@ class EmulateGatherer(AsyncGatherer):
 
 def fault_model(ctx: Context, client: ClientSpec) -> FaultModel:
     """The client's device behaviour exactly as sim mode models it (profile + dropout)."""
-    from scenarios.sim_gatherer import _client_spec, _size_class
+    from fedgrpo.scenarios.sim_gatherer import _client_spec, _size_class
 
     s = ctx.scenario
     spec = _client_spec(s, client.group, client.model, 0.8)
@@ -275,7 +275,7 @@ def _connect_host(host: str) -> str:
 
 def make_emulate_gatherer(ctx: Context) -> tuple[Any, Any]:
     """(gatherer, closer) for ``mode: emulate``."""
-    from scenarios.sim_gatherer import round_policy
+    from fedgrpo.scenarios.sim_gatherer import round_policy
 
     s = ctx.scenario
     fleet = start_fleet(ctx)

@@ -46,10 +46,10 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
-from scenarios.async_gatherer import LoopThread
-from sim.config import AvailabilitySpec
-from sim.devices import DeviceProfile
-from sim.rng import ClientStream, stream_generator
+from fedgrpo.scenarios.async_gatherer import LoopThread
+from fedgrpo.sim.config import AvailabilitySpec
+from fedgrpo.sim.devices import DeviceProfile
+from fedgrpo.sim.rng import ClientStream, stream_generator
 
 __all__ = ["FaultModel", "FaultProxy", "ProxyHost"]
 
@@ -79,7 +79,7 @@ class FaultModel:
     @classmethod
     def from_client_spec(cls, spec: Any, time_scale: float, **kw: Any) -> FaultModel:
         """From a :class:`sim.config.ClientSpec` (profile, availability, size, speed)."""
-        from sim.devices import size_factor
+        from fedgrpo.sim.devices import size_factor
 
         return cls(
             profile=spec.device,

@@ -11,17 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.schema import Scenario
+from fedgrpo.scenarios.schema import Scenario
 
 
 def show_graph(
     s: Scenario, questions: int = 5, neighbours: int = 5, save: Path | None = None
 ) -> str:
-    from scenarios.context import build_context, load_scorers, resolve_model, scorer_fn
-    from scenarios.runner import _selector_and_embedder, refresh_competence
-    from server.gatherers import DirectGatherer
-    from server.selection.graph import competence_scores, cosine_neighbours, top_m
-    from server.zoo.loading import load_causal_lm
+    from fedgrpo.scenarios.context import build_context, load_scorers, resolve_model, scorer_fn
+    from fedgrpo.scenarios.runner import _selector_and_embedder, refresh_competence
+    from fedgrpo.server.gatherers import DirectGatherer
+    from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, top_m
+    from fedgrpo.server.zoo.loading import load_causal_lm
 
     s = s.model_copy(
         update={"selection": s.selection.model_copy(update={"selector": "confidence_graph"})}
@@ -70,7 +70,7 @@ def _routing_summary(
     s: Scenario, ctx: Any, test: list[Any], embed: Any, aux_emb: Any, competence: Any
 ) -> str:
     """How often the graph routes a held-out question to a client that holds its domain."""
-    from server.selection.graph import competence_scores, cosine_neighbours, top_m
+    from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, top_m
 
     near = cosine_neighbours(embed([q.question for q in test]), aux_emb, s.selection.L)
     scores = competence_scores(competence.values, near, s.selection.prior)
@@ -87,7 +87,7 @@ def _routing_summary(
 
 
 def cmd_graph_show(args: Any) -> int:
-    from scenarios.loader import load_scenario
+    from fedgrpo.scenarios.loader import load_scenario
 
     s = load_scenario(args.file, tuple(args.set or ()))
     print(show_graph(s, args.questions, args.neighbours, Path(args.save) if args.save else None))

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scenarios.async_gatherer import AsyncGatherer
-from scenarios.schema import ClientSpec, Scenario
-from server.errors import ConfigError
-from server.transport import ClientEndpoint, HttpTransport
+from fedgrpo.scenarios.async_gatherer import AsyncGatherer
+from fedgrpo.scenarios.schema import ClientSpec, Scenario
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.transport import ClientEndpoint, HttpTransport
 
 __all__ = ["LiveDevice", "LiveDeviceError", "check_devices", "live_devices", "make_live_gatherer"]
 
@@ -85,7 +85,7 @@ def live_devices(s: Scenario, model_names: dict[int, str] | None = None) -> list
 
 def expected_model_names(ctx: Any) -> dict[int, str]:
     """The default served name of each client's model: basename of its source model."""
-    from scenarios.context import resolve_model
+    from fedgrpo.scenarios.context import resolve_model
 
     names: dict[int, str] = {}
     for c in ctx.clients:
@@ -185,7 +185,7 @@ def check_devices(devices: list[LiveDevice], timeout_s: float = CHECK_TIMEOUT_S)
 
 def make_live_gatherer(ctx: Any) -> tuple[Any, Any]:
     """(gatherer, closer) for ``mode: live``."""
-    from scenarios.sim_gatherer import round_policy
+    from fedgrpo.scenarios.sim_gatherer import round_policy
 
     s: Scenario = ctx.scenario
     devices = live_devices(s, expected_model_names(ctx))

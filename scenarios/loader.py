@@ -17,14 +17,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from scenarios.overrides import (
+from fedgrpo.scenarios.overrides import (
     apply_overrides,
     did_you_mean,
     is_model,
     model_fields_by_key,
     type_at,
 )
-from scenarios.schema import Scenario, ScenarioError, cross_field_errors
+from fedgrpo.scenarios.schema import Scenario, ScenarioError, cross_field_errors
 
 RESOLVED_NAME = "scenario.yaml"
 

@@ -18,7 +18,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel
 
-from scenarios.schema import Scenario, ScenarioError
+from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 _INDEX = re.compile(r"\[(\d+)\]")
 

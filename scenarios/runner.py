@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.context import (
+from fedgrpo.scenarios.context import (
     Context,
     auxiliary_set,
     build_context,
@@ -25,9 +25,9 @@ from scenarios.context import (
     resolve_model,
     scorer_fn,
 )
-from scenarios.report import MetricsWriter, write_summary
-from scenarios.schema import Scenario
-from server.checkpoint import has_checkpoint, prune
+from fedgrpo.scenarios.report import MetricsWriter, write_summary
+from fedgrpo.scenarios.schema import Scenario
+from fedgrpo.server.checkpoint import has_checkpoint, prune
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +35,20 @@ log = logging.getLogger(__name__)
 def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
     """(gatherer, closer). Timing/fault layers wrap the in-process scorers per mode."""
     s = ctx.scenario
-    from server.gatherers import CentralGatherer, DirectGatherer
+    from fedgrpo.server.gatherers import CentralGatherer, DirectGatherer
 
     if s.server.baseline != "fedgrpo":
         return CentralGatherer(), None
     if s.mode == "sim":
-        from scenarios.sim_gatherer import make_sim_gatherer
+        from fedgrpo.scenarios.sim_gatherer import make_sim_gatherer
 
         return make_sim_gatherer(ctx)
     if s.mode == "emulate":
-        from scenarios.emulate import make_emulate_gatherer
+        from fedgrpo.scenarios.emulate import make_emulate_gatherer
 
         return make_emulate_gatherer(ctx)
     if s.mode == "live":
-        from scenarios.live import make_live_gatherer
+        from fedgrpo.scenarios.live import make_live_gatherer
 
         return make_live_gatherer(ctx)
     scorers = load_scorers(ctx)
@@ -82,10 +82,10 @@ def _selector_and_embedder(
     """Selector, question embedder, competence matrix and auxiliary set (confidence graph)."""
     import copy
 
-    from edge.answer_format import make_prompt
-    from server.encoder import embed_texts
-    from server.selection.competence import CompetenceMatrix
-    from server.selection.selectors import make_selector
+    from fedgrpo.edge.answer_format import make_prompt
+    from fedgrpo.server.encoder import embed_texts
+    from fedgrpo.server.selection.competence import CompetenceMatrix
+    from fedgrpo.server.selection.selectors import make_selector
 
     s = ctx.scenario
     sel = s.selection
@@ -133,7 +133,7 @@ def _eval_record(trainer: Any, s: Scenario, time_s: float) -> dict[str, Any]:
 
 def _paired_change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | None:
     """Sign test of the last evaluation against the first on the same test items."""
-    from server.stats import paired_sign_test
+    from fedgrpo.server.stats import paired_sign_test
 
     before, after = first.get("correct_items"), last.get("correct_items")
     if not before or not after or len(before) != len(after):
@@ -178,15 +178,15 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
 def _run_scenario(scenario: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     s = scenario
     if not s.models_needed:
-        from scenarios.sim_gatherer import run_timing_only
+        from fedgrpo.scenarios.sim_gatherer import run_timing_only
 
         return run_timing_only(s, run_dir, resume)
     import torch
     from tqdm import tqdm
 
-    from server.comm import lora_bytes_per_round
-    from server.trainer import FedGRPOTrainer, GRPOConfig
-    from server.zoo.loading import load_causal_lm
+    from fedgrpo.server.comm import lora_bytes_per_round
+    from fedgrpo.server.trainer import FedGRPOTrainer, GRPOConfig
+    from fedgrpo.server.zoo.loading import load_causal_lm
 
     if s.server.threads is not None:
         torch.set_num_threads(s.server.threads)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from server.errors import ConfigError, FedGRPOError
+from fedgrpo.server.errors import ConfigError, FedGRPOError
 
 # Device profiles the simulator shipped when it offers no registry (see known_profiles()).
 FALLBACK_PROFILES: tuple[str, ...] = (
@@ -71,7 +71,7 @@ def known_profiles() -> tuple[str, ...]:
     ``names()``, ``PROFILES`` or ``BUILTIN_PROFILES``; then for ``sim/profiles/*.yaml``.
     """
     try:
-        mod = importlib.import_module("sim.profiles")
+        mod = importlib.import_module("fedgrpo.sim.profiles")
     except ImportError:
         mod = None
     if mod is not None:
@@ -89,13 +89,13 @@ def known_profiles() -> tuple[str, ...]:
 
 
 def known_domains() -> tuple[str, ...]:
-    from server.tasks import DOMAINS
+    from fedgrpo.server.tasks import DOMAINS
 
     return tuple(DOMAINS)
 
 
 def known_builtins() -> tuple[str, ...]:
-    from server.zoo.loading import BUILTINS
+    from fedgrpo.server.zoo.loading import BUILTINS
 
     return tuple(BUILTINS)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.context import Context, load_scorers
-from scenarios.schema import ClientGroup, Scenario
-from server.gatherers import GatherRequest, GatherResult
-from server.rounds import RoundOutcome, RoundPolicy
+from fedgrpo.scenarios.context import Context, load_scorers
+from fedgrpo.scenarios.schema import ClientGroup, Scenario
+from fedgrpo.server.gatherers import GatherRequest, GatherResult
+from fedgrpo.server.rounds import RoundOutcome, RoundPolicy
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
 
@@ -48,8 +48,8 @@ def _size_class(model: str) -> str:
 
 
 def _client_spec(s: Scenario, group: ClientGroup, model: str, competence: Any) -> Any:
-    from sim.config import AvailabilitySpec, ClientSpec
-    from sim.devices import get_profile
+    from fedgrpo.sim.config import AvailabilitySpec, ClientSpec
+    from fedgrpo.sim.devices import get_profile
 
     drop = group.dropout or s.sim.dropout
     profile: Any = group.profile
@@ -79,7 +79,7 @@ def _client_spec(s: Scenario, group: ClientGroup, model: str, competence: Any) -
 
 
 def sim_config(s: Scenario, competences: list[Any] | None = None) -> Any:
-    from sim.config import SimConfig, WorkloadSpec
+    from fedgrpo.sim.config import SimConfig, WorkloadSpec
 
     clients = s.client_list()
     comps = competences or [0.8] * len(clients)
@@ -132,7 +132,7 @@ class SimGatherer:
     """One simulated round per :meth:`gather` call, with real scorers producing the rewards."""
 
     def __init__(self, s: Scenario, score_fns: list[Any], seed: int) -> None:
-        from sim.engine import ModelRewards, RoundInput, Simulator
+        from fedgrpo.sim.engine import ModelRewards, RoundInput, Simulator
 
         self._round_input_cls = RoundInput
         self._input: Any = None
@@ -169,8 +169,8 @@ class SimGatherer:
         if not resume_round:
             path.write_text("")
             return
-        from scenarios.report import read_records
-        from server.checkpoint import CheckpointError
+        from fedgrpo.scenarios.report import read_records
+        from fedgrpo.server.checkpoint import CheckpointError
 
         entries = read_records(path) if path.exists() else []
         if len(entries) < resume_round:
@@ -214,7 +214,7 @@ class SimGatherer:
         self, clients: Any, questions: Any, answers: Any
     ) -> dict[int, list[float] | None]:
         """Competence bits are collected once at enrolment, outside the timed rounds."""
-        from edge.protocol import CompetenceRequest
+        from fedgrpo.edge.protocol import CompetenceRequest
 
         out: dict[int, list[float] | None] = {}
         for k in clients:
@@ -224,7 +224,7 @@ class SimGatherer:
 
 
 def make_sim_gatherer(ctx: Context) -> tuple[Any, Any]:
-    from scenarios.context import scorer_fn
+    from fedgrpo.scenarios.context import scorer_fn
 
     scorers = load_scorers(ctx)
     fns = [scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]
@@ -237,7 +237,7 @@ def make_sim_gatherer(ctx: Context) -> tuple[Any, Any]:
 def timing_competences(s: Scenario) -> list[dict[str, float]]:
     """Surrogate judge quality per client and domain: a client judges its own domains well
     (0.95) and others at chance (0.5). Without models this is the only competence there is."""
-    from scenarios.context import client_domains, zoo_spec
+    from fedgrpo.scenarios.context import client_domains, zoo_spec
 
     spec = zoo_spec(s)
     held = client_domains(spec)
@@ -252,8 +252,8 @@ def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     """A fleet study without models: virtual time, surrogate rewards, no GRPO update."""
     import time
 
-    from scenarios.report import MetricsWriter, write_summary
-    from sim.engine import run_simulation
+    from fedgrpo.scenarios.report import MetricsWriter, write_summary
+    from fedgrpo.sim.engine import run_simulation
 
     start = time.perf_counter()
     config = sim_config(s, timing_competences(s))

@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenarios.loader import (
+from fedgrpo.scenarios.loader import (
     RESOLVED_NAME,
     dump_scenario,
     load_raw,
     validate_dict,
 )
-from scenarios.overrides import apply_override, parse_value, split_path
-from scenarios.report import _atomic_write, _pyplot, _save, mean_std, write_csv
-from scenarios.schema import Scenario, ScenarioError
+from fedgrpo.scenarios.overrides import apply_override, parse_value, split_path
+from fedgrpo.scenarios.report import _atomic_write, _pyplot, _save, mean_std, write_csv
+from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 Runner = Callable[[Scenario, Path, bool], Mapping[str, Any]]
 
@@ -167,7 +167,7 @@ class SweepResult:
 
 
 def _default_runner(scenario: Scenario, run_dir: Path, resume: bool) -> Mapping[str, Any]:
-    from scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
+    from fedgrpo.scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
 
     result: Mapping[str, Any] = run_scenario(scenario, run_dir, resume)
     return result

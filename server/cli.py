@@ -8,16 +8,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.errors import FedGRPOError
+from fedgrpo.server.errors import FedGRPOError
 
 
 def _models_build(args: argparse.Namespace) -> int:
-    from server.zoo.commands import build_default_zoo
+    from fedgrpo.server.zoo.commands import build_default_zoo
 
     spec = None
     if args.scenario:
-        from scenarios.context import zoo_spec
-        from scenarios.loader import load_scenario
+        from fedgrpo.scenarios.context import zoo_spec
+        from fedgrpo.scenarios.loader import load_scenario
 
         spec = zoo_spec(load_scenario(Path(args.scenario)))
     build_default_zoo(Path(args.models_dir), spec, workers=args.workers)
@@ -25,7 +25,7 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _models_eval(args: argparse.Namespace) -> int:
-    from server.zoo.commands import build_default_zoo, evaluate_zoo
+    from fedgrpo.server.zoo.commands import build_default_zoo, evaluate_zoo
 
     results = build_default_zoo(Path(args.models_dir), workers=args.workers)
     out = Path(args.out) if args.out else Path(args.models_dir) / "eval.json"
@@ -34,7 +34,7 @@ def _models_eval(args: argparse.Namespace) -> int:
 
 
 def _graph_show(args: argparse.Namespace) -> int:
-    from scenarios.graph import cmd_graph_show
+    from fedgrpo.scenarios.graph import cmd_graph_show
 
     return cmd_graph_show(args)
 
@@ -42,7 +42,7 @@ def _graph_show(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import os
 
-    from scenarios.cli import main as scenario_main
+    from fedgrpo.scenarios.cli import main as scenario_main
 
     os.environ.setdefault("FEDGRPO_MODELS_DIR", args.models_dir)
     print(f"[fedgrpo] demo: running {args.scenario} (models cached in {args.models_dir})")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--save", default=None, help="also write the competence matrix (JSON) here")
     show.set_defaults(func=_graph_show)
 
-    from scenarios.cli import register
+    from fedgrpo.scenarios.cli import register
 
     register(sub)
     return parser

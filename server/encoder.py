@@ -25,7 +25,7 @@ def embed_texts(
     """
     import torch
 
-    from server.generation import encode_prompts
+    from fedgrpo.server.generation import encode_prompts
 
     chunks = []
     with torch.no_grad():

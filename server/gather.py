@@ -13,9 +13,9 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from edge.protocol import CompetenceRequest, ScoreRequest
-from server.errors import ConfigError
-from server.rounds import (
+from fedgrpo.edge.protocol import CompetenceRequest, ScoreRequest
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.rounds import (
     Assignment,
     Disposition,
     RoundOutcome,
@@ -23,7 +23,7 @@ from server.rounds import (
     RoundPolicy,
     RoundState,
 )
-from server.transport import ClientEndpoint, Transport, TransportError
+from fedgrpo.server.transport import ClientEndpoint, Transport, TransportError
 
 __all__ = ["BuildRequest", "gather_round"]
 

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.answer_format import is_correct
-from edge.protocol import (
+from fedgrpo.edge.answer_format import is_correct
+from fedgrpo.edge.protocol import (
     CompetenceRequest,
     ProtocolError,
     RewardResponse,
@@ -29,7 +29,7 @@ from edge.protocol import (
     encode_request,
     encode_response,
 )
-from server.selection.dispatch import plan_dispatch
+from fedgrpo.server.selection.dispatch import plan_dispatch
 
 
 @dataclass

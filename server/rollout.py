@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.generation import SamplingParams, generate
+from fedgrpo.server.generation import SamplingParams, generate
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ def completion_logps(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-token log-probs of the completion part, [N, C] (grad flows if enabled)."""
-    from server.grpo import per_token_logps
+    from fedgrpo.server.grpo import per_token_logps
 
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(

@@ -39,8 +39,8 @@ from functools import cached_property
 
 import numpy as np
 
-from edge.protocol import ScoreRequest
-from server.errors import ConfigError
+from fedgrpo.edge.protocol import ScoreRequest
+from fedgrpo.server.errors import ConfigError
 
 __all__ = [
     "Assignment",

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.errors import ConfigError
-from server.gatherers import GatherRequest, RewardGatherer
-from server.generation import SamplingParams
-from server.grpo import combine, group_advantages, grpo_loss
-from server.rollout import completion_logps, rollout
-from server.selection.competence import CompetenceMatrix
-from server.selection.selectors import Selector
-from server.tasks import TaskItem, TaskSuite
-from server.zoo.evaluate import EvalResult, evaluate_on_suite
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.gatherers import GatherRequest, RewardGatherer
+from fedgrpo.server.generation import SamplingParams
+from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
+from fedgrpo.server.rollout import completion_logps, rollout
+from fedgrpo.server.selection.competence import CompetenceMatrix
+from fedgrpo.server.selection.selectors import Selector
+from fedgrpo.server.tasks import TaskItem, TaskSuite
+from fedgrpo.server.zoo.evaluate import EvalResult, evaluate_on_suite
 
 if TYPE_CHECKING:
     import torch
@@ -226,7 +226,7 @@ class FedGRPOTrainer:
             "true_accuracy_of_samples": float(
                 np.mean(
                     [
-                        __import__("edge.answer_format", fromlist=["is_correct"]).is_correct(
+                        __import__("fedgrpo.edge.answer_format", fromlist=["is_correct"]).is_correct(
                             t, items[k // cfg.group_size].answer
                         )
                         for k, t in enumerate(batch.completions)
@@ -340,7 +340,7 @@ class FedGRPOTrainer:
 
         import torch
 
-        from server.checkpoint import write_checkpoint
+        from fedgrpo.server.checkpoint import write_checkpoint
 
         payload = {
             "round": self.state.round,
@@ -366,7 +366,7 @@ class FedGRPOTrainer:
 
         import torch
 
-        from server.checkpoint import read_checkpoint
+        from fedgrpo.server.checkpoint import read_checkpoint
 
         loaded = read_checkpoint(
             directory, lambda data: torch.load(io.BytesIO(data), weights_only=False)

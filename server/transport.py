@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from edge.protocol import (
+from fedgrpo.edge.protocol import (
     CompetenceRequest,
     ProtocolError,
     RewardResponse,
@@ -29,7 +29,7 @@ from edge.protocol import (
     encode_response,
     parse_response,
 )
-from server.errors import ConfigError, FedGRPOError
+from fedgrpo.server.errors import ConfigError, FedGRPOError
 
 __all__ = [
     "ClientEndpoint",

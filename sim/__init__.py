@@ -6,16 +6,22 @@
 Rounds are driven through :mod:`server.rounds` (the same semantics as the live gatherer).
 """
 
-from sim.availability import (
+from fedgrpo.sim.availability import (
     AlwaysOn,
     MarkovAvailability,
     TraceAvailability,
     load_fedscale_capacity,
     load_fedscale_trace,
 )
-from sim.config import AvailabilitySpec, ClientSpec, SimConfig, WorkloadSpec, clients_from_fedscale
-from sim.devices import PROFILES, SIZE_CLASSES, DeviceProfile, get_profile
-from sim.engine import (
+from fedgrpo.sim.config import (
+    AvailabilitySpec,
+    ClientSpec,
+    SimConfig,
+    WorkloadSpec,
+    clients_from_fedscale,
+)
+from fedgrpo.sim.devices import PROFILES, SIZE_CLASSES, DeviceProfile, get_profile
+from fedgrpo.sim.engine import (
     CompetenceRewards,
     ModelRewards,
     RoundInput,

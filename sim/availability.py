@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.errors import ConfigError
-from sim.rng import ClientStream
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.sim.rng import ClientStream
 
 __all__ = [
     "AlwaysOn",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import ConfigError
-from server.rounds import RoundPolicy
-from sim.availability import (
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.sim.availability import (
     AlwaysOn,
     Availability,
     FedScaleCapacity,
@@ -20,8 +20,8 @@ from sim.availability import (
     load_fedscale_capacity,
     load_fedscale_trace,
 )
-from sim.devices import DeviceProfile, get_profile, size_factor
-from sim.rng import ClientStream, stream_generator
+from fedgrpo.sim.devices import DeviceProfile, get_profile, size_factor
+from fedgrpo.sim.rng import ClientStream, stream_generator
 
 __all__ = ["AvailabilitySpec", "ClientSpec", "SimConfig", "WorkloadSpec", "clients_from_fedscale"]
 

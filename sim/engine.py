@@ -33,9 +33,9 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL
 
-from edge.protocol import ScoreRequest, dumps, encode_request
-from server.errors import ConfigError
-from server.rounds import (
+from fedgrpo.edge.protocol import ScoreRequest, dumps, encode_request
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.rounds import (
     Assignment,
     AssignmentStatus,
     Disposition,
@@ -47,10 +47,10 @@ from server.rounds import (
     request_builder,
     validate_values,
 )
-from sim.availability import Availability
-from sim.config import ClientSpec, SimConfig
-from sim.devices import size_factor
-from sim.rng import ClientStream, round_streams, server_rng
+from fedgrpo.sim.availability import Availability
+from fedgrpo.sim.config import ClientSpec, SimConfig
+from fedgrpo.sim.devices import size_factor
+from fedgrpo.sim.rng import ClientStream, round_streams, server_rng
 
 __all__ = [
     "CompetenceRewards",

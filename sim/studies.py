@@ -1,4 +1,4 @@
-"""Ready-made stragglers/dropouts studies; ``python -m sim.studies`` regenerates the README plots.
+"""Ready-made stragglers/dropouts studies; ``python -m fedgrpo.sim.studies`` regenerates the README plots.
 
 * :func:`coverage_vs_dropout`: reward coverage as the per-request dropout probability grows,
   for several over-selection factors.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from server.rounds import RoundPolicy
-from sim.config import ClientSpec, SimConfig, WorkloadSpec
-from sim.devices import get_profile
-from sim.engine import SimResult, run_simulation
-from sim.report import plot_coverage_vs_dropout, plot_round_duration_cdf
+from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
+from fedgrpo.sim.devices import get_profile
+from fedgrpo.sim.engine import SimResult, run_simulation
+from fedgrpo.sim.report import plot_coverage_vs_dropout, plot_round_duration_cdf
 
 __all__ = ["coverage_vs_dropout", "duration_by_over_selection"]
 

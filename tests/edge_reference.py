@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from edge.answer_format import extract_answer, make_prompt, normalise_answer
+from fedgrpo.edge.answer_format import extract_answer, make_prompt, normalise_answer
 
 TRAIN_STEPS = 150
 ANSWER_TABLE_SIZE = 30
@@ -43,11 +43,11 @@ _BUILDS: dict[str, TinyBuild] = {}
 def _build(family: str, root: Path, quantize: tuple[str, ...]) -> TinyBuild:
     import torch
 
-    from edge.export import export_model
-    from server.tasks import build_suite
-    from server.zoo.architectures import TinyArch, build_tiny_model
-    from server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
-    from server.zoo.train import TrainConfig, train_sft
+    from fedgrpo.edge.export import export_model
+    from fedgrpo.server.tasks import build_suite
+    from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
+    from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
+    from fedgrpo.server.zoo.train import TrainConfig, train_sft
 
     start = time.perf_counter()
     torch.set_num_threads(1)  # robust to a busy shared machine (no thread oversubscription)

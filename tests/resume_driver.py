@@ -32,8 +32,8 @@ SHRINK = [
 
 def tiny_spec(real: Any) -> Any:
     """``scenarios.context.zoo_spec`` shrunk to the tiny test zoo."""
-    from server.zoo.architectures import TinyArch
-    from server.zoo.train import TrainConfig
+    from fedgrpo.server.zoo.architectures import TinyArch
+    from fedgrpo.server.zoo.train import TrainConfig
 
     tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
     quick = TrainConfig(steps=3, batch_size=8)
@@ -46,7 +46,7 @@ def tiny_spec(real: Any) -> Any:
 
 
 def tiny_zoo() -> None:
-    import scenarios.context as context
+    import fedgrpo.scenarios.context as context
 
     context.zoo_spec = tiny_spec(context.zoo_spec)  # type: ignore[assignment]
 
@@ -56,8 +56,8 @@ def die() -> None:
 
 
 def arm(point: str, n: int) -> None:
-    import server.checkpoint as ckpt
-    from server.trainer import FedGRPOTrainer
+    import fedgrpo.server.checkpoint as ckpt
+    from fedgrpo.server.trainer import FedGRPOTrainer
 
     if point in ("step", "term"):
         step = FedGRPOTrainer.step
@@ -114,8 +114,8 @@ def main() -> int:
     if args.kill:
         point, n = args.kill.split(":")
         arm(point, int(n))
-    from scenarios.loader import load_scenario
-    from scenarios.runner import run_scenario
+    from fedgrpo.scenarios.loader import load_scenario
+    from fedgrpo.scenarios.runner import run_scenario
 
     s = load_scenario(ROOT / "scenarios" / "quickstart.yaml", [*SHRINK, *args.set])
     try:

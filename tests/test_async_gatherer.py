@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.service import start_server
-from edge.service_config import ServiceConfig
-from scenarios.async_gatherer import AsyncGatherer, LoopThread, scale_policy
-from scenarios.fault_proxy import FaultModel, FaultProxy, ProxyHost
-from server.gatherers import GatherRequest
-from server.rounds import RoundPolicy
-from server.transport import ClientEndpoint, HttpTransport
-from sim.config import AvailabilitySpec
-from sim.devices import get_profile
+from fedgrpo.edge.service import start_server
+from fedgrpo.edge.service_config import ServiceConfig
+from fedgrpo.scenarios.async_gatherer import AsyncGatherer, LoopThread, scale_policy
+from fedgrpo.scenarios.fault_proxy import FaultModel, FaultProxy, ProxyHost
+from fedgrpo.server.gatherers import GatherRequest
+from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.server.transport import ClientEndpoint, HttpTransport
+from fedgrpo.sim.config import AvailabilitySpec
+from fedgrpo.sim.devices import get_profile
 
 TOKEN = "test-token"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.checkpoint import CheckpointError, prune, read_checkpoint, write_checkpoint
+from fedgrpo.server.checkpoint import CheckpointError, prune, read_checkpoint, write_checkpoint
 from tests.test_trainer import make_trainer, trained_state  # noqa: F401  (fixture)
 
 
@@ -44,7 +44,7 @@ def test_damaged_latest_falls_back_to_the_previous_good_checkpoint(
     _two_checkpoints(trained_state, tmp_path)
     _damage(tmp_path / "round-00002.pt", how)
     resumed = make_trainer(trained_state)
-    with caplog.at_level(logging.WARNING, logger="server.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fedgrpo.server.checkpoint"):
         extra = resumed.load_checkpoint(tmp_path)
     assert resumed.state.round == 1 and extra["checkpoint"] == "round-00001.pt"
     if how != "missing":  # a missing file is simply not a candidate

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from server.comm import CommLedger, Traffic, lora_bytes_per_round, lora_params, lora_target_shapes
-from server.errors import ConfigError
+from fedgrpo.server.comm import (
+    CommLedger,
+    Traffic,
+    lora_bytes_per_round,
+    lora_params,
+    lora_target_shapes,
+)
+from fedgrpo.server.errors import ConfigError
 
 GPT2_SMALL = {"n_embd": 768, "n_layer": 12}
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from edge_reference import TinyBuild
 
-from edge.cli import build_parser, main
-from edge.protocol import ScoreRequest, dumps, encode_request, parse_response
-from edge.scorer import EdgeScorer, ScorerConfig
+from fedgrpo.edge.cli import build_parser, main
+from fedgrpo.edge.protocol import ScoreRequest, dumps, encode_request, parse_response
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
 pytest_plugins = ["edge_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_score_jsonl(
 def test_serve_process_health_infer_and_sigterm(gpt2_build: TinyBuild) -> None:
     env = {**os.environ, "FEDGRPO_EDGE_TOKEN": "env-token", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "serve", "--model", str(gpt2_build.export_dir),
+        [sys.executable, "-m", "fedgrpo.edge.cli", "serve", "--model", str(gpt2_build.export_dir),
          "--port", "0", "--name", "expert-add", "--threads", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )  # fmt: skip

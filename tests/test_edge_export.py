@@ -11,10 +11,10 @@ import onnx
 import pytest
 from edge_reference import TinyBuild
 
-from edge.cli import main
-from edge.manifest import Manifest, ManifestError, sha256_file
-from edge.protocol import REWARD_MODES
-from edge.scorer import EdgeScorer, ScorerConfig
+from fedgrpo.edge.cli import main
+from fedgrpo.edge.manifest import Manifest, ManifestError, sha256_file
+from fedgrpo.edge.protocol import REWARD_MODES
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
 pytest_plugins = ["edge_fixtures"]
 
@@ -87,7 +87,7 @@ def test_missing_variant_and_non_export_dir(llama_build: TinyBuild, tmp_path: Pa
 
 
 def test_export_refuses_to_clobber_other_directories(gpt2_build: TinyBuild, tmp_path: Path) -> None:
-    from edge.export import export_model
+    from fedgrpo.edge.export import export_model
 
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(FileExistsError):

@@ -9,12 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_MODULES = [
-    "edge",
-    "edge.protocol",
-    "edge.answer_format",
-    "edge.scorer",
-    "edge.service",
-    "edge.cli",
+    "fedgrpo.edge",
+    "fedgrpo.edge.protocol",
+    "fedgrpo.edge.answer_format",
+    "fedgrpo.edge.scorer",
+    "fedgrpo.edge.service",
+    "fedgrpo.edge.cli",
 ]
 FORBIDDEN = ["torch", "transformers", "simpy", "optimum", "onnx"]
 
@@ -29,8 +29,8 @@ def test_device_modules_import_no_heavy_packages() -> None:
     code = (
         "import importlib, json, sys\n"
         f"for m in {DEVICE_MODULES!r}: importlib.import_module(m)\n"
-        "import edge.cli\n"
-        "edge.cli.build_parser().format_help()\n"
+        "import fedgrpo.edge.cli\n"
+        "fedgrpo.edge.cli.build_parser().format_help()\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})))\n"
     )
     proc = _run(code)
@@ -45,7 +45,7 @@ def test_export_without_optimum_names_the_extra() -> None:
         "sys.modules['optimum'] = None\n"
         "sys.modules['optimum.exporters'] = None\n"
         "sys.modules['optimum.exporters.onnx'] = None\n"
-        "from edge.cli import main\n"
+        "from fedgrpo.edge.cli import main\n"
         "sys.exit(main(['export', '--model', 'x', '--out', 'y']))\n"
     )
     proc = _run(code)

@@ -13,9 +13,9 @@ from edge_reference import (
     torch_likelihoods,
 )
 
-from edge.answer_format import follows_format
-from edge.answer_span import answer_span
-from edge.scorer import EdgeScorer, ScorerConfig
+from fedgrpo.edge.answer_format import follows_format
+from fedgrpo.edge.answer_span import answer_span
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
 pytest_plugins = ["edge_fixtures"]
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from edge_reference import TinyBuild
 
-from edge.protocol import ScoreRequest, dumps, encode_request, parse_response
-from edge.scorer import EdgeScorer, ScorerConfig
-from edge.service import start_server
-from edge.service_config import ServiceConfig
+from fedgrpo.edge.protocol import ScoreRequest, dumps, encode_request, parse_response
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
+from fedgrpo.edge.service import start_server
+from fedgrpo.edge.service_config import ServiceConfig
 
 pytest_plugins = ["edge_fixtures"]
 NAME = "expert-add"

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.answer_format import make_completion, make_prompt
-from edge.answer_span import answer_span
-from edge.scorer import EdgeScorer, ScorerConfig
+from fedgrpo.edge.answer_format import make_completion, make_prompt
+from fedgrpo.edge.answer_span import answer_span
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +28,9 @@ def test_smollm2_export_matches_torch() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edge.export import export_model
-    from edge.manifest import Manifest
-    from server.zoo.loading import materialise_smollm2
+    from fedgrpo.edge.export import export_model
+    from fedgrpo.edge.manifest import Manifest
+    from fedgrpo.server.zoo.loading import materialise_smollm2
 
     hf_dir = materialise_smollm2(_cache())
     out = _cache() / "edge-test" / "smollm2-135m-edge"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from edge_reference import TinyBuild
 
-from edge.scorer import EdgeScorer, ScorerConfig
-from edge.service import start_server
-from edge.service_config import ServiceConfig
+from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
+from fedgrpo.edge.service import start_server
+from fedgrpo.edge.service_config import ServiceConfig
 
 httpclient = pytest.importorskip("tritonclient.http")
 utils = pytest.importorskip("tritonclient.utils")

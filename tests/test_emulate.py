@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import scenarios.emulate as emulate
-from scenarios.emulate import EmulatedFleet, EmulateError
-from scenarios.loader import load_scenario
-from scenarios.schema import Scenario
+import fedgrpo.scenarios.emulate as emulate
+from fedgrpo.scenarios.emulate import EmulatedFleet, EmulateError
+from fedgrpo.scenarios.loader import load_scenario
+from fedgrpo.scenarios.schema import Scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -125,10 +125,10 @@ def test_edge_processes_die_with_a_killed_server(tmp_path: Path) -> None:
 def test_emulate_end_to_end_with_a_killed_edge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scenarios.context as context
-    from scenarios.runner import run_scenario
-    from server.zoo.architectures import TinyArch
-    from server.zoo.train import TrainConfig
+    import fedgrpo.scenarios.context as context
+    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.server.zoo.architectures import TinyArch
+    from fedgrpo.server.zoo.train import TrainConfig
 
     tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
     quick = TrainConfig(steps=3, batch_size=8)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from server.baselines.fedpetuning import FedPETuningConfig, fedavg, run_fedpetuning, state_bytes
-from server.errors import ConfigError
-from server.tasks import build_suite
-from server.zoo.architectures import TinyArch, build_tiny_model
-from server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
+from fedgrpo.server.baselines.fedpetuning import (
+    FedPETuningConfig,
+    fedavg,
+    run_fedpetuning,
+    state_bytes,
+)
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.tasks import build_suite
+from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
+from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
 
 SUITE = build_suite(["add", "sort"], seed=0, train_per_domain=40, test_per_domain=5, aux_pool_per_domain=5)
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
-from server.errors import ConfigError
-from server.gather import gather_round
-from server.rounds import AssignmentStatus, RoundPolicy, build_plan, request_builder
-from server.transport import (
+from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.gather import gather_round
+from fedgrpo.server.rounds import AssignmentStatus, RoundPolicy, build_plan, request_builder
+from fedgrpo.server.transport import (
     ClientEndpoint,
     ConnectError,
     HttpStatusError,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from server.errors import ConfigError
-from server.grpo.advantages import group_advantages
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.grpo.advantages import group_advantages
 
 
 def trl_advantages(rewards: torch.Tensor, scale: str) -> torch.Tensor:
@@ -111,7 +111,7 @@ def test_extreme_rewards_nan_free() -> None:
 def test_numpy_inputs_and_pipeline_from_combine() -> None:
     import numpy as np
 
-    from server.grpo.rewards import combine, split_missing
+    from fedgrpo.server.grpo.rewards import combine, split_missing
 
     table = np.array([[1.0, np.nan], [0.0, 0.0], [np.nan, np.nan], [1.0, 0.0]])
     values, mask = split_missing(combine(table))

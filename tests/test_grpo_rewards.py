@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.errors import ConfigError
-from server.grpo.rewards import combine, reward_table, split_missing
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.grpo.rewards import combine, reward_table, split_missing
 
 NAN = np.nan
 

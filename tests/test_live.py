@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.service import start_server
-from edge.service_config import ServiceConfig
-from scenarios.async_gatherer import LoopThread
-from scenarios.live import LiveDeviceError, check_devices, live_devices, make_live_gatherer
-from scenarios.schema import Scenario
-from server.gatherers import GatherRequest
+from fedgrpo.edge.service import start_server
+from fedgrpo.edge.service_config import ServiceConfig
+from fedgrpo.scenarios.async_gatherer import LoopThread
+from fedgrpo.scenarios.live import LiveDeviceError, check_devices, live_devices, make_live_gatherer
+from fedgrpo.scenarios.schema import Scenario
+from fedgrpo.server.gatherers import GatherRequest
 
 TOKEN = "s3cret"
 ENV = "FEDGRPO_TEST_LIVE_TOKEN"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge.answer_format import extract_answer, follows_format
-from server.tasks.domains import DOMAINS
-from server.tasks.misconceptions import MISCONCEPTIONS, misconceive
+from fedgrpo.edge.answer_format import extract_answer, follows_format
+from fedgrpo.server.tasks.domains import DOMAINS
+from fedgrpo.server.tasks.misconceptions import MISCONCEPTIONS, misconceive
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from server.zoo.architectures import TinyArch
-from server.zoo.build import ANSWER_TABLE, build_zoo
-from server.zoo.cache import MANIFEST, ModelCache
-from server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
-from server.zoo.train import TrainConfig
+from fedgrpo.server.zoo.architectures import TinyArch
+from fedgrpo.server.zoo.build import ANSWER_TABLE, build_zoo
+from fedgrpo.server.zoo.cache import MANIFEST, ModelCache
+from fedgrpo.server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
+from fedgrpo.server.zoo.train import TrainConfig
 
 TINY = TinyArch(layers=1, hidden=32, heads=2, max_positions=64)
 SPEC = ZooSpec(
@@ -73,7 +73,7 @@ def test_failed_build_leaves_no_entry(tmp_path: Path) -> None:
 
 
 def test_loaded_model_round_trips_through_load_causal_lm(tmp_path: Path) -> None:
-    from server.zoo.loading import load_causal_lm
+    from fedgrpo.server.zoo.loading import load_causal_lm
 
     results = build_zoo(SPEC, tmp_path, workers=1)
     model, tok = load_causal_lm(str(results["server-base"].path))
@@ -83,8 +83,8 @@ def test_loaded_model_round_trips_through_load_causal_lm(tmp_path: Path) -> None
 
 
 def test_unknown_sources_fail_with_a_clear_error() -> None:
-    from server.errors import ModelSourceError
-    from server.zoo.loading import load_causal_lm
+    from fedgrpo.server.errors import ModelSourceError
+    from fedgrpo.server.zoo.loading import load_causal_lm
 
     with pytest.raises(ModelSourceError, match=r"no model hub is reachable|does not exist"):
         load_causal_lm("./definitely/not/here")

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from server.errors import PartitionError
-from server.tasks import build_suite
-from server.tasks.partition import (
+from fedgrpo.server.errors import PartitionError
+from fedgrpo.server.tasks import build_suite
+from fedgrpo.server.tasks.partition import (
     dirichlet_proportions,
     partition_by_domain,
     partition_dirichlet,

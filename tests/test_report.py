@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from scenarios.loader import dump_scenario
-from scenarios.report import (
+from fedgrpo.scenarios.loader import dump_scenario
+from fedgrpo.scenarios.report import (
     METRICS_CSV,
     METRICS_JSONL,
     MetricsWriter,
@@ -22,7 +22,7 @@ from scenarios.report import (
     summary_table,
     write_summary,
 )
-from scenarios.schema import Scenario
+from fedgrpo.scenarios.schema import Scenario
 
 PROFILES = ("rpi4", "laptop")
 

@@ -8,10 +8,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.rounds import RoundPolicy
-from sim import ClientSpec, RoundInput, SimConfig, WorkloadSpec, run_simulation
-from sim.config import AvailabilitySpec
-from sim.rng import ClientStream, CounterGenerator, round_streams
+from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.sim import ClientSpec, RoundInput, SimConfig, WorkloadSpec, run_simulation
+from fedgrpo.sim.config import AvailabilitySpec
+from fedgrpo.sim.rng import ClientStream, CounterGenerator, round_streams
 
 ALWAYS = AvailabilitySpec(kind="always")
 

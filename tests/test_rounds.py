@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from server.errors import ConfigError
-from server.rounds import (
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.rounds import (
     AssignmentStatus,
     Disposition,
     RoundPolicy,

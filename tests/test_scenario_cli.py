@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-import scenarios.cli as cli
-import scenarios.sweep as sweep_mod
-from scenarios.report import MetricsWriter, write_summary
-from scenarios.schema import Scenario
+import fedgrpo.scenarios.cli as cli
+import fedgrpo.scenarios.sweep as sweep_mod
+from fedgrpo.scenarios.report import MetricsWriter, write_summary
+from fedgrpo.scenarios.schema import Scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 CALLS: list[tuple[str, int, bool]] = []

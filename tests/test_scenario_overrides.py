@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from scenarios.loader import load_scenario, with_overrides
-from scenarios.overrides import apply_overrides, parse_value, split_path
-from scenarios.schema import Scenario, ScenarioError
+from fedgrpo.scenarios.loader import load_scenario, with_overrides
+from fedgrpo.scenarios.overrides import apply_overrides, parse_value, split_path
+from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 BASE = """\
 name: base

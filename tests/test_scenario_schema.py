@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scenarios.loader import (
+from fedgrpo.scenarios.loader import (
     RESOLVED_NAME,
     dump_scenario,
     load_run_scenario,
@@ -15,8 +15,8 @@ from scenarios.loader import (
     new_run_dir,
     validate_files,
 )
-from scenarios.schema import FALLBACK_PROFILES, Scenario, ScenarioError, known_profiles
-from server.errors import FedGRPOError
+from fedgrpo.scenarios.schema import FALLBACK_PROFILES, Scenario, ScenarioError, known_profiles
+from fedgrpo.server.errors import FedGRPOError
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 SHIPPED = sorted(LIBRARY.glob("*.yaml"))
@@ -284,8 +284,8 @@ def test_every_trainer_grpo_option_is_settable_from_a_scenario() -> None:
     no training knob is reachable only from Python."""
     import dataclasses
 
-    from scenarios.schema import GRPOConfig as ScenarioGRPO
-    from server.trainer import GRPOConfig as TrainerGRPO
+    from fedgrpo.scenarios.schema import GRPOConfig as ScenarioGRPO
+    from fedgrpo.server.trainer import GRPOConfig as TrainerGRPO
 
     trainer_fields = {f.name for f in dataclasses.fields(TrainerGRPO)}
     assert trainer_fields <= set(ScenarioGRPO.model_fields)
@@ -294,8 +294,8 @@ def test_every_trainer_grpo_option_is_settable_from_a_scenario() -> None:
 def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
     import inspect
 
-    import scenarios.runner as runner
-    from server.trainer import GRPOConfig as TrainerGRPO
+    import fedgrpo.scenarios.runner as runner
+    from fedgrpo.server.trainer import GRPOConfig as TrainerGRPO
 
     source = inspect.getsource(runner)
     import dataclasses
@@ -306,7 +306,7 @@ def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
 
 
 def test_expert_quality_goes_to_the_zoo_per_partition(tmp_path: Path) -> None:
-    from scenarios.context import client_domains, zoo_spec
+    from fedgrpo.scenarios.context import client_domains, zoo_spec
 
     pop = load_scenario(LIBRARY / "population.yaml")
     qualities = pop.partition_qualities()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.errors import ConfigError
-from server.selection import (
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.selection import (
     AllSelector,
     CompetenceMatrix,
     ConfidenceGraphSelector,

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.protocol import ScoreRequest
-from server.errors import ConfigError
-from server.rounds import RoundOutcome, RoundPolicy
-from sim import (
+from fedgrpo.edge.protocol import ScoreRequest
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.rounds import RoundOutcome, RoundPolicy
+from fedgrpo.sim import (
     AvailabilitySpec,
     ClientSpec,
     MarkovAvailability,
@@ -27,8 +27,8 @@ from sim import (
     load_fedscale_trace,
     run_simulation,
 )
-from sim.report import plot_participation, plot_round_duration_cdf, write_csv, write_jsonl
-from sim.rng import ClientStream, stream_generator
+from fedgrpo.sim.report import plot_participation, plot_round_duration_cdf, write_csv, write_jsonl
+from fedgrpo.sim.rng import ClientStream, stream_generator
 
 DATA = Path(__file__).resolve().parents[1] / "sim" / "data"
 ALWAYS = AvailabilitySpec("always")

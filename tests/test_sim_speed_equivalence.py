@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from server.rounds import RoundPolicy
-from sim import SimConfig, WorkloadSpec, run_simulation
+from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.sim import SimConfig, WorkloadSpec, run_simulation
 
 MIX = {"rpi4": 1, "rpi5": 1, "phone-4g": 1, "phone-5g": 1, "phone-wifi": 1, "laptop": 1}
 

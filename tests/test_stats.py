@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from server.stats import binomial_tail, paired_sign_test
+from fedgrpo.server.stats import binomial_tail, paired_sign_test
 
 
 def test_binomial_tail_exact_values() -> None:

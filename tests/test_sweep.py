@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from scenarios.report import MetricsWriter, write_summary
-from scenarios.schema import Scenario, ScenarioError
-from scenarios.sweep import expand_grid, parse_grid, run_sweep, split_values
+from fedgrpo.scenarios.report import MetricsWriter, write_summary
+from fedgrpo.scenarios.schema import Scenario, ScenarioError
+from fedgrpo.scenarios.sweep import expand_grid, parse_grid, run_sweep, split_values
 
 BASE = """\
 # a tiny timing-only base scenario

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.answer_format import (
+from fedgrpo.edge.answer_format import (
     extract_answer,
     follows_format,
     is_correct,
@@ -12,8 +12,8 @@ from edge.answer_format import (
     normalise_answer,
     normalise_question,
 )
-from server.errors import ConfigError
-from server.tasks import DOMAINS, build_suite
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.tasks import DOMAINS, build_suite
 
 
 def test_generators_are_deterministic_per_seed() -> None:

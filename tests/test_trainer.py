@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
-from server.errors import ConfigError
-from server.gatherers import CentralGatherer, DirectGatherer
-from server.selection.selectors import RandomSelector
-from server.tasks import build_suite
-from server.trainer import FedGRPOTrainer, GRPOConfig
-from server.zoo.architectures import TinyArch, build_tiny_model
-from server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
-from server.zoo.train import TrainConfig, train_sft
+from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.gatherers import CentralGatherer, DirectGatherer
+from fedgrpo.server.selection.selectors import RandomSelector
+from fedgrpo.server.tasks import build_suite
+from fedgrpo.server.trainer import FedGRPOTrainer, GRPOConfig
+from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
+from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
+from fedgrpo.server.zoo.train import TrainConfig, train_sft
 
 SUITE = build_suite(["add", "sort"], seed=0, train_per_domain=60, test_per_domain=10, aux_pool_per_domain=10)
 CONFIG = GRPOConfig(group_size=4, questions_per_round=3, max_new_tokens=24, lr=1e-3)
@@ -126,8 +126,8 @@ def test_all_missing_round_is_an_empty_update(trained_state: dict[str, Any]) -> 
 def test_rollout_layout_and_old_logps(trained_state: dict[str, Any]) -> None:
     import torch
 
-    from server.generation import SamplingParams
-    from server.rollout import completion_logps, rollout
+    from fedgrpo.server.generation import SamplingParams
+    from fedgrpo.server.rollout import completion_logps, rollout
 
     model, tok = fresh_model(trained_state), trained_state["tok"]
     items = SUITE.test()[:3]
@@ -154,7 +154,7 @@ def test_bad_config_is_rejected() -> None:
 def test_signal_groups_counts_only_groups_whose_rewards_vary() -> None:
     import numpy as np
 
-    from server.trainer import signal_groups
+    from fedgrpo.server.trainer import signal_groups
 
     nan = float("nan")
     rewards = np.array(
@@ -167,7 +167,7 @@ def test_signal_groups_counts_only_groups_whose_rewards_vary() -> None:
 def test_shuffle_within_groups_permutes_each_row_only() -> None:
     import numpy as np
 
-    from server.trainer import shuffle_within_groups
+    from fedgrpo.server.trainer import shuffle_within_groups
 
     rewards = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.25, 1.0, 0.0]])
     out = shuffle_within_groups(rewards, np.random.default_rng(0))

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from edge.answer_format import extract_answer, follows_format
-from server.errors import ConfigError
-from server.zoo.recipes import DataSpec, ModelRecipe, SuiteSpec, ZooSpec
-from server.zoo.train import TrainConfig
+from fedgrpo.edge.answer_format import extract_answer, follows_format
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.zoo.recipes import DataSpec, ModelRecipe, SuiteSpec, ZooSpec
+from fedgrpo.server.zoo.train import TrainConfig
 
 SMALL = SuiteSpec(train_per_domain=200, test_per_domain=5, aux_pool_per_domain=5)
 
@@ -66,7 +66,7 @@ def test_misconception_rate_rewrites_a_seeded_fraction_into_the_domain_slip() ->
 
 
 def test_expert_quality_changes_recipes_but_not_names() -> None:
-    from server.zoo.recipes import PartitionSpec
+    from fedgrpo.server.zoo.recipes import PartitionSpec
 
     part = PartitionSpec(num_clients=3)
     plain = ZooSpec(suite=SMALL, partition=part)

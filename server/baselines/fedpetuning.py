@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from server.errors import ConfigError
+from fedgrpo.server.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +77,7 @@ def _local_train(
 ) -> float:
     import torch
 
-    from server.zoo.train import build_sft_batch
+    from fedgrpo.server.zoo.train import build_sft_batch
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

@@ -25,9 +25,9 @@ Where our GRPO departs from the paper (Shao et al. 2024) and the official FedGRP
   or padded inputs never produce inf/NaN.
 """
 
-from server.grpo.advantages import SCALES, group_advantages
-from server.grpo.loss import LOSS_TYPES, grpo_loss, k3_kl, per_token_logps
-from server.grpo.rewards import METHODS, combine, reward_table, split_missing
+from fedgrpo.server.grpo.advantages import SCALES, group_advantages
+from fedgrpo.server.grpo.loss import LOSS_TYPES, grpo_loss, k3_kl, per_token_logps
+from fedgrpo.server.grpo.rewards import METHODS, combine, reward_table, split_missing
 
 __all__ = [
     "LOSS_TYPES",

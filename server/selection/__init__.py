@@ -4,10 +4,10 @@ Clients are row indices 0..K-1 of the competence matrix; ``CompetenceMatrix.clie
 maps them to names. Every random choice takes an explicit ``numpy.random.Generator``.
 """
 
-from server.selection.competence import CompetenceMatrix
-from server.selection.dispatch import DISPATCH_MODES, plan_dispatch
-from server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
-from server.selection.selectors import (
+from fedgrpo.server.selection.competence import CompetenceMatrix
+from fedgrpo.server.selection.dispatch import DISPATCH_MODES, plan_dispatch
+from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
+from fedgrpo.server.selection.selectors import (
     SELECTORS,
     AllSelector,
     ConfidenceGraphSelector,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.errors import ConfigError
+from fedgrpo.server.errors import ConfigError
 
 
 class CompetenceMatrix:

@@ -7,9 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
-from server.errors import ConfigError
-from server.selection.competence import CompetenceMatrix
-from server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.selection.competence import CompetenceMatrix
+from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
 
 SELECTORS = ("confidence_graph", "random", "oracle", "all")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.answer_format import make_completion, make_prompt
+from fedgrpo.edge.answer_format import make_completion, make_prompt
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ DOMAINS: dict[str, Domain] = {
 
 def get_domain(name: str) -> Domain:
     """The domain called ``name``; a clear error lists the known ones otherwise."""
-    from server.errors import ConfigError
+    from fedgrpo.server.errors import ConfigError
 
     try:
         return DOMAINS[name]

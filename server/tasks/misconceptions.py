@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.tasks.domains import TaskItem
+from fedgrpo.server.tasks.domains import TaskItem
 
 
 def _operands(question: str, op: str) -> tuple[int, int]:

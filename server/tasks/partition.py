@@ -11,8 +11,8 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from server.errors import PartitionError
-from server.tasks.domains import TaskItem
+from fedgrpo.server.errors import PartitionError
+from fedgrpo.server.tasks.domains import TaskItem
 
 
 def _check_non_empty(parts: list[list[TaskItem]], hint: str) -> list[list[TaskItem]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from server.errors import ConfigError
-from server.tasks.domains import TaskItem, get_domain
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.tasks.domains import TaskItem, get_domain
 
 
 @dataclass(frozen=True)

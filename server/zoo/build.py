@@ -12,8 +12,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from server.zoo.cache import CacheResult, ModelCache
-from server.zoo.recipes import ModelRecipe, ZooSpec
+from fedgrpo.server.zoo.cache import CacheResult, ModelCache
+from fedgrpo.server.zoo.recipes import ModelRecipe, ZooSpec
 
 log = logging.getLogger(__name__)
 ANSWER_TABLE = "answers.jsonl"
@@ -21,9 +21,9 @@ ANSWER_TABLE = "answers.jsonl"
 
 def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
     """Train ``recipe`` from scratch and save an HF directory into ``out_dir``."""
-    from server.zoo.architectures import build_tiny_model
-    from server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
-    from server.zoo.train import train_sft
+    from fedgrpo.server.zoo.architectures import build_tiny_model
+    from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
+    from fedgrpo.server.zoo.train import train_sft
 
     start = time.perf_counter()
     tokenizer = wrap_for_transformers(build_char_tokenizer())

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.manifest import sha256_file
-from server.errors import ModelCacheError
-from server.zoo.recipes import ModelRecipe
+from fedgrpo.edge.manifest import sha256_file
+from fedgrpo.server.errors import ModelCacheError
+from fedgrpo.server.zoo.recipes import ModelRecipe
 
 MANIFEST = "fedgrpo_manifest.json"
 log = logging.getLogger(__name__)

@@ -6,14 +6,14 @@ import json
 import time
 from pathlib import Path
 
-from server.zoo.cache import CacheResult
-from server.zoo.recipes import ZooSpec
+from fedgrpo.server.zoo.cache import CacheResult
+from fedgrpo.server.zoo.recipes import ZooSpec
 
 
 def build_default_zoo(models_dir: Path, spec: ZooSpec | None = None, workers: int = 2) -> dict[str, CacheResult]:
     from tqdm import tqdm
 
-    from server.zoo.build import build_zoo
+    from fedgrpo.server.zoo.build import build_zoo
 
     spec = spec or ZooSpec()
     recipes = spec.recipes()
@@ -41,8 +41,8 @@ def evaluate_zoo(
 ) -> dict[str, dict[str, object]]:
     import torch
 
-    from server.zoo.evaluate import evaluate_on_suite, format_table
-    from server.zoo.loading import load_causal_lm
+    from fedgrpo.server.zoo.evaluate import evaluate_on_suite, format_table
+    from fedgrpo.server.zoo.loading import load_causal_lm
 
     spec = spec or ZooSpec()
     torch.set_num_threads(2)

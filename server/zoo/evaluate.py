@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge.answer_format import follows_format, is_correct
-from server.generation import SamplingParams, generate
-from server.tasks import TaskItem, TaskSuite
+from fedgrpo.edge.answer_format import follows_format, is_correct
+from fedgrpo.server.generation import SamplingParams, generate
+from fedgrpo.server.tasks import TaskItem, TaskSuite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

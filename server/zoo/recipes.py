@@ -12,12 +12,12 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from server.errors import ConfigError
-from server.tasks import TaskItem, TaskSuite, build_suite
-from server.tasks.misconceptions import misconceive
-from server.tasks.partition import partition_by_domain, partition_dirichlet, partition_iid
-from server.zoo.architectures import TinyArch
-from server.zoo.train import TrainConfig
+from fedgrpo.server.errors import ConfigError
+from fedgrpo.server.tasks import TaskItem, TaskSuite, build_suite
+from fedgrpo.server.tasks.misconceptions import misconceive
+from fedgrpo.server.tasks.partition import partition_by_domain, partition_dirichlet, partition_iid
+from fedgrpo.server.zoo.architectures import TinyArch
+from fedgrpo.server.zoo.train import TrainConfig
 
 # Bump when task generation, tokenizer or training code changes what a recipe produces.
 RECIPE_VERSION = 2
