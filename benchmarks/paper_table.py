@@ -93,8 +93,8 @@ def _scenario(row: Row, seed: int, extra: tuple[str, ...] = ()) -> Any:
 
 
 def _run_fedgrpo(row: Row, seed: int, out: Path) -> Result:
-    from fedgrpo.scenarios.report import read_records
-    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.experiments.report import read_records
+    from fedgrpo.experiments.runner import run_scenario
 
     s = _scenario(row, seed, ("checkpoint.every=0",))
     run_dir = out / f"{row.name}-s{seed}"
@@ -113,7 +113,7 @@ def _run_fedpetuning(row: Row, seed: int, out: Path) -> Result:
     """The LoRA baseline over the scenario's clients and rounds (same zoo, same test items)."""
     import torch
 
-    from fedgrpo.scenarios.context import build_context, resolve_model
+    from fedgrpo.experiments.context import build_context, resolve_model
     from fedgrpo.server.baselines.fedpetuning import FedPETuningConfig, run_fedpetuning
     from fedgrpo.server.stats import paired_sign_test
     from fedgrpo.server.zoo.evaluate import evaluate_on_suite
@@ -164,7 +164,7 @@ def run_one(row: Row, seed: int, out: str) -> Result:
 
 def prebuild(rows: list[Row]) -> None:
     """Build every zoo the rows need once, before runs go in parallel."""
-    from fedgrpo.scenarios.context import build_context
+    from fedgrpo.experiments.context import build_context
 
     seen = set()
     for row in rows:

@@ -82,7 +82,7 @@ def heap_baseline(num_clients: int, requests_per_round: list[int], seed: int) ->
 
 
 def run_case(num_clients: int, rounds: int, seed: int) -> dict[str, Any]:
-    from fedgrpo.server.rounds import RoundPolicy
+    from fedgrpo.rounds import RoundPolicy
     from fedgrpo.sim import SimConfig, WorkloadSpec, run_simulation
 
     cfg = SimConfig.mixed(

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from fedgrpo.server.errors import ConfigError, FedGRPOError
+from fedgrpo.errors import ConfigError, FedGRPOError
 
 # Device profiles the simulator shipped when it offers no registry (see known_profiles()).
 FALLBACK_PROFILES: tuple[str, ...] = (

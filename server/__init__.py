@@ -2,7 +2,7 @@
 
 Heavy dependencies (torch, transformers) are imported only by the submodules that need them,
 so pure pieces (tasks, round semantics, the math on plain arrays) stay importable from the
-simulator. A missing extra raises :class:`server.errors.MissingExtraError` naming it.
+simulator. A missing extra raises :class:`fedgrpo.errors.MissingExtraError` naming it.
 """
 
 __all__ = ["__version__"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.server.errors import FedGRPOError
+from fedgrpo.errors import FedGRPOError
 
 log = logging.getLogger(__name__)
 LATEST = "latest.json"

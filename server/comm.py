@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 GPT2_DEFAULT_TARGETS: tuple[str, ...] = ("c_attn",)  # PEFT's default for gpt2
 LLAMA_DEFAULT_TARGETS: tuple[str, ...] = (

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.gatherers import GatherRequest, RewardGatherer
+from fedgrpo.errors import ConfigError
+from fedgrpo.server.gathering.base import GatherRequest, RewardGatherer
 from fedgrpo.server.generation import SamplingParams
 from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
 from fedgrpo.server.rollout import completion_logps, rollout

@@ -3,7 +3,7 @@
 >>> from sim import SimConfig, run_simulation
 >>> result = run_simulation(SimConfig.mixed(100, {"rpi4": 1, "phone-4g": 1}), rounds=10, seed=0)
 
-Rounds are driven through :mod:`server.rounds` (the same semantics as the live gatherer).
+Rounds are driven through :mod:`fedgrpo.rounds` (the same semantics as the live gatherer).
 """
 
 from fedgrpo.sim.availability import (

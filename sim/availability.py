@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.sim.rng import ClientStream
 
 __all__ = [

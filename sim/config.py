@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import RoundPolicy
 from fedgrpo.sim.availability import (
     AlwaysOn,
     Availability,

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 __all__ = [
     "PROFILES",

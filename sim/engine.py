@@ -1,6 +1,6 @@
 """The discrete-event simulator: devices, network and rounds in virtual time (simpy).
 
-Rounds are driven through :class:`server.rounds.RoundState` — the same semantics the live
+Rounds are driven through :class:`fedgrpo.rounds.RoundState` — the same semantics the live
 asyncio gatherer uses; only the waiting differs (``env.now`` instead of the wall clock).
 
 Life of one request (each arrow is one simpy event)::
@@ -34,8 +34,8 @@ import simpy
 from simpy.events import NORMAL
 
 from fedgrpo.edge.protocol import ScoreRequest, dumps, encode_request
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.rounds import (
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import (
     Assignment,
     AssignmentStatus,
     Disposition,

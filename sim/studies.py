@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.rounds import RoundPolicy
 from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 from fedgrpo.sim.devices import get_profile
 from fedgrpo.sim.engine import SimResult, run_simulation

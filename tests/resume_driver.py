@@ -31,7 +31,7 @@ SHRINK = [
 
 
 def tiny_spec(real: Any) -> Any:
-    """``scenarios.context.zoo_spec`` shrunk to the tiny test zoo."""
+    """``fedgrpo.experiments.context.zoo_spec`` shrunk to the tiny test zoo."""
     from fedgrpo.server.zoo.architectures import TinyArch
     from fedgrpo.server.zoo.train import TrainConfig
 
@@ -46,7 +46,7 @@ def tiny_spec(real: Any) -> Any:
 
 
 def tiny_zoo() -> None:
-    import fedgrpo.scenarios.context as context
+    import fedgrpo.experiments.context as context
 
     context.zoo_spec = tiny_spec(context.zoo_spec)  # type: ignore[assignment]
 
@@ -114,8 +114,8 @@ def main() -> int:
     if args.kill:
         point, n = args.kill.split(":")
         arm(point, int(n))
+    from fedgrpo.experiments.runner import run_scenario
     from fedgrpo.scenarios.loader import load_scenario
-    from fedgrpo.scenarios.runner import run_scenario
 
     s = load_scenario(ROOT / "scenarios" / "quickstart.yaml", [*SHRINK, *args.set])
     try:

@@ -18,11 +18,11 @@ import pytest
 
 from fedgrpo.edge.service import start_server
 from fedgrpo.edge.service_config import ServiceConfig
-from fedgrpo.scenarios.async_gatherer import AsyncGatherer, LoopThread, scale_policy
-from fedgrpo.scenarios.fault_proxy import FaultModel, FaultProxy, ProxyHost
-from fedgrpo.server.gatherers import GatherRequest
-from fedgrpo.server.rounds import RoundPolicy
-from fedgrpo.server.transport import ClientEndpoint, HttpTransport
+from fedgrpo.experiments.runtimes.fault_proxy import FaultModel, FaultProxy, ProxyHost
+from fedgrpo.rounds import RoundPolicy
+from fedgrpo.server.gathering.asynchronous import AsyncGatherer, LoopThread, scale_policy
+from fedgrpo.server.gathering.base import GatherRequest
+from fedgrpo.server.gathering.transport import ClientEndpoint, HttpTransport
 from fedgrpo.sim.config import AvailabilitySpec
 from fedgrpo.sim.devices import get_profile
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.comm import (
     CommLedger,
     Traffic,
@@ -11,7 +12,6 @@ from fedgrpo.server.comm import (
     lora_params,
     lora_target_shapes,
 )
-from fedgrpo.server.errors import ConfigError
 
 GPT2_SMALL = {"n_embd": 768, "n_layer": 12}
 

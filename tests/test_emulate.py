@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import fedgrpo.scenarios.emulate as emulate
-from fedgrpo.scenarios.emulate import EmulatedFleet, EmulateError
+import fedgrpo.experiments.runtimes.emulate as emulate
+from fedgrpo.experiments.runtimes.emulate import EmulatedFleet, EmulateError
 from fedgrpo.scenarios.loader import load_scenario
 from fedgrpo.scenarios.schema import Scenario
 
@@ -91,7 +91,7 @@ def test_edge_processes_die_with_a_killed_server(tmp_path: Path) -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, pathlib, time\n"
-         "import scenarios.emulate as em\n"
+         "import fedgrpo.experiments.runtimes.emulate as em\n"
          "from tests.test_emulate import one_client\n"
          "em.edge_command = lambda *a: [sys.executable, '-c', 'import time; time.sleep(120)']\n"
          f"fleet = em.EmulatedFleet(pathlib.Path({str(tmp_path)!r}) / 'logs')\n"
@@ -125,8 +125,8 @@ def test_edge_processes_die_with_a_killed_server(tmp_path: Path) -> None:
 def test_emulate_end_to_end_with_a_killed_edge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedgrpo.scenarios.context as context
-    from fedgrpo.scenarios.runner import run_scenario
+    import fedgrpo.experiments.context as context
+    from fedgrpo.experiments.runner import run_scenario
     from fedgrpo.server.zoo.architectures import TinyArch
     from fedgrpo.server.zoo.train import TrainConfig
 

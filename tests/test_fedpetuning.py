@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.baselines.fedpetuning import (
     FedPETuningConfig,
     fedavg,
     run_fedpetuning,
     state_bytes,
 )
-from fedgrpo.server.errors import ConfigError
 from fedgrpo.server.tasks import build_suite
 from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
 from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers

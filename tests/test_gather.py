@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.gather import gather_round
-from fedgrpo.server.rounds import AssignmentStatus, RoundPolicy, build_plan, request_builder
-from fedgrpo.server.transport import (
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import AssignmentStatus, RoundPolicy, build_plan, request_builder
+from fedgrpo.server.gathering.http import gather_round
+from fedgrpo.server.gathering.transport import (
     ClientEndpoint,
     ConnectError,
     HttpStatusError,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.grpo.advantages import group_advantages
 
 

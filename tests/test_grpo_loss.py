@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.grpo.loss import grpo_loss, k3_kl, per_token_logps
 
 N, T = 6, 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.grpo.rewards import combine, reward_table, split_missing
 
 NAN = np.nan

@@ -37,7 +37,7 @@ def _scenario(*overrides: str) -> Any:
 
 def _run(run_dir: str, overrides: tuple[str, ...]) -> dict[str, Any]:
     """One run in a worker process (one torch thread: the scenario's server.threads)."""
-    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.experiments.runner import run_scenario
 
     return run_scenario(_scenario(*overrides), Path(run_dir))
 
@@ -48,7 +48,7 @@ def summaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from fedgrpo.scenarios.context import build_context, load_scorers
+    from fedgrpo.experiments.context import build_context, load_scorers
 
     mp = pytest.MonkeyPatch()
     mp.setenv("FEDGRPO_MODELS_DIR", os.environ.get("FEDGRPO_MODELS_DIR", str(ROOT / "models")))

@@ -12,10 +12,15 @@ import pytest
 
 from fedgrpo.edge.service import start_server
 from fedgrpo.edge.service_config import ServiceConfig
-from fedgrpo.scenarios.async_gatherer import LoopThread
-from fedgrpo.scenarios.live import LiveDeviceError, check_devices, live_devices, make_live_gatherer
+from fedgrpo.experiments.runtimes.live import (
+    LiveDeviceError,
+    check_devices,
+    live_devices,
+    make_live_gatherer,
+)
 from fedgrpo.scenarios.schema import Scenario
-from fedgrpo.server.gatherers import GatherRequest
+from fedgrpo.server.gathering.asynchronous import LoopThread
+from fedgrpo.server.gathering.base import GatherRequest
 
 TOKEN = "s3cret"
 ENV = "FEDGRPO_TEST_LIVE_TOKEN"

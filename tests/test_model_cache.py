@@ -83,7 +83,7 @@ def test_loaded_model_round_trips_through_load_causal_lm(tmp_path: Path) -> None
 
 
 def test_unknown_sources_fail_with_a_clear_error() -> None:
-    from fedgrpo.server.errors import ModelSourceError
+    from fedgrpo.errors import ModelSourceError
     from fedgrpo.server.zoo.loading import load_causal_lm
 
     with pytest.raises(ModelSourceError, match=r"no model hub is reachable|does not exist"):

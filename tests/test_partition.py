@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from fedgrpo.server.errors import PartitionError
+from fedgrpo.errors import PartitionError
 from fedgrpo.server.tasks import build_suite
 from fedgrpo.server.tasks.partition import (
     dirichlet_proportions,

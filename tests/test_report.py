@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from fedgrpo.scenarios.loader import dump_scenario
-from fedgrpo.scenarios.report import (
+from fedgrpo.experiments.report import (
     METRICS_CSV,
     METRICS_JSONL,
     MetricsWriter,
@@ -22,6 +21,7 @@ from fedgrpo.scenarios.report import (
     summary_table,
     write_summary,
 )
+from fedgrpo.scenarios.loader import dump_scenario
 from fedgrpo.scenarios.schema import Scenario
 
 PROFILES = ("rpi4", "laptop")

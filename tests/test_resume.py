@@ -119,8 +119,8 @@ def test_resume_with_no_good_checkpoint_exits_with_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """64 flipped bytes used to load silently and end "finished" with accuracy 0.000."""
-    import fedgrpo.scenarios.cli as cli
-    import fedgrpo.scenarios.context as context
+    import fedgrpo.experiments.commands as cli
+    import fedgrpo.experiments.context as context
 
     sys.path.insert(0, str(ROOT / "tests"))
     from resume_driver import SHRINK, tiny_spec

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.rounds import RoundPolicy
 from fedgrpo.sim import ClientSpec, RoundInput, SimConfig, WorkloadSpec, run_simulation
 from fedgrpo.sim.config import AvailabilitySpec
 from fedgrpo.sim.rng import ClientStream, CounterGenerator, round_streams

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.rounds import (
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import (
     AssignmentStatus,
     Disposition,
     RoundPolicy,

@@ -35,7 +35,7 @@ SHRINK = [
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import fedgrpo.scenarios.context as context
+    import fedgrpo.experiments.context as context
     from fedgrpo.server.zoo.architectures import TinyArch
     from fedgrpo.server.zoo.train import TrainConfig
 
@@ -66,7 +66,7 @@ def _shrunk(name: str, extra: list[str] = ()) -> Any:  # type: ignore[assignment
 
 @pytest.mark.parametrize("name", CHEAP)
 def test_shipped_scenario_runs(name: str, tiny_zoo: None, tmp_path: Path) -> None:
-    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.experiments.runner import run_scenario
 
     s = _shrunk(name)
     summary = run_scenario(s, tmp_path / "run")
@@ -91,7 +91,7 @@ def test_shipped_scenario_runs(name: str, tiny_zoo: None, tmp_path: Path) -> Non
 
 def test_interrupted_run_resumes_to_the_same_metrics(tiny_zoo: None, tmp_path: Path) -> None:
     """Stop after round 2 of 4, resume (broadcast dispatch): the records equal a straight run."""
-    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.experiments.runner import run_scenario
 
     straight = run_scenario(_shrunk("quickstart", ["rounds=4"]), tmp_path / "a")
     run_scenario(_shrunk("quickstart", ["rounds=2"]), tmp_path / "b")
@@ -108,7 +108,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tiny_zoo: None, tmp_path: P
 def test_cli_run_prints_before_and_after(
     tiny_zoo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import fedgrpo.scenarios.cli as cli
+    import fedgrpo.experiments.commands as cli
 
     code = cli.main(
         ["run", str(LIBRARY / "quickstart.yaml"), "--out-root", str(tmp_path),
@@ -125,7 +125,7 @@ def test_cli_run_prints_before_and_after(
 def test_graph_show_prints_neighbours_routing_and_saves_the_matrix(
     tiny_zoo: None, tmp_path: Path
 ) -> None:
-    from fedgrpo.scenarios.graph import show_graph
+    from fedgrpo.experiments.graph import show_graph
 
     s = _shrunk("quickstart")
     text = show_graph(s, questions=3, neighbours=2, save=tmp_path / "competence.json")
@@ -140,7 +140,7 @@ def test_graph_show_prints_neighbours_routing_and_saves_the_matrix(
 def test_a_run_that_dies_is_recorded_as_failed_with_its_error(
     tiny_zoo: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.experiments.runner import run_scenario
     from fedgrpo.server.trainer import FedGRPOTrainer
 
     step = FedGRPOTrainer.step
@@ -163,7 +163,7 @@ def test_models_build_takes_a_scenario(
 ) -> None:
     import os
 
-    from fedgrpo.server.cli import main
+    from fedgrpo.experiments.cli import main
 
     shrunk = tmp_path / "pop.yaml"
     text = (LIBRARY / "population.yaml").read_text().replace("train_per_domain: 2000", "train_per_domain: 40")
@@ -178,7 +178,7 @@ def test_resume_is_exact_in_async_mode_and_under_stragglers(
     name: str, tiny_zoo: None, tmp_path: Path
 ) -> None:
     """Every field of every record (but wall-clock compute_s) equals the uninterrupted run."""
-    from fedgrpo.scenarios.runner import run_scenario
+    from fedgrpo.experiments.runner import run_scenario
 
     extra = ["rounds=4", "eval.every=2", "checkpoint.every=2"]
     run_scenario(_shrunk(name, extra), tmp_path / "a")

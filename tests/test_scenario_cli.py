@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-import fedgrpo.scenarios.cli as cli
-import fedgrpo.scenarios.sweep as sweep_mod
-from fedgrpo.scenarios.report import MetricsWriter, write_summary
+import fedgrpo.experiments.commands as cli
+import fedgrpo.experiments.sweep as sweep_mod
+from fedgrpo.experiments.report import MetricsWriter, write_summary
 from fedgrpo.scenarios.schema import Scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedgrpo.errors import FedGRPOError
 from fedgrpo.scenarios.loader import (
     RESOLVED_NAME,
     dump_scenario,
@@ -16,7 +17,6 @@ from fedgrpo.scenarios.loader import (
     validate_files,
 )
 from fedgrpo.scenarios.schema import FALLBACK_PROFILES, Scenario, ScenarioError, known_profiles
-from fedgrpo.server.errors import FedGRPOError
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 SHIPPED = sorted(LIBRARY.glob("*.yaml"))
@@ -294,7 +294,7 @@ def test_every_trainer_grpo_option_is_settable_from_a_scenario() -> None:
 def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
     import inspect
 
-    import fedgrpo.scenarios.runner as runner
+    import fedgrpo.experiments.runner as runner
     from fedgrpo.server.trainer import GRPOConfig as TrainerGRPO
 
     source = inspect.getsource(runner)
@@ -306,7 +306,7 @@ def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
 
 
 def test_expert_quality_goes_to_the_zoo_per_partition(tmp_path: Path) -> None:
-    from fedgrpo.scenarios.context import client_domains, zoo_spec
+    from fedgrpo.experiments.context import client_domains, zoo_spec
 
     pop = load_scenario(LIBRARY / "population.yaml")
     qualities = pop.partition_qualities()

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
 
 

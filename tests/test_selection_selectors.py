@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import plan_dispatch
 from fedgrpo.server.selection import (
     AllSelector,
     CompetenceMatrix,
@@ -13,7 +14,6 @@ from fedgrpo.server.selection import (
     OracleSelector,
     RandomSelector,
     make_selector,
-    plan_dispatch,
 )
 
 # two domains on orthogonal axes; client 0 good at "add", client 1 at "mul", client 2 poor

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fedgrpo.edge.protocol import ScoreRequest
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.rounds import RoundOutcome, RoundPolicy
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import RoundOutcome, RoundPolicy
 from fedgrpo.sim import (
     AvailabilitySpec,
     ClientSpec,

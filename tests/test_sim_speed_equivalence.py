@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from fedgrpo.server.rounds import RoundPolicy
+from fedgrpo.rounds import RoundPolicy
 from fedgrpo.sim import SimConfig, WorkloadSpec, run_simulation
 
 MIX = {"rpi4": 1, "rpi5": 1, "phone-4g": 1, "phone-5g": 1, "phone-wifi": 1, "laptop": 1}

@@ -1,6 +1,6 @@
 """Sweep mechanics: grid parsing/expansion, parallel spawn workers, failures, outputs.
 
-The real runner (scenarios.runner) belongs to another component; these tests inject
+The real runner (fedgrpo.experiments.runner) belongs to another component; these tests inject
 ``fake_runner``, which writes a genuine metrics.jsonl and summary.json with values derived
 from the variant's parameters so the comparison can be checked exactly.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from fedgrpo.scenarios.report import MetricsWriter, write_summary
+from fedgrpo.experiments.report import MetricsWriter, write_summary
+from fedgrpo.experiments.sweep import expand_grid, parse_grid, run_sweep, split_values
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
-from fedgrpo.scenarios.sweep import expand_grid, parse_grid, run_sweep, split_values
 
 BASE = """\
 # a tiny timing-only base scenario
@@ -32,7 +32,7 @@ sim: {reward_source: timing, dropout: {offline: 0.0}}
 
 
 def fake_runner(scenario: Scenario, run_dir: Path, resume: bool) -> Mapping[str, Any]:
-    """Stand-in for scenarios.runner.run_scenario: final accuracy = 0.8 - offline + seed/100."""
+    """Stand-in for fedgrpo.experiments.runner.run_scenario: final accuracy = 0.8 - offline + seed/100."""
     offline = scenario.sim.dropout.offline if scenario.sim.dropout else 0.0
     offline = offline or 0.0
     if scenario.round_policy.over_selection == 2:

@@ -12,7 +12,7 @@ from fedgrpo.edge.answer_format import (
     normalise_answer,
     normalise_question,
 )
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.tasks import DOMAINS, build_suite
 
 

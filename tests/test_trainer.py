@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.gatherers import CentralGatherer, DirectGatherer
+from fedgrpo.errors import ConfigError
+from fedgrpo.server.gathering.base import CentralGatherer, DirectGatherer
 from fedgrpo.server.selection.selectors import RandomSelector
 from fedgrpo.server.tasks import build_suite
 from fedgrpo.server.trainer import FedGRPOTrainer, GRPOConfig

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from fedgrpo.edge.answer_format import extract_answer, follows_format
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.zoo.recipes import DataSpec, ModelRecipe, SuiteSpec, ZooSpec
 from fedgrpo.server.zoo.train import TrainConfig
 

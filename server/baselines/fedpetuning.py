@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 SCALES = ("group", "batch", "none")
 MIN_REWARDED = 2

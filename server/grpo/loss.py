@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 MAX_LOG_RATIO = 20.0

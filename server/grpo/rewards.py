@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 METHODS = ("mean", "median", "trimmed_mean")
 

@@ -5,7 +5,6 @@ maps them to names. Every random choice takes an explicit ``numpy.random.Generat
 """
 
 from fedgrpo.server.selection.competence import CompetenceMatrix
-from fedgrpo.server.selection.dispatch import DISPATCH_MODES, plan_dispatch
 from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
 from fedgrpo.server.selection.selectors import (
     SELECTORS,
@@ -18,7 +17,6 @@ from fedgrpo.server.selection.selectors import (
 )
 
 __all__ = [
-    "DISPATCH_MODES",
     "SELECTORS",
     "AllSelector",
     "CompetenceMatrix",
@@ -30,6 +28,5 @@ __all__ = [
     "cosine_neighbours",
     "l2_normalise",
     "make_selector",
-    "plan_dispatch",
     "top_m",
 ]

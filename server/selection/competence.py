@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 
 class CompetenceMatrix:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 TIE_DECIMALS = 12  # scores equal to 12 decimals are ties (float sums of bits can differ by ulp)
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.selection.competence import CompetenceMatrix
 from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
 

@@ -117,7 +117,7 @@ DOMAINS: dict[str, Domain] = {
 
 def get_domain(name: str) -> Domain:
     """The domain called ``name``; a clear error lists the known ones otherwise."""
-    from fedgrpo.server.errors import ConfigError
+    from fedgrpo.errors import ConfigError
 
     try:
         return DOMAINS[name]

@@ -11,7 +11,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from fedgrpo.server.errors import PartitionError
+from fedgrpo.errors import PartitionError
 from fedgrpo.server.tasks.domains import TaskItem
 
 

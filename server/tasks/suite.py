@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.tasks.domains import TaskItem, get_domain
 
 

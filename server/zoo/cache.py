@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgrpo.edge.manifest import sha256_file
-from fedgrpo.server.errors import ModelCacheError
+from fedgrpo.errors import ModelCacheError
 from fedgrpo.server.zoo.recipes import ModelRecipe
 
 MANIFEST = "fedgrpo_manifest.json"

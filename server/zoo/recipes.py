@@ -12,7 +12,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 from fedgrpo.server.tasks import TaskItem, TaskSuite, build_suite
 from fedgrpo.server.tasks.misconceptions import misconceive
 from fedgrpo.server.tasks.partition import partition_by_domain, partition_dirichlet, partition_iid

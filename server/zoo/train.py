@@ -63,7 +63,7 @@ def train_sft(
     import torch
 
     if not pairs:
-        from fedgrpo.server.errors import ConfigError
+        from fedgrpo.errors import ConfigError
 
         raise ConfigError("train_sft needs at least one (prompt, completion) pair")
     rng = random.Random(seed)

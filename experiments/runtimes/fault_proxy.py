@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
-from fedgrpo.scenarios.async_gatherer import LoopThread
+from fedgrpo.server.gathering.asynchronous import LoopThread
 from fedgrpo.sim.config import AvailabilitySpec
 from fedgrpo.sim.devices import DeviceProfile
 from fedgrpo.sim.rng import ClientStream, stream_generator

@@ -1,13 +1,13 @@
 """The real asyncio gatherer behind the trainer's synchronous ``gather`` call (emulate + live).
 
-The trainer is synchronous; :func:`server.gather.gather_round` is a coroutine and the
-:class:`~server.transport.HttpTransport` session must stay on the loop that created it. So one
+The trainer is synchronous; :func:`fedgrpo.server.gathering.http.gather_round` is a coroutine and the
+:class:`~fedgrpo.server.gathering.transport.HttpTransport` session must stay on the loop that created it. So one
 private event loop runs in a daemon thread (:class:`LoopThread`) for the gatherer's whole life;
 each :meth:`AsyncGatherer.gather` submits one round with ``run_coroutine_threadsafe`` and waits.
 
 A round is planned exactly as the simulator plans it: ``plan_dispatch`` over the first M
 experts of each question (primaries), the rest of ``request.experts[q]`` is the over-selection
-reserve, then :func:`server.rounds.build_plan`; the pure :class:`server.rounds.RoundState`
+reserve, then :func:`fedgrpo.rounds.build_plan`; the pure :class:`fedgrpo.rounds.RoundState`
 decides what counts. Rewards come back in the trainer's layout via
 :meth:`RoundOutcome.rewards_by_expert`, NaN = missing (failed, late, cancelled, offline).
 """
@@ -26,17 +26,22 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fedgrpo.edge.protocol import CompetenceRequest
-from fedgrpo.server.gather import gather_round
-from fedgrpo.server.gatherers import GatherRequest, GatherResult
-from fedgrpo.server.rounds import (
+from fedgrpo.rounds import (
     AssignmentStatus,
     RoundOutcome,
     RoundPolicy,
     build_plan,
     request_builder,
 )
-from fedgrpo.server.selection.dispatch import plan_dispatch
-from fedgrpo.server.transport import ClientEndpoint, HttpTransport, Transport, TransportError
+from fedgrpo.rounds.dispatch import plan_dispatch
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult
+from fedgrpo.server.gathering.http import gather_round
+from fedgrpo.server.gathering.transport import (
+    ClientEndpoint,
+    HttpTransport,
+    Transport,
+    TransportError,
+)
 
 __all__ = ["AsyncGatherer", "LoopThread", "outcome_record", "scale_policy"]
 
@@ -144,13 +149,13 @@ def outcome_record(
 
 
 class AsyncGatherer:
-    """The trainer's :class:`~server.gatherers.RewardGatherer` over a real async transport.
+    """The trainer's :class:`~fedgrpo.server.gathering.base.RewardGatherer` over a real async transport.
 
     ``policy`` is used as given (scale it first with :func:`scale_policy` in emulate mode).
     The last ``reserve_per_question`` experts of each question's list are the over-selection
     reserve (the runner ranks M + k experts for ``round_policy.over_selection: k``); the
     others are the primaries that share the candidates (all of them by default, as
-    :class:`~server.gatherers.DirectGatherer` does). ``labels[k]`` names client k in the participation stats (device
+    :class:`~fedgrpo.server.gathering.base.DirectGatherer` does). ``labels[k]`` names client k in the participation stats (device
     profile). ``extra_stats`` (optional) returns cumulative counters (e.g. the fault proxies'
     injected crashes); their per-round increase is added to the stats.
     """

@@ -29,7 +29,7 @@ from fedgrpo.edge.protocol import (
     encode_request,
     encode_response,
 )
-from fedgrpo.server.selection.dispatch import plan_dispatch
+from fedgrpo.rounds.dispatch import plan_dispatch
 
 
 @dataclass

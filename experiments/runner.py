@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.scenarios.context import (
+from fedgrpo.experiments.context import (
     Context,
     auxiliary_set,
     build_context,
@@ -25,7 +25,7 @@ from fedgrpo.scenarios.context import (
     resolve_model,
     scorer_fn,
 )
-from fedgrpo.scenarios.report import MetricsWriter, write_summary
+from fedgrpo.experiments.report import MetricsWriter, write_summary
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
 
@@ -35,20 +35,20 @@ log = logging.getLogger(__name__)
 def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
     """(gatherer, closer). Timing/fault layers wrap the in-process scorers per mode."""
     s = ctx.scenario
-    from fedgrpo.server.gatherers import CentralGatherer, DirectGatherer
+    from fedgrpo.server.gathering.base import CentralGatherer, DirectGatherer
 
     if s.server.baseline != "fedgrpo":
         return CentralGatherer(), None
     if s.mode == "sim":
-        from fedgrpo.scenarios.sim_gatherer import make_sim_gatherer
+        from fedgrpo.experiments.runtimes.sim import make_sim_gatherer
 
         return make_sim_gatherer(ctx)
     if s.mode == "emulate":
-        from fedgrpo.scenarios.emulate import make_emulate_gatherer
+        from fedgrpo.experiments.runtimes.emulate import make_emulate_gatherer
 
         return make_emulate_gatherer(ctx)
     if s.mode == "live":
-        from fedgrpo.scenarios.live import make_live_gatherer
+        from fedgrpo.experiments.runtimes.live import make_live_gatherer
 
         return make_live_gatherer(ctx)
     scorers = load_scorers(ctx)
@@ -178,7 +178,7 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
 def _run_scenario(scenario: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     s = scenario
     if not s.models_needed:
-        from fedgrpo.scenarios.sim_gatherer import run_timing_only
+        from fedgrpo.experiments.runtimes.sim import run_timing_only
 
         return run_timing_only(s, run_dir, resume)
     import torch

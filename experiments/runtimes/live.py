@@ -14,7 +14,7 @@ Before round 1 every device is checked, concurrently:
    naming the environment variable to set.
 
 All problems are reported together in one :class:`LiveDeviceError`. Then rounds run through
-:class:`~scenarios.async_gatherer.AsyncGatherer` in real time (``time_scale`` 1).
+:class:`~fedgrpo.server.gathering.asynchronous.AsyncGatherer` in real time (``time_scale`` 1).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.scenarios.async_gatherer import AsyncGatherer
+from fedgrpo.errors import ConfigError
 from fedgrpo.scenarios.schema import ClientSpec, Scenario
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.transport import ClientEndpoint, HttpTransport
+from fedgrpo.server.gathering.asynchronous import AsyncGatherer
+from fedgrpo.server.gathering.transport import ClientEndpoint, HttpTransport
 
 __all__ = ["LiveDevice", "LiveDeviceError", "check_devices", "live_devices", "make_live_gatherer"]
 
@@ -85,7 +85,7 @@ def live_devices(s: Scenario, model_names: dict[int, str] | None = None) -> list
 
 def expected_model_names(ctx: Any) -> dict[int, str]:
     """The default served name of each client's model: basename of its source model."""
-    from fedgrpo.scenarios.context import resolve_model
+    from fedgrpo.experiments.context import resolve_model
 
     names: dict[int, str] = {}
     for c in ctx.clients:
@@ -185,7 +185,7 @@ def check_devices(devices: list[LiveDevice], timeout_s: float = CHECK_TIMEOUT_S)
 
 def make_live_gatherer(ctx: Any) -> tuple[Any, Any]:
     """(gatherer, closer) for ``mode: live``."""
-    from fedgrpo.scenarios.sim_gatherer import round_policy
+    from fedgrpo.experiments.runtimes.sim import round_policy
 
     s: Scenario = ctx.scenario
     devices = live_devices(s, expected_model_names(ctx))

@@ -29,7 +29,7 @@ from fedgrpo.edge.protocol import (
     encode_response,
     parse_response,
 )
-from fedgrpo.server.errors import ConfigError, FedGRPOError
+from fedgrpo.errors import ConfigError, FedGRPOError
 
 __all__ = [
     "ClientEndpoint",

@@ -6,7 +6,7 @@
 * timing-only (``sim.reward_source: timing``): no model at all; a surrogate draws rewards
   from each client's competence, so fleets of 10,000 clients run in seconds.
 
-Both go through :mod:`sim.engine`, which drives :mod:`server.rounds` — the same code the asyncio gatherer uses.
+Both go through :mod:`sim.engine`, which drives :mod:`fedgrpo.rounds` — the same code the asyncio gatherer uses.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.scenarios.context import Context, load_scorers
+from fedgrpo.experiments.context import Context, load_scorers
+from fedgrpo.rounds import RoundOutcome, RoundPolicy
 from fedgrpo.scenarios.schema import ClientGroup, Scenario
-from fedgrpo.server.gatherers import GatherRequest, GatherResult
-from fedgrpo.server.rounds import RoundOutcome, RoundPolicy
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
 
@@ -169,7 +169,7 @@ class SimGatherer:
         if not resume_round:
             path.write_text("")
             return
-        from fedgrpo.scenarios.report import read_records
+        from fedgrpo.experiments.report import read_records
         from fedgrpo.server.checkpoint import CheckpointError
 
         entries = read_records(path) if path.exists() else []
@@ -224,7 +224,7 @@ class SimGatherer:
 
 
 def make_sim_gatherer(ctx: Context) -> tuple[Any, Any]:
-    from fedgrpo.scenarios.context import scorer_fn
+    from fedgrpo.experiments.context import scorer_fn
 
     scorers = load_scorers(ctx)
     fns = [scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]
@@ -237,7 +237,7 @@ def make_sim_gatherer(ctx: Context) -> tuple[Any, Any]:
 def timing_competences(s: Scenario) -> list[dict[str, float]]:
     """Surrogate judge quality per client and domain: a client judges its own domains well
     (0.95) and others at chance (0.5). Without models this is the only competence there is."""
-    from fedgrpo.scenarios.context import client_domains, zoo_spec
+    from fedgrpo.experiments.context import client_domains, zoo_spec
 
     spec = zoo_spec(s)
     held = client_domains(spec)
@@ -252,7 +252,7 @@ def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     """A fleet study without models: virtual time, surrogate rewards, no GRPO update."""
     import time
 
-    from fedgrpo.scenarios.report import MetricsWriter, write_summary
+    from fedgrpo.experiments.report import MetricsWriter, write_summary
     from fedgrpo.sim.engine import run_simulation
 
     start = time.perf_counter()

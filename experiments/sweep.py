@@ -2,7 +2,7 @@
 
 Every variant is validated before anything runs. Variants run in a spawn
 ``ProcessPoolExecutor`` calling a runner ``run_scenario(scenario, run_dir, resume) -> dict``
-(default ``scenarios.runner.run_scenario``; tests inject a module-level fake). A variant that
+(default ``fedgrpo.experiments.runner.run_scenario``; tests inject a module-level fake). A variant that
 raises is recorded as failed; the others go on. Outputs land in
 ``OUT_ROOT/<scenario>-sweep/<timestamp>/``: ``runs/<variant>/`` (one run dir each),
 ``variants.csv`` (one row per variant), ``comparison.md|csv`` (one row per grid point, mean ±
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.experiments.report import _atomic_write, _pyplot, _save, mean_std, write_csv
 from fedgrpo.scenarios.loader import (
     RESOLVED_NAME,
     dump_scenario,
@@ -30,7 +31,6 @@ from fedgrpo.scenarios.loader import (
     validate_dict,
 )
 from fedgrpo.scenarios.overrides import apply_override, parse_value, split_path
-from fedgrpo.scenarios.report import _atomic_write, _pyplot, _save, mean_std, write_csv
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 Runner = Callable[[Scenario, Path, bool], Mapping[str, Any]]
@@ -167,7 +167,7 @@ class SweepResult:
 
 
 def _default_runner(scenario: Scenario, run_dir: Path, resume: bool) -> Mapping[str, Any]:
-    from fedgrpo.scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
+    from fedgrpo.experiments.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
 
     result: Mapping[str, Any] = run_scenario(scenario, run_dir, resume)
     return result

@@ -1,8 +1,8 @@
 """Scenario subcommands for ``fedgrpo``: validate, run, sweep, report.
 
-``server/cli.py`` wires them with ``scenarios.cli.register(sub)``; every handler returns an
+``experiments/cli.py`` wires them with ``fedgrpo.experiments.commands.register(sub)``; every handler returns an
 exit code and raises FedGRPOError subclasses (ScenarioError) for the caller to print.
-The runner is looked up lazily (``scenarios.runner.run_scenario``) so ``validate`` and
+The runner is looked up lazily (``fedgrpo.experiments.runner.run_scenario``) so ``validate`` and
 ``report`` never import torch.
 """
 
@@ -19,7 +19,7 @@ from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 
 def _runner() -> Any:
-    from fedgrpo.scenarios.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
+    from fedgrpo.experiments.runner import run_scenario  # type: ignore[import-not-found,unused-ignore]
 
     return run_scenario
 
@@ -71,7 +71,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedgrpo.scenarios.report import before_after_text, make_report, summary_table
+    from fedgrpo.experiments.report import before_after_text, make_report, summary_table
 
     scenario, run_dir, resume = prepare_run(args)
     run_scenario = _runner()
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fedgrpo.scenarios.sweep import run_sweep
+    from fedgrpo.experiments.sweep import run_sweep
 
     result = run_sweep(
         args.file,
@@ -117,7 +117,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fedgrpo.scenarios.report import make_report, summary_table
+    from fedgrpo.experiments.report import make_report, summary_table
 
     dirs = [Path(d) for d in args.run_dirs]
     missing = [d for d in dirs if not d.is_dir()]
@@ -180,8 +180,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m fedgrpo.scenarios.cli``) until server/cli.py wires register()."""
-    from fedgrpo.server.errors import FedGRPOError
+    """Stand-alone entry (``python -m fedgrpo.experiments.commands``) until experiments/cli.py wires register()."""
+    from fedgrpo.errors import FedGRPOError
 
     parser = argparse.ArgumentParser(prog="fedgrpo")
     register(parser.add_subparsers(dest="command", required=True))

@@ -1,8 +1,8 @@
 """Semantics of one reward-gathering round — the ONE implementation, driven by two clocks.
 
 Pure: no I/O, no clock, no asyncio, no simpy, no randomness. Time is a float the driver
-passes in (``time.monotonic()`` for the asyncio gatherer in :mod:`server.gather`, ``env.now``
-for the simpy process in :mod:`sim`); only the waiting differs between them.
+passes in (``time.monotonic()`` for the asyncio gatherer in :mod:`fedgrpo.server.gathering.http`, ``env.now``
+for the simpy process in :mod:`fedgrpo.sim`); only the waiting differs between them.
 
 Vocabulary
 ----------
@@ -40,7 +40,7 @@ from functools import cached_property
 import numpy as np
 
 from fedgrpo.edge.protocol import ScoreRequest
-from fedgrpo.server.errors import ConfigError
+from fedgrpo.errors import ConfigError
 
 __all__ = [
     "Assignment",
@@ -230,7 +230,7 @@ def build_plan(
     """Pure plan from per-question expert lists and candidate dispatch.
 
     ``dispatch[q]`` maps each *primary* expert of question q to the candidate indices it scores
-    (e.g. ``server.selection.dispatch.plan_dispatch``); M = ``len(dispatch[q])``.
+    (e.g. ``fedgrpo.rounds.dispatch.plan_dispatch``); M = ``len(dispatch[q])``.
     ``experts[q]`` is the ranked expert list for question q; the experts in it that are not
     primaries are the reserve used for over-selection, in order: ⌈M·(1+f)⌉ − M of them are
     asked, each mirroring a primary's shard round-robin. If the reserve is too short, fewer

@@ -1,15 +1,15 @@
 """Emulate mode: the real async server against real edge processes on loopback, with faults.
 
-:func:`make_emulate_gatherer` (called by :mod:`scenarios.runner`):
+:func:`make_emulate_gatherer` (called by :mod:`fedgrpo.experiments.runner`):
 
-1. exports each client's model to ONNX (cached, :func:`scenarios.context.export_client_model`);
+1. exports each client's model to ONNX (cached, :func:`fedgrpo.experiments.context.export_client_model`);
 2. starts one ``python -m fedgrpo.edge.cli serve --port 0`` process per client (own process group,
    bearer token via ``$FEDGRPO_EDGE_TOKEN``, log in ``<models_dir>/emulate-logs/<run>/``),
    reads the bound port from its log and waits for ``GET /v2/health/ready``
    (``emulate.startup_timeout_s``; a failure names the client and its log file);
-3. puts a :class:`~scenarios.fault_proxy.FaultProxy` in front of each (device profile, crash,
+3. puts a :class:`~fedgrpo.experiments.runtimes.fault_proxy.FaultProxy` in front of each (device profile, crash,
    availability and ``dropout`` overrides, all time-scaled by ``emulate.time_scale``);
-4. returns an :class:`~scenarios.async_gatherer.AsyncGatherer` over HTTP to the proxies, with
+4. returns an :class:`~fedgrpo.server.gathering.asynchronous.AsyncGatherer` over HTTP to the proxies, with
    the scenario's round policy scaled by the same ``time_scale`` (so a 30 s deadline against
    profile latencies means the same thing here as in sim mode).
 
@@ -39,13 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.scenarios.async_gatherer import AsyncGatherer, scale_policy
-from fedgrpo.scenarios.context import Context, export_client_model, models_dir
-from fedgrpo.scenarios.fault_proxy import FaultModel, FaultProxy, ProxyHost
+from fedgrpo.errors import FedGRPOError
+from fedgrpo.experiments.context import Context, export_client_model, models_dir
+from fedgrpo.experiments.runtimes.fault_proxy import FaultModel, FaultProxy, ProxyHost
 from fedgrpo.scenarios.schema import ClientSpec
-from fedgrpo.server.errors import FedGRPOError
-from fedgrpo.server.gatherers import GatherRequest, GatherResult
-from fedgrpo.server.transport import ClientEndpoint, HttpTransport
+from fedgrpo.server.gathering.asynchronous import AsyncGatherer, scale_policy
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult
+from fedgrpo.server.gathering.transport import ClientEndpoint, HttpTransport
 
 __all__ = [
     "EdgeProcess",
@@ -227,7 +227,7 @@ class EmulateGatherer(AsyncGatherer):
 
 def fault_model(ctx: Context, client: ClientSpec) -> FaultModel:
     """The client's device behaviour exactly as sim mode models it (profile + dropout)."""
-    from fedgrpo.scenarios.sim_gatherer import _client_spec, _size_class
+    from fedgrpo.experiments.runtimes.sim import _client_spec, _size_class
 
     s = ctx.scenario
     spec = _client_spec(s, client.group, client.model, 0.8)
@@ -275,7 +275,7 @@ def _connect_host(host: str) -> str:
 
 def make_emulate_gatherer(ctx: Context) -> tuple[Any, Any]:
     """(gatherer, closer) for ``mode: emulate``."""
-    from fedgrpo.scenarios.sim_gatherer import round_policy
+    from fedgrpo.experiments.runtimes.sim import round_policy
 
     s = ctx.scenario
     fleet = start_fleet(ctx)

@@ -1,7 +1,7 @@
-"""The asyncio driver of :mod:`server.rounds`: send, retry, wait, cancel — in wall-clock time.
+"""The asyncio driver of :mod:`fedgrpo.rounds`: send, retry, wait, cancel — in wall-clock time.
 
 All decisions (what counts, when to retry, when to close, what to cancel) are taken by
-:class:`server.rounds.RoundState`; this module only does the waiting. Stragglers are cancelled
+:class:`fedgrpo.rounds.RoundState`; this module only does the waiting. Stragglers are cancelled
 at the close (``Task.cancel``) and awaited for at most ``cancel_grace_s``, so a round never
 lasts much longer than its deadline whatever the devices do.
 """
@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from fedgrpo.edge.protocol import CompetenceRequest, ScoreRequest
-from fedgrpo.server.errors import ConfigError
-from fedgrpo.server.rounds import (
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import (
     Assignment,
     Disposition,
     RoundOutcome,
@@ -23,7 +23,7 @@ from fedgrpo.server.rounds import (
     RoundPolicy,
     RoundState,
 )
-from fedgrpo.server.transport import ClientEndpoint, Transport, TransportError
+from fedgrpo.server.gathering.transport import ClientEndpoint, Transport, TransportError
 
 __all__ = ["BuildRequest", "gather_round"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
+from fedgrpo.errors import ConfigError
 from fedgrpo.scenarios.schema import ZOO_PREFIX, ClientSpec, Scenario
-from fedgrpo.server.errors import ConfigError
 from fedgrpo.server.tasks import TaskSuite
 from fedgrpo.server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
 

@@ -175,7 +175,7 @@ class MetricsWriter:
     def _write(self, event: str, record: Mapping[str, Any], required: Sequence[str]) -> None:
         missing = [k for k in required if k not in record]
         if missing:
-            raise ValueError(f"{event} record lacks {missing}; see scenarios.report for the format")
+            raise ValueError(f"{event} record lacks {missing}; see fedgrpo.experiments.report for the format")
         if self._fh is None:
             raise ValueError(f"MetricsWriter for {self.run_dir} is closed")
         rec = {"event": event, **_clean(dict(record))}
@@ -229,7 +229,7 @@ def write_summary(run_dir: str | os.PathLike[str], summary: Mapping[str, Any]) -
     """Write ``summary.json`` atomically; must hold SUMMARY_KEYS (extra keys are kept)."""
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     if missing:
-        raise ValueError(f"summary lacks {missing}; see scenarios.report for the format")
+        raise ValueError(f"summary lacks {missing}; see fedgrpo.experiments.report for the format")
     path = Path(run_dir) / SUMMARY_JSON
     _atomic_write(path, json.dumps(_clean(dict(summary)), indent=2) + "\n")
     return path

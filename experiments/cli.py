@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedgrpo.server.errors import FedGRPOError
+from fedgrpo.errors import FedGRPOError
 
 
 def _models_build(args: argparse.Namespace) -> int:
@@ -16,7 +16,7 @@ def _models_build(args: argparse.Namespace) -> int:
 
     spec = None
     if args.scenario:
-        from fedgrpo.scenarios.context import zoo_spec
+        from fedgrpo.experiments.context import zoo_spec
         from fedgrpo.scenarios.loader import load_scenario
 
         spec = zoo_spec(load_scenario(Path(args.scenario)))
@@ -34,7 +34,7 @@ def _models_eval(args: argparse.Namespace) -> int:
 
 
 def _graph_show(args: argparse.Namespace) -> int:
-    from fedgrpo.scenarios.graph import cmd_graph_show
+    from fedgrpo.experiments.graph import cmd_graph_show
 
     return cmd_graph_show(args)
 
@@ -42,7 +42,7 @@ def _graph_show(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import os
 
-    from fedgrpo.scenarios.cli import main as scenario_main
+    from fedgrpo.experiments.commands import main as scenario_main
 
     os.environ.setdefault("FEDGRPO_MODELS_DIR", args.models_dir)
     print(f"[fedgrpo] demo: running {args.scenario} (models cached in {args.models_dir})")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--save", default=None, help="also write the competence matrix (JSON) here")
     show.set_defaults(func=_graph_show)
 
-    from fedgrpo.scenarios.cli import register
+    from fedgrpo.experiments.commands import register
 
     register(sub)
     return parser

@@ -17,9 +17,9 @@ from fedgrpo.scenarios.schema import Scenario
 def show_graph(
     s: Scenario, questions: int = 5, neighbours: int = 5, save: Path | None = None
 ) -> str:
-    from fedgrpo.scenarios.context import build_context, load_scorers, resolve_model, scorer_fn
-    from fedgrpo.scenarios.runner import _selector_and_embedder, refresh_competence
-    from fedgrpo.server.gatherers import DirectGatherer
+    from fedgrpo.experiments.context import build_context, load_scorers, resolve_model, scorer_fn
+    from fedgrpo.experiments.runner import _selector_and_embedder, refresh_competence
+    from fedgrpo.server.gathering.base import DirectGatherer
     from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, top_m
     from fedgrpo.server.zoo.loading import load_causal_lm
 
