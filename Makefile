@@ -25,6 +25,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fedgrpo/__init__.py fedgrpo/errors.py edge rounds sim server scenarios experiments tests benchmarks
 	$(VENV)/bin/mypy -p fedgrpo
+	$(VENV)/bin/lint-imports --no-cache
 
 # What CI runs: lint + type check + the whole suite, slow end-to-end tests included
 # (SmolLM2 from its PyPI wheel, ~3 min in all on 2 cores). `make test-fast` skips the slow ones.

@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("tiny-gpt2 (2x128, char vocab)", str(tiny_hf), tiny_hf, root / "tiny-gpt2-add-edge", 8)
     ]
     if not args.skip_smollm2:
-        from fedgrpo.server.zoo.loading import materialise_smollm2
+        from fedgrpo.edge.builtin_models import materialise_smollm2
 
         smol = materialise_smollm2(cache_dir())
         jobs.append(("SmolLM2-135M-Instruct", str(smol), smol, root / "smollm2-135m-edge", 8))

@@ -56,12 +56,10 @@ def _require_export_deps() -> Any:
 
 
 def _resolve_source(source: str) -> str:
-    """Local directory or hub id as given; ``builtin:NAME`` via the server's model loader."""
-    if source.startswith("builtin:"):
-        from fedgrpo.server.zoo.loading import resolve_model_source
+    """Local directory or hub id as given; ``builtin:NAME`` materialised first."""
+    from fedgrpo.edge.builtin_models import resolve_builtin
 
-        return resolve_model_source(source)
-    return source
+    return resolve_builtin(source)
 
 
 def _config_facts(export_dir: Path, max_length: int | None) -> dict[str, Any]:

@@ -10,29 +10,16 @@ every problem is reported with its own field path.
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from fedgrpo.errors import ConfigError, FedGRPOError
+from fedgrpo.errors import ConfigError
 
-# Device profiles the simulator shipped when it offers no registry (see known_profiles()).
-FALLBACK_PROFILES: tuple[str, ...] = (
-    "rpi-zero2",
-    "rpi4",
-    "rpi5",
-    "phone-4g",
-    "phone-5g",
-    "phone-wifi",
-    "laptop",
-    "jetson",
-)
 ZOO_PREFIX = "zoo:"
 BUILTIN_PREFIX = "builtin:"
 ZOO_SERVER_MODELS = ("server-base",)
@@ -53,39 +40,12 @@ class ScenarioError(ConfigError):
 # --------------------------------------------------------------------------- registries
 
 
-def _names_from(obj: Any) -> list[str] | None:
-    if callable(obj):
-        obj = obj()
-    if isinstance(obj, dict):
-        return [str(k) for k in obj]
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [str(getattr(x, "name", x)) for x in obj]
-    return None
-
-
 @functools.lru_cache(maxsize=1)
 def known_profiles() -> tuple[str, ...]:
-    """Device profile names: from the simulator's registry if it has one, else the fallback.
+    """Device profile names of the simulator's registry (``fedgrpo.sim.devices.PROFILES``)."""
+    from fedgrpo.sim.devices import PROFILES
 
-    Looks for ``sim.profiles`` exposing one of ``list_profiles()``, ``profile_names()``,
-    ``names()``, ``PROFILES`` or ``BUILTIN_PROFILES``; then for ``sim/profiles/*.yaml``.
-    """
-    try:
-        mod = importlib.import_module("fedgrpo.sim.profiles")
-    except ImportError:
-        mod = None
-    if mod is not None:
-        for attr in ("list_profiles", "profile_names", "names", "PROFILES", "BUILTIN_PROFILES"):
-            if hasattr(mod, attr):
-                try:
-                    names = _names_from(getattr(mod, attr))
-                except (TypeError, OSError, ValueError, FedGRPOError):
-                    names = None
-                if names:
-                    return tuple(sorted(set(names)))
-    pkg_dir = Path(__file__).resolve().parent.parent / "sim" / "profiles"
-    files = sorted(p.stem for p in pkg_dir.glob("*.yaml")) if pkg_dir.is_dir() else []
-    return tuple(files) if files else FALLBACK_PROFILES
+    return tuple(sorted(PROFILES))
 
 
 def known_domains() -> tuple[str, ...]:
@@ -95,7 +55,7 @@ def known_domains() -> tuple[str, ...]:
 
 
 def known_builtins() -> tuple[str, ...]:
-    from fedgrpo.server.zoo.loading import BUILTINS
+    from fedgrpo.edge.builtin_models import BUILTINS
 
     return tuple(BUILTINS)
 

@@ -28,9 +28,9 @@ def test_smollm2_export_matches_torch() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from fedgrpo.edge.builtin_models import materialise_smollm2
     from fedgrpo.edge.export import export_model
     from fedgrpo.edge.manifest import Manifest
-    from fedgrpo.server.zoo.loading import materialise_smollm2
 
     hf_dir = materialise_smollm2(_cache())
     out = _cache() / "edge-test" / "smollm2-135m-edge"

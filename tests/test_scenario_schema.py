@@ -16,7 +16,8 @@ from fedgrpo.scenarios.loader import (
     new_run_dir,
     validate_files,
 )
-from fedgrpo.scenarios.schema import FALLBACK_PROFILES, Scenario, ScenarioError, known_profiles
+from fedgrpo.scenarios.schema import Scenario, ScenarioError, known_profiles
+from fedgrpo.sim.devices import PROFILES
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 SHIPPED = sorted(LIBRARY.glob("*.yaml"))
@@ -100,11 +101,9 @@ def test_name_defaults_to_file_stem(tmp_path: Path) -> None:
     assert load_scenario(write(tmp_path, "rounds: 3\n", "my-exp.yaml")).name == "my-exp"
 
 
-def test_profiles_registry_has_fallback() -> None:
-    names = known_profiles()
-    assert names
-    if names == FALLBACK_PROFILES:
-        assert "rpi-zero2" in names and "laptop" in names
+def test_profiles_are_the_simulators_registry() -> None:
+    assert known_profiles() == tuple(sorted(PROFILES))
+    assert "rpi4" in known_profiles() and "laptop" in known_profiles()
 
 
 # ------------------------------------------------------------------ errors
