@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,25 +22,19 @@ def test_every_top_level_folder_is_linked_into_the_namespace() -> None:
 
 @pytest.mark.timeout(300)
 def test_wheel_holds_only_the_fedgrpo_namespace(tmp_path: Path) -> None:
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    src = tmp_path / "src"
+    junk = shutil.ignore_patterns(
+        ".git", ".venv", "models", "runs", "build", "*.egg-info", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(ROOT, src, symlinks=True, ignore=junk)
+    out = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
+        [*cmd, "-w", str(out), str(src)], capture_output=True, text=True, timeout=280
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (wheel,) = tmp_path.glob("fedgrpo-*.whl")
+    (wheel,) = out.glob("fedgrpo-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"fedgrpo", wheel.name.split("-py")[0] + ".dist-info"}, tops
