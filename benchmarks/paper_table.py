@@ -93,7 +93,7 @@ def _scenario(row: Row, seed: int, extra: tuple[str, ...] = ()) -> Any:
 
 
 def _run_fedgrpo(row: Row, seed: int, out: Path) -> Result:
-    from fedgrpo.experiments.report import read_records
+    from fedgrpo.experiments.records import read_records
     from fedgrpo.experiments.runner import run_scenario
 
     s = _scenario(row, seed, ("checkpoint.every=0",))

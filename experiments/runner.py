@@ -25,7 +25,7 @@ from fedgrpo.experiments.context import (
     resolve_model,
     scorer_fn,
 )
-from fedgrpo.experiments.report import MetricsWriter, write_summary
+from fedgrpo.experiments.records import MetricsWriter, write_summary
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.experiments.report import _atomic_write, _pyplot, _save, mean_std, write_csv
+from fedgrpo.experiments.plots import pyplot, save_figure
+from fedgrpo.experiments.records import atomic_write, write_csv
+from fedgrpo.experiments.report import mean_std
 from fedgrpo.scenarios.loader import (
     RESOLVED_NAME,
     dump_scenario,
@@ -345,7 +347,7 @@ def write_sweep_outputs(
             for r in failed
         ]
     md = sweep_dir / "comparison.md"
-    _atomic_write(md, "\n".join(lines) + "\n")
+    atomic_write(md, "\n".join(lines) + "\n")
     files.append(md)
     plot = _plot_points(sweep_dir / "comparison.png", rows, keys, metric)
     if plot is not None:
@@ -359,7 +361,7 @@ def _plot_points(
     drawn = [r for r in rows if r[f"{metric}_mean"] is not None]
     if not drawn:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.4, 0.7 * len(rows)), 4.2))
     numeric = len(keys) == 1 and all(
         isinstance(r[keys[0]], (int, float)) and not isinstance(r[keys[0]], bool) for r in drawn
@@ -379,4 +381,4 @@ def _plot_points(
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.set_title(f"sweep: {metric}")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""Metrics writer, summaries, plots and comparison tables on real files with real matplotlib."""
+"""Metrics records, summaries, plots and comparison tables on real files with real matplotlib."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from typing import Any
 
 import pytest
 
-from fedgrpo.experiments.report import (
+from fedgrpo.experiments.records import (
     METRICS_CSV,
     METRICS_JSONL,
     MetricsWriter,
     load_run,
-    make_report,
     run_summary,
-    summary_table,
     write_summary,
 )
+from fedgrpo.experiments.report import make_report, summary_table
 from fedgrpo.scenarios.loader import dump_scenario
 from fedgrpo.scenarios.schema import Scenario
 
@@ -99,7 +98,15 @@ def test_metrics_writer_jsonl_and_csv(tmp_path: Path) -> None:
     run = make_run(tmp_path, "q", 0, [0.2, 0.3, 0.4], rounds=4)
     lines = (run / METRICS_JSONL).read_text().splitlines()
     recs = [json.loads(line) for line in lines]
-    assert [r["event"] for r in recs] == ["eval", "round", "round", "eval", "round", "round", "eval"]
+    assert [r["event"] for r in recs] == [
+        "eval",
+        "round",
+        "round",
+        "eval",
+        "round",
+        "round",
+        "eval",
+    ]
     assert recs[1]["participation"] == {"rpi4": 4, "laptop": 10}
     with (run / METRICS_CSV).open() as fh:
         rows = list(csv.DictReader(fh))
@@ -140,7 +147,11 @@ def test_summary_derived_for_crashed_run(tmp_path: Path) -> None:
     run = make_run(tmp_path, "crash", 1, [0.1, 0.5, 0.3], rounds=6, summary=False)
     s = run_summary(run)
     assert s["status"] == "incomplete" and s["rounds_completed"] == 6
-    assert (s["initial_mean_accuracy"], s["final_mean_accuracy"], s["best_mean_accuracy"]) == (0.1, 0.3, 0.5)
+    assert (s["initial_mean_accuracy"], s["final_mean_accuracy"], s["best_mean_accuracy"]) == (
+        0.1,
+        0.3,
+        0.5,
+    )
     assert s["total_bytes"] == sum(4000 + r + 256 for r in range(1, 7))
     assert s["lora_total_bytes"] == 12_000_000 and s["virtual_s"] == 12.0
     assert s["scenario"] == "crash" and s["seed"] == 1
@@ -198,7 +209,9 @@ def test_multi_run_report_groups_seeds(tmp_path: Path) -> None:
     assert math.isclose(float(rows["alpha"]["wall_s_mean"]), 13.5)
     assert rows["beta"]["runs"] == "1" and float(rows["beta"]["final_mean_accuracy_std"]) == 0.0
     md = (out / "comparison.md").read_text()
-    assert "| alpha | 3 | 0 1 2 | 0.200 ± 0.000 | 0.500 ± 0.100 | 0.500 ± 0.100 | 13.5 ± 1.0 |" in md
+    assert (
+        "| alpha | 3 | 0 1 2 | 0.200 ± 0.000 | 0.500 ± 0.100 | 0.500 ± 0.100 | 13.5 ± 1.0 |" in md
+    )
     assert "| beta | 1 | 0 | 0.200 | 0.300 | 0.300 |" in md
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import fedgrpo.experiments.commands as cli
 import fedgrpo.experiments.sweep as sweep_mod
-from fedgrpo.experiments.report import MetricsWriter, write_summary
+from fedgrpo.experiments.records import MetricsWriter, write_summary
 from fedgrpo.scenarios.schema import Scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"

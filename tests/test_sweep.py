@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fedgrpo.experiments.report import MetricsWriter, write_summary
+from fedgrpo.experiments.records import MetricsWriter, write_summary
 from fedgrpo.experiments.sweep import expand_grid, parse_grid, run_sweep, split_values
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
@@ -39,15 +39,38 @@ def fake_runner(scenario: Scenario, run_dir: Path, resume: bool) -> Mapping[str,
         raise RuntimeError("boom: simulated runner crash")
     acc = 0.8 - offline + (scenario.seed - 10) / 100
     with MetricsWriter(run_dir) as w:
-        w.eval({"round": 0, "time_s": 0.0, "accuracy": {"add": 0.1}, "mean_accuracy": 0.1, "format_rate": 1.0})
-        w.eval({"round": scenario.rounds, "time_s": 1.0, "accuracy": {"add": acc}, "mean_accuracy": acc,
-                "format_rate": 1.0})
+        w.eval(
+            {
+                "round": 0,
+                "time_s": 0.0,
+                "accuracy": {"add": 0.1},
+                "mean_accuracy": 0.1,
+                "format_rate": 1.0,
+            }
+        )
+        w.eval(
+            {
+                "round": scenario.rounds,
+                "time_s": 1.0,
+                "accuracy": {"add": acc},
+                "mean_accuracy": acc,
+                "format_rate": 1.0,
+            }
+        )
     summary = {
-        "scenario": scenario.name, "mode": scenario.mode, "seed": scenario.seed,
-        "rounds_completed": scenario.rounds, "initial_mean_accuracy": 0.1,
-        "final_mean_accuracy": acc, "best_mean_accuracy": acc, "total_bytes": 100,
-        "lora_total_bytes": 10_000, "wall_s": 0.01, "virtual_s": 5.0 + offline * 10,
-        "status": "finished", "resume": resume,
+        "scenario": scenario.name,
+        "mode": scenario.mode,
+        "seed": scenario.seed,
+        "rounds_completed": scenario.rounds,
+        "initial_mean_accuracy": 0.1,
+        "final_mean_accuracy": acc,
+        "best_mean_accuracy": acc,
+        "total_bytes": 100,
+        "lora_total_bytes": 10_000,
+        "wall_s": 0.01,
+        "virtual_s": 5.0 + offline * 10,
+        "status": "finished",
+        "resume": resume,
     }
     write_summary(run_dir, summary)
     return summary
@@ -74,7 +97,10 @@ def test_split_and_parse_grid() -> None:
 
 def test_expand_grid_cartesian_times_seeds() -> None:
     base = {"name": "b", "seed": 5, "selection": {"selector": "random"}}
-    grid: dict[str, list[Any]] = {"round_policy.over_selection": [0, 1], "selection.dispatch": ["split", "broadcast"]}
+    grid: dict[str, list[Any]] = {
+        "round_policy.over_selection": [0, 1],
+        "selection.dispatch": ["split", "broadcast"],
+    }
     variants = expand_grid(base, grid, seeds=3)
     assert len(variants) == 12
     assert len({v.name for v in variants}) == 12
@@ -82,9 +108,9 @@ def test_expand_grid_cartesian_times_seeds() -> None:
     assert v.name == "b-over_selection=0-dispatch=split-seed5"
     assert v.scenario.seed == 5 and v.scenario.name == v.name
     assert {x.seed for x in variants} == {5, 6, 7}
-    assert {(x.scenario.round_policy.over_selection, x.scenario.selection.dispatch) for x in variants} == {
-        (0, "split"), (0, "broadcast"), (1, "split"), (1, "broadcast")
-    }
+    assert {
+        (x.scenario.round_policy.over_selection, x.scenario.selection.dispatch) for x in variants
+    } == {(0, "split"), (0, "broadcast"), (1, "split"), (1, "broadcast")}
 
 
 def test_expand_grid_validates_every_variant_up_front() -> None:
@@ -113,7 +139,9 @@ def test_run_sweep_inline_collects_and_reports_failures(base_file: Path, tmp_pat
     assert len(result.failed) == 4
     assert all("boom" in r.error for r in result.failed)
     ok = [r for r in result.results if r.status == "ok"]
-    assert all((r.run_dir / "summary.json").exists() and (r.run_dir / "scenario.yaml").exists() for r in ok)
+    assert all(
+        (r.run_dir / "summary.json").exists() and (r.run_dir / "scenario.yaml").exists() for r in ok
+    )
     with (result.sweep_dir / "comparison.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4
@@ -123,7 +151,10 @@ def test_run_sweep_inline_collects_and_reports_failures(base_file: Path, tmp_pat
     assert good["ok"] == "2" and good["failed"] == "0"
     assert math.isclose(float(good["final_mean_accuracy_mean"]), statistics.fmean(finals))
     assert math.isclose(float(good["final_mean_accuracy_std"]), statistics.stdev(finals))
-    assert by_point[("0", "2")]["failed"] == "2" and by_point[("0", "2")]["final_mean_accuracy_mean"] == ""
+    assert (
+        by_point[("0", "2")]["failed"] == "2"
+        and by_point[("0", "2")]["final_mean_accuracy_mean"] == ""
+    )
     md = (result.sweep_dir / "comparison.md").read_text()
     assert "## failed variants" in md and "RuntimeError: boom" in md
     png = result.sweep_dir / "comparison.png"

@@ -169,7 +169,7 @@ class SimGatherer:
         if not resume_round:
             path.write_text("")
             return
-        from fedgrpo.experiments.report import read_records
+        from fedgrpo.experiments.records import read_records
         from fedgrpo.server.checkpoint import CheckpointError
 
         entries = read_records(path) if path.exists() else []
@@ -252,7 +252,7 @@ def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     """A fleet study without models: virtual time, surrogate rewards, no GRPO update."""
     import time
 
-    from fedgrpo.experiments.report import MetricsWriter, write_summary
+    from fedgrpo.experiments.records import MetricsWriter, write_summary
     from fedgrpo.sim.engine import run_simulation
 
     start = time.perf_counter()
