@@ -265,32 +265,33 @@ class HttpTransport:
             )
         return self._session
 
-    async def score(
-        self, client: ClientEndpoint, request: Request, timeout_s: float
-    ) -> RewardResponse:
+    async def _post(
+        self, cid: int, url: str, payload: bytes, headers: dict[str, str], timeout: Any
+    ) -> tuple[int, bytes]:
+        """POST and count the bytes that actually moved; transport failures become
+        :class:`TransportError` subclasses."""
         import aiohttp
 
-        _check_timeout(timeout_s)
-        cid = client.client_id
-        session = self._get_session()
-        payload = dumps(encode_request(request))
-        headers = {"Content-Type": "application/json"}
-        if client.token:
-            headers["Authorization"] = f"Bearer {client.token}"
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(self.connect_timeout_s, timeout_s)
-        )
         received = 0
+        # (ConnectionTimeoutError: a connect timeout, aiohttp >= 3.10)
+        not_connected = (
+            aiohttp.ClientConnectorError,
+            getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError),
+        )
         try:
-            async with session.post(
-                client.infer_url, data=payload, headers=headers, timeout=timeout
+            async with self._get_session().post(
+                url, data=payload, headers=headers, timeout=timeout
             ) as resp:
                 raw = await resp.read()
                 received = len(raw)
                 status = resp.status
+        except not_connected as exc:
+            # no connection was made: nothing went out (bytes count only what was sent)
+            self._count(cid, 0, 0)
+            raise ConnectError(cid, f"{type(exc).__name__}: {exc}") from exc
         except asyncio.TimeoutError as exc:
             self._count(cid, len(payload), received)
-            raise TransportTimeout(cid, f"no answer within {timeout_s:.3f} s") from exc
+            raise TransportTimeout(cid, f"no answer within {timeout.total:.3f} s") from exc
         except aiohttp.ClientConnectionError as exc:
             self._count(cid, len(payload), received)
             raise ConnectError(cid, f"{type(exc).__name__}: {exc}") from exc
@@ -298,6 +299,23 @@ class HttpTransport:
             self._count(cid, len(payload), received)
             raise ConnectError(cid, f"{type(exc).__name__}: {exc}") from exc
         self._count(cid, len(payload), received)
+        return status, raw
+
+    async def score(
+        self, client: ClientEndpoint, request: Request, timeout_s: float
+    ) -> RewardResponse:
+        import aiohttp
+
+        _check_timeout(timeout_s)
+        cid = client.client_id
+        payload = dumps(encode_request(request))
+        headers = {"Content-Type": "application/json"}
+        if client.token:
+            headers["Authorization"] = f"Bearer {client.token}"
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(self.connect_timeout_s, timeout_s)
+        )
+        status, raw = await self._post(cid, client.infer_url, payload, headers, timeout)
         body = _json_or_none(raw)
         if status != 200:
             message = ""
