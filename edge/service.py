@@ -22,6 +22,10 @@ Design choices, and why:
 - Optional bearer token, compared in constant time; health endpoints stay open for probes.
 - Shutdown: readiness flips to 503, the listener closes, in-flight requests finish (up to
   ``shutdown_timeout``), then the pool is drained.
+
+This module is the aiohttp side (middlewares, handlers, app, server); admission control and
+the pool live in :mod:`fedgrpo.edge.service_state`, request decoding, validation and reply
+encoding in :mod:`fedgrpo.edge.service_requests`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import asyncio
 import contextlib
 import contextvars
 import hmac
-import json
 import logging
 import math
 import re
@@ -38,120 +41,42 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
 from fedgrpo.edge import __version__
-from fedgrpo.edge.binary import (
-    HEADER_LENGTH,
-    encode_fp32,
-    inline_binary_inputs,
-    split_body,
-    wants_binary_output,
-)
-from fedgrpo.edge.metrics import Metrics
+from fedgrpo.edge.binary import HEADER_LENGTH, wants_binary_output
 from fedgrpo.edge.protocol import (
     COMPETENCE_INPUTS,
     COMPETENCE_OUTPUT,
     REWARD_MODES,
     REWARD_OUTPUT,
     SCORE_INPUTS,
-    CompetenceRequest,
     ProtocolError,
     RewardResponse,
-    ScoreRequest,
     dumps,
     encode_response,
     parse_request,
 )
 from fedgrpo.edge.service_config import RewardModel, ServiceConfig
+from fedgrpo.edge.service_requests import (
+    binary_reply,
+    check_outputs,
+    check_unicode,
+    decode_body,
+    scoring_work,
+)
+from fedgrpo.edge.service_state import STATE, ServiceError, ServiceState
 
 log = logging.getLogger("fedgrpo.edge.service")
 access_log = logging.getLogger("fedgrpo.edge.access")
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-T = TypeVar("T")
 # Each request runs in its own task, so a context variable is per-request state.
 _CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="?")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ServiceError(Exception):
-    """An error answered as ``{"error": message}`` with ``status`` (and extra headers)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-class ServiceState:
-    """Everything the handlers share: scorer, limits, metrics, pool and admission counter."""
-
-    def __init__(self, scorer: RewardModel, config: ServiceConfig) -> None:
-        self.scorer = scorer
-        self.config = config
-        self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(
-            max_workers=config.max_concurrency, thread_name_prefix="edge-score"
-        )
-        self.slots = asyncio.Semaphore(config.max_concurrency)
-        self.pending = 0
-        self.draining = False
-
-    def _set_pending(self, delta: int) -> None:
-        self.pending += delta
-        self.metrics.in_flight = self.pending
-
-    async def run(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in the pool under admission control and the request timeout."""
-        if self.pending >= self.config.max_concurrency + self.config.max_queue:
-            self.metrics.reject("overloaded")
-            raise ServiceError(
-                503,
-                f"device busy: {self.pending} requests admitted, limit "
-                f"{self.config.max_concurrency} running + {self.config.max_queue} queued",
-                {"Retry-After": str(self.config.retry_after_seconds)},
-            )
-        self._set_pending(+1)
-        try:
-            return await asyncio.wait_for(self._run_admitted(work), self.config.timeout)
-        except asyncio.TimeoutError:
-            self.metrics.reject("timeout")
-            raise ServiceError(
-                504, f"scoring did not finish within {self.config.timeout:g} s"
-            ) from None
-
-    async def _run_admitted(self, work: Callable[[], T]) -> T:
-        handed_off = False
-        try:
-            await self.slots.acquire()
-            try:
-                future = asyncio.get_running_loop().run_in_executor(self.executor, work)
-            except BaseException:
-                self.slots.release()
-                raise
-            handed_off = True
-            future.add_done_callback(self._finished)
-            return await asyncio.shield(future)
-        finally:
-            if not handed_off:
-                self._set_pending(-1)
-
-    def _finished(self, future: asyncio.Future[Any] | ThreadFuture[Any]) -> None:
-        # The slot is held until the thread is really done, even after a 504.
-        self.slots.release()
-        self._set_pending(-1)
-        if not future.cancelled():
-            future.exception()  # mark retrieved: a timed-out job's error is only logged here
-
-
-STATE: web.AppKey[ServiceState] = web.AppKey("edge_state", ServiceState)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -329,59 +254,6 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def _decode_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
-    json_part, binary = split_body(raw, header_length)
-    try:
-        text = json_part.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"request body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise ProtocolError("malformed JSON: nested too deeply") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("request body must be a JSON object")
-    if header_length is not None:
-        inline_binary_inputs(body, binary)
-    return body
-
-
-def _check_unicode(parsed: ScoreRequest | CompetenceRequest) -> None:
-    """JSON ``\\ud800`` escapes decode to lone surrogates, which no tokenizer accepts."""
-    named: dict[str, tuple[str, ...]] = {"question": parsed.questions}
-    if isinstance(parsed, ScoreRequest):
-        named["completion"] = parsed.completions
-    else:
-        named["reference_answer"] = parsed.reference_answers
-    for name, values in named.items():
-        for j, value in enumerate(values):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ProtocolError(
-                    f"input {name!r}: data[{j}] contains an unpaired surrogate (not valid Unicode)"
-                ) from None
-
-
-def _check_outputs(body: dict[str, Any], output_name: str) -> None:
-    outputs = body.get("outputs")
-    if outputs is None:
-        return
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-    ):
-        raise ProtocolError("'outputs' must be a list of objects with a 'name'")
-    unknown = [o["name"] for o in outputs if o["name"] != output_name]
-    if unknown:
-        raise ProtocolError(
-            f"unknown output(s) {unknown}; this task produces only {output_name!r}", 400
-        )
-
-
 async def infer(request: web.Request) -> web.Response:
     state = _check_model(request)
     config = state.config
@@ -390,31 +262,11 @@ async def infer(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > config.max_body_bytes:
         state.metrics.reject("too_large")
         raise ServiceError(413, f"request body exceeds the {config.max_body_bytes}-byte limit")
-    body = _decode_body(await request.read(), request.headers.get(HEADER_LENGTH))
+    body = decode_body(await request.read(), request.headers.get(HEADER_LENGTH))
     parsed = parse_request(body, config.max_batch, config.max_string_chars)
-    _check_unicode(parsed)
-    scorer = state.scorer
-    if isinstance(parsed, ScoreRequest):
-        score_request = parsed
-        output_name, task = REWARD_OUTPUT, "score"
-
-        def work() -> list[float]:
-            return scorer.score(
-                score_request.questions,
-                score_request.completions,
-                score_request.reward_mode,
-                score_request.format_weight,
-            )
-    else:
-        competence_request: CompetenceRequest = parsed
-        output_name, task = COMPETENCE_OUTPUT, "competence"
-
-        def work() -> list[float]:
-            return scorer.competence(
-                competence_request.questions, competence_request.reference_answers
-            )
-
-    _check_outputs(body, output_name)
+    check_unicode(parsed)
+    work, output_name, task = scoring_work(state.scorer, parsed)
+    check_outputs(body, output_name)
     values = await state.run(work)
     if len(values) != len(parsed) or not all(math.isfinite(v) for v in values):
         log.error(
@@ -428,14 +280,11 @@ async def infer(request: web.Request) -> web.Response:
     payload = encode_response(response)
     if not wants_binary_output(body, output_name):
         return _json(payload)
-    output = payload["outputs"][0]
-    del output["data"]
-    output["parameters"] = {"binary_data_size": 4 * len(values)}
-    header = dumps(payload)
+    data, header_length = binary_reply(payload, values)
     return web.Response(
-        body=header + encode_fp32(values),
+        body=data,
         content_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(header))},
+        headers={HEADER_LENGTH: str(header_length)},
     )
 
 

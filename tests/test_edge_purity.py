@@ -14,6 +14,8 @@ DEVICE_MODULES = [
     "fedgrpo.edge.answer_format",
     "fedgrpo.edge.scorer",
     "fedgrpo.edge.service",
+    "fedgrpo.edge.service_state",
+    "fedgrpo.edge.service_requests",
     "fedgrpo.edge.cli",
 ]
 FORBIDDEN = ["torch", "transformers", "simpy", "optimum", "onnx"]
