@@ -1,7 +1,8 @@
 """Scenario subcommands for ``fedgrpo``: validate, run, sweep, report.
 
-``experiments/cli.py`` wires them with ``fedgrpo.experiments.commands.register(sub)``; every handler returns an
-exit code and raises FedGRPOError subclasses (ScenarioError) for the caller to print.
+:mod:`fedgrpo.experiments.cli` (the ``fedgrpo`` entry point) adds them to its parser with
+:func:`register`; every handler returns an exit code and raises FedGRPOError subclasses
+(ScenarioError) for the caller to print.
 The runner is looked up lazily (``fedgrpo.experiments.runner.run_scenario``) so ``validate`` and
 ``report`` never import torch.
 """
@@ -25,6 +26,7 @@ def _runner() -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """``fedgrpo validate FILE...``: every problem of every file on stderr; 1 if any."""
     results = validate_files(args.files)
     bad = 0
     for path, problems in results.items():
@@ -38,6 +40,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, plus ``rounds=N`` from ``--rounds``."""
     sets = list(args.set or [])
     if getattr(args, "rounds", None) is not None:
         sets.append(f"rounds={args.rounds}")
@@ -71,6 +74,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``fedgrpo run``: run (or resume) a scenario, then plots, the summary and before/after."""
     from fedgrpo.experiments.report import before_after_text, make_report, summary_table
 
     scenario, run_dir, resume = prepare_run(args)
@@ -96,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fedgrpo sweep``: run the grid, print its comparison table; 1 if a variant failed."""
     from fedgrpo.experiments.sweep import run_sweep
 
     result = run_sweep(
@@ -117,6 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``fedgrpo report RUN_DIR...``: redraw plots and tables of finished runs."""
     from fedgrpo.experiments.report import make_report, summary_table
 
     dirs = [Path(d) for d in args.run_dirs]
@@ -139,7 +145,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p.set_defaults(func=cmd_validate)
+    _add_run(subparsers)
+    _add_sweep(subparsers)
+    p = subparsers.add_parser("report", help="redraw plots and compare finished runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out", default=None, help="output directory (default: RUN_DIR/plots for one run)"
+    )
+    p.set_defaults(func=cmd_report)
 
+
+def _add_run(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run a scenario (or resume a run)")
     p.add_argument("file", nargs="?", metavar="FILE", help="scenario YAML (optional with --resume)")
     p.add_argument(
@@ -153,6 +169,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-root", default="runs", help="parent of runs/<scenario>/<timestamp>")
     p.set_defaults(func=cmd_run)
 
+
+def _add_sweep(subparsers: Any) -> None:
     p = subparsers.add_parser("sweep", help="run a grid of variants x seeds in parallel")
     p.add_argument("file", metavar="FILE")
     p.add_argument(
@@ -171,16 +189,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-root", default="runs")
     p.set_defaults(func=cmd_sweep)
 
-    p = subparsers.add_parser("report", help="redraw plots and compare finished runs")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument(
-        "--out", default=None, help="output directory (default: RUN_DIR/plots for one run)"
-    )
-    p.set_defaults(func=cmd_report)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m fedgrpo.experiments.commands``) until experiments/cli.py wires register()."""
+    """Only the scenario subcommands (``python -m fedgrpo.experiments.commands``); the
+    ``fedgrpo`` entry point (:mod:`fedgrpo.experiments.cli`) has these and the rest."""
     from fedgrpo.errors import FedGRPOError
 
     parser = argparse.ArgumentParser(prog="fedgrpo")

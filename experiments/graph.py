@@ -17,6 +17,8 @@ from fedgrpo.scenarios.schema import Scenario
 def show_graph(
     s: Scenario, questions: int = 5, neighbours: int = 5, save: Path | None = None
 ) -> str:
+    """The text ``fedgrpo graph show`` prints (selector forced to ``confidence_graph``);
+    ``save`` also writes the competence matrix there as JSON."""
     from fedgrpo.experiments.context import build_context, load_scorers, resolve_model, scorer_fn
     from fedgrpo.experiments.runner import _selector_and_embedder, refresh_competence
     from fedgrpo.server.gathering.base import DirectGatherer
@@ -44,26 +46,37 @@ def show_graph(
         f"confidence graph of {s.name!r}: {len(ctx.clients)} clients x {len(aux)} auxiliary exemplars"
     ]
     lines.append(_routing_summary(s, ctx, test, embed, aux_emb, competence))
-    lines.append("client competence (mean correctness on the auxiliary set):")
-    for c, row in zip(ctx.clients, competence.values):
-        known = row[~np.isnan(row)]
-        mean = f"{known.mean():.2f}" if known.size else "unknown"
-        lines.append(f"  {c.id:14s} holds {sorted(ctx.client_domains[c.index])}  competence {mean}")
+    lines += _competence_lines(ctx, competence)
     for k, item in enumerate(sample):
         sims = aux_emb[near[k]] @ q_emb[k]
         lines.append(f"\nQ: {item.question!r} (true domain {item.domain})")
         for j in range(min(neighbours, near.shape[1])):
             a = aux[near[k][j]]
             lines.append(f"   neighbour {a.question!r:14s} {a.domain:5s} cos={sims[j]:.3f}")
-        ranked = np.argsort(-scores[k])
-        lines.append(
-            "   scores: " + ", ".join(f"{ctx.clients[c].id}={scores[k][c]:.2f}" for c in ranked)
-        )
-        lines.append("   experts: " + ", ".join(ctx.clients[int(c)].id for c in chosen[k]))
+        lines += _expert_lines(ctx, scores[k], chosen[k])
     if save is not None:
         save.write_text(competence.to_json())
         lines.append(f"\ncompetence matrix saved to {save}")
     return "\n".join(lines)
+
+
+def _competence_lines(ctx: Any, competence: Any) -> list[str]:
+    """One line per client: the domains it holds and its mean known competence."""
+    lines = ["client competence (mean correctness on the auxiliary set):"]
+    for c, row in zip(ctx.clients, competence.values):
+        known = row[~np.isnan(row)]
+        mean = f"{known.mean():.2f}" if known.size else "unknown"
+        lines.append(f"  {c.id:14s} holds {sorted(ctx.client_domains[c.index])}  competence {mean}")
+    return lines
+
+
+def _expert_lines(ctx: Any, scores: Any, chosen: Any) -> list[str]:
+    """One question's clients ranked by competence score, then the experts chosen for it."""
+    ranked = np.argsort(-scores)
+    return [
+        "   scores: " + ", ".join(f"{ctx.clients[c].id}={scores[c]:.2f}" for c in ranked),
+        "   experts: " + ", ".join(ctx.clients[int(c)].id for c in chosen),
+    ]
 
 
 def _routing_summary(
@@ -87,6 +100,7 @@ def _routing_summary(
 
 
 def cmd_graph_show(args: Any) -> int:
+    """``fedgrpo graph show SCENARIO``: print :func:`show_graph` of the loaded scenario."""
     from fedgrpo.scenarios.loader import load_scenario
 
     s = load_scenario(args.file, tuple(args.set or ()))

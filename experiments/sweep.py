@@ -36,6 +36,7 @@ from fedgrpo.scenarios.overrides import apply_override, parse_value, split_path
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 Runner = Callable[[Scenario, Path, bool], Mapping[str, Any]]
+Outcome = tuple[str, dict[str, Any], str]  # (status "ok" | "failed", summary, error text)
 
 
 def split_values(text: str) -> list[str]:
@@ -181,9 +182,7 @@ def _init_worker(threads: int) -> None:
         os.environ.setdefault(var, str(threads))
 
 
-def _run_variant(
-    runner: Runner | None, scenario: Scenario, run_dir: Path
-) -> tuple[str, dict[str, Any], str]:
+def _run_variant(runner: Runner | None, scenario: Scenario, run_dir: Path) -> Outcome:
     """Worker entry point (module level, picklable): never raises for a failing run."""
     try:
         fn = runner or _default_runner
@@ -209,20 +208,8 @@ def run_sweep(
     raw = load_raw(path, overrides)
     grid = parse_grid(grid_specs)
     variants = expand_grid(raw, grid, seeds, source=str(path))
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    sweep_dir = Path(out_root) / f"{raw['name']}-sweep" / stamp
-    n = 1
-    while sweep_dir.exists():
-        sweep_dir = sweep_dir.with_name(f"{stamp}-{n}")
-        n += 1
-    (sweep_dir / "runs").mkdir(parents=True)
-    run_dirs = {}
-    for v in variants:
-        rd = sweep_dir / "runs" / v.name
-        rd.mkdir(parents=True)
-        dump_scenario(v.scenario, rd / RESOLVED_NAME)
-        run_dirs[v.name] = rd
-
+    sweep_dir = _new_sweep_dir(Path(out_root) / f"{raw['name']}-sweep")
+    run_dirs = _make_run_dirs(sweep_dir, variants)
     bar: Any = None
     if progress:
         from tqdm import tqdm
@@ -230,7 +217,7 @@ def run_sweep(
         bar = tqdm(total=len(variants), desc="sweep", unit="run")
     results: list[VariantResult] = []
 
-    def record(v: Variant, outcome: tuple[str, dict[str, Any], str]) -> None:
+    def record(v: Variant, outcome: Outcome) -> None:
         status, summary, error = outcome
         results.append(VariantResult(v, run_dirs[v.name], status, summary, error))
         if bar is not None:
@@ -238,26 +225,7 @@ def run_sweep(
             bar.update(1)
 
     try:
-        if workers <= 0:
-            for v in variants:
-                record(v, _run_variant(runner, v.scenario, run_dirs[v.name]))
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
-            ) as pool:
-                futures: dict[Future[tuple[str, dict[str, Any], str]], Variant] = {
-                    pool.submit(_run_variant, runner, v.scenario, run_dirs[v.name]): v
-                    for v in variants
-                }
-                for fut in as_completed(futures):
-                    v = futures[fut]
-                    try:
-                        outcome = fut.result()
-                    except Exception as exc:  # worker process died (BrokenProcessPool, pickling)
-                        outcome = ("failed", {}, f"{type(exc).__name__}: {exc}")
-                    record(v, outcome)
+        _run_all(variants, run_dirs, runner, workers, record)
     finally:
         if bar is not None:
             bar.close()
@@ -265,6 +233,59 @@ def run_sweep(
     results.sort(key=lambda r: order[r.variant.name])
     files = write_sweep_outputs(sweep_dir, results, list(grid), metric)
     return SweepResult(sweep_dir=sweep_dir, results=results, files=files)
+
+
+def _new_sweep_dir(parent: Path) -> Path:
+    """``parent/<timestamp>`` (``-1``, ``-2``... when taken), created with its ``runs/``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    sweep_dir = parent / stamp
+    n = 1
+    while sweep_dir.exists():
+        sweep_dir = sweep_dir.with_name(f"{stamp}-{n}")
+        n += 1
+    (sweep_dir / "runs").mkdir(parents=True)
+    return sweep_dir
+
+
+def _make_run_dirs(sweep_dir: Path, variants: Sequence[Variant]) -> dict[str, Path]:
+    """One ``runs/<variant>/`` per variant, holding its resolved scenario; by variant name."""
+    run_dirs = {}
+    for v in variants:
+        rd = sweep_dir / "runs" / v.name
+        rd.mkdir(parents=True)
+        dump_scenario(v.scenario, rd / RESOLVED_NAME)
+        run_dirs[v.name] = rd
+    return run_dirs
+
+
+def _run_all(
+    variants: Sequence[Variant],
+    run_dirs: Mapping[str, Path],
+    runner: Runner | None,
+    workers: int,
+    record: Callable[[Variant, Outcome], None],
+) -> None:
+    """Run every variant (in this process when ``workers <= 0``, else in spawned worker
+    processes) and hand each outcome to ``record`` as it finishes."""
+    if workers <= 0:
+        for v in variants:
+            record(v, _run_variant(runner, v.scenario, run_dirs[v.name]))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures: dict[Future[Outcome], Variant] = {
+            pool.submit(_run_variant, runner, v.scenario, run_dirs[v.name]): v for v in variants
+        }
+        for fut in as_completed(futures):
+            v = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # worker process died (BrokenProcessPool, pickling)
+                outcome = ("failed", {}, f"{type(exc).__name__}: {exc}")
+            record(v, outcome)
 
 
 def variant_rows(results: Sequence[VariantResult], metric: str) -> list[dict[str, Any]]:
