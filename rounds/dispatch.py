@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -16,6 +16,8 @@ def plan_dispatch(
     experts: Sequence[int],
     mode: str = "split",
     rng: np.random.Generator | None = None,
+    *,
+    order: Sequence[int] | None = None,
 ) -> dict[int, list[int]]:
     """expert → sorted candidate indices.
 
@@ -23,6 +25,10 @@ def plan_dispatch(
     dealt in contiguous chunks of ⌊G/M⌋ or ⌈G/M⌉ (the extra ones go to randomly chosen
     experts); each candidate is scored exactly once. Experts left with no candidate (G < M)
     are omitted, so no empty request is sent. ``rng`` is required for ``split``.
+
+    ``order`` (``split`` only): a shuffle of ``range(G)`` the caller drew itself (the
+    simulator draws a whole round's in one call); it is dealt the same way, nothing is drawn
+    from ``rng``, and the extra candidates go to the leading experts (best ranked first).
     """
     if mode not in DISPATCH_MODES:
         raise ConfigError(f"dispatch mode {mode!r} is unknown; allowed: {DISPATCH_MODES}")
@@ -34,15 +40,32 @@ def plan_dispatch(
         return {}
     if mode == "broadcast":
         return {e: list(range(num_candidates)) for e in experts}
-    if rng is None:
-        raise ConfigError("dispatch mode 'split' needs a seeded numpy Generator (rng=...)")
     m = len(experts)
-    sizes = np.full(m, num_candidates // m)
-    sizes[rng.permutation(m)[: num_candidates % m]] += 1
-    perm = rng.permutation(num_candidates)
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    return {
-        e: sorted(int(c) for c in perm[bounds[j] : bounds[j + 1]])
-        for j, e in enumerate(experts)
-        if sizes[j] > 0
-    }
+    extra: Collection[int]
+    if order is not None:
+        if sorted(order) != list(range(num_candidates)):
+            raise ConfigError(
+                f"order {list(order)} is not a permutation of 0..{num_candidates - 1}"
+            )
+        extra = range(num_candidates % m)
+    elif rng is None:
+        raise ConfigError("dispatch mode 'split' needs a seeded numpy Generator (rng=...)")
+    else:
+        extra = set(rng.permutation(m)[: num_candidates % m].tolist())
+        order = rng.permutation(num_candidates).tolist()
+    return _deal(experts, order, num_candidates // m, extra)
+
+
+def _deal(
+    experts: Sequence[int], order: Sequence[int], base: int, extra: Collection[int]
+) -> dict[int, list[int]]:
+    """Contiguous chunks of ``order``: ``base`` candidates per expert, one more for the expert
+    positions in ``extra``; experts whose chunk is empty are left out."""
+    out: dict[int, list[int]] = {}
+    start = 0
+    for j, e in enumerate(experts):
+        size = base + 1 if j in extra else base
+        if size:
+            out[e] = sorted(order[start : start + size])
+        start += size
+    return out

@@ -35,9 +35,13 @@ __all__ = [
     "PROFILES",
     "SIZE_CLASSES",
     "DeviceProfile",
+    "DeviceTiming",
+    "device_timing",
     "get_profile",
     "lognormal_from_range",
+    "request_timing",
     "size_factor",
+    "transfer_s",
 ]
 
 #: parameter count (millions) of each client-model size class
@@ -166,3 +170,62 @@ def get_profile(profile: str | DeviceProfile, **overrides: Any) -> DeviceProfile
             "or pass a DeviceProfile"
         )
     return base.with_overrides(overrides) if overrides else base
+
+
+# --------------------------------------------------------------------------- request timing
+# The one timing model of a scoring request, shared by the simulator (virtual time) and the
+# emulation fault proxy (wall-clock time): RTT lognormal, compute = (overhead + decode +
+# prefill per input unit) × lognormal speed jitter, transfers = RTT/2 + bytes / bandwidth.
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTiming:
+    """One device's request-timing constants, computed once from its profile and speed."""
+
+    rtt_mu: float  # log of the median RTT (s)
+    rtt_sigma: float
+    speed_sigma: float  # lognormal jitter of the compute time per request
+    sec_fixed: float  # per request: overhead + decode
+    sec_per_unit: float  # prefill time per unit of input (a candidate or a token)
+    down_bps: float  # bytes/s towards the device
+    up_bps: float  # bytes/s from the device
+
+
+def device_timing(
+    profile: DeviceProfile,
+    speed: float,
+    decode_tokens: float,
+    tokens_per_unit: float = 1.0,
+    bandwidth_mbps: float | None = None,
+) -> DeviceTiming:
+    """Timing constants of ``profile`` at ``speed`` (size factor × speed factor).
+
+    ``tokens_per_unit``: prefill tokens per unit that :func:`request_timing` is given (the
+    tokens of one candidate, or 1 to count tokens). ``bandwidth_mbps`` overrides both of the
+    profile's link speeds."""
+    down = bandwidth_mbps or profile.down_mbps
+    up = bandwidth_mbps or profile.up_mbps
+    return DeviceTiming(
+        rtt_mu=math.log(profile.rtt_median_s),
+        rtt_sigma=profile.rtt_sigma,
+        speed_sigma=profile.speed_sigma,
+        sec_fixed=profile.overhead_s + decode_tokens / (profile.decode_tok_s * speed),
+        sec_per_unit=tokens_per_unit / (profile.prefill_tok_s * speed),
+        down_bps=down * 1e6 / 8,
+        up_bps=up * 1e6 / 8,
+    )
+
+
+def request_timing(
+    timing: DeviceTiming, units: float, z_rtt: float, z_speed: float
+) -> tuple[float, float]:
+    """(RTT/2, compute seconds) of one request of ``units`` input units, from two standard
+    normal draws (``z_rtt`` for the round trip, ``z_speed`` for the compute jitter)."""
+    rtt = math.exp(timing.rtt_mu + timing.rtt_sigma * z_rtt)
+    jitter = math.exp(timing.speed_sigma * z_speed)
+    return rtt / 2, (timing.sec_fixed + units * timing.sec_per_unit) * jitter
+
+
+def transfer_s(half_rtt: float, nbytes: float, bytes_per_s: float) -> float:
+    """One-way time of a message: half the round trip plus its bytes over the link."""
+    return half_rtt + nbytes / bytes_per_s

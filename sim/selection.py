@@ -1,0 +1,69 @@
+"""Who the simulator asks in a round: the built-in expert selectors and the candidate
+dispatch (the same :func:`fedgrpo.rounds.plan_dispatch` the real server uses)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedgrpo.errors import ConfigError
+from fedgrpo.rounds import RoundPolicy, experts_to_ask, plan_dispatch
+from fedgrpo.sim.config import ClientSpec, WorkloadSpec
+
+__all__ = ["check_experts", "dispatch_round", "select_experts"]
+
+
+def select_experts(
+    domains: Sequence[str],
+    clients: Sequence[ClientSpec],
+    workload: WorkloadSpec,
+    policy: RoundPolicy,
+    rng: np.random.Generator,
+) -> list[list[int]]:
+    """Ranked experts per question (⌈M·(1+f)⌉ each), drawn from the round's server ``rng``.
+
+    ``random``: distinct clients uniformly at random. ``top``: best competence on the
+    question's domain, ties broken by a per-round shuffle."""
+    n = len(clients)
+    n_ask = experts_to_ask(workload.experts_per_question, policy.over_selection)
+    if workload.selector == "random":
+        out = []
+        draws = rng.integers(0, n, size=(len(domains), n_ask + 4)).tolist()
+        for row in draws:
+            pick = list(dict.fromkeys(row))[:n_ask]
+            if len(pick) < n_ask:
+                pick = rng.permutation(n)[:n_ask].tolist()
+            out.append(pick)
+        return out
+    ranking: dict[str, list[int]] = {}
+    noise = rng.random(n)
+    for d in set(domains):
+        comp = np.array([c.competence_on(d) for c in clients])
+        ranking[d] = np.lexsort((noise, -comp))[:n_ask].tolist()
+    return [list(ranking[d]) for d in domains]
+
+
+def check_experts(r: int, experts: Sequence[Sequence[int]], questions: int, n: int) -> None:
+    """Round ``r``'s expert lists: one per question, every id a client (0..n-1)."""
+    if len(experts) != questions:
+        raise ConfigError(f"round {r}: {len(experts)} expert lists for {questions} questions")
+    for ex in experts:
+        for e in ex:
+            if not 0 <= e < n:
+                raise ConfigError(f"round {r}: expert {e} is not a client (0..{n - 1})")
+
+
+def dispatch_round(
+    experts: Sequence[Sequence[int]], workload: WorkloadSpec, rng: np.random.Generator
+) -> list[dict[int, list[int]]]:
+    """Per question: which of its first M experts scores which candidates.
+
+    ``split`` draws one shuffle of the G candidates per question, all in one call (row by
+    row it consumes the server stream exactly like successive ``rng.permutation(g)`` calls),
+    and deals each with :func:`plan_dispatch` (extras to the best-ranked experts)."""
+    g, m = workload.group_size, workload.experts_per_question
+    if workload.dispatch == "broadcast":
+        return [plan_dispatch(g, ex[:m], "broadcast") for ex in experts]
+    orders = rng.permuted(np.tile(np.arange(g), (len(experts), 1)), axis=1).tolist()
+    return [plan_dispatch(g, ex[:m], "split", order=o) for ex, o in zip(experts, orders)]
