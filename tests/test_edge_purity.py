@@ -17,6 +17,7 @@ DEVICE_MODULES = [
     "fedgrpo.edge.service_state",
     "fedgrpo.edge.service_requests",
     "fedgrpo.edge.cli",
+    "fedgrpo.edge.cli_parser",
 ]
 FORBIDDEN = ["torch", "transformers", "simpy", "optimum", "onnx"]
 
