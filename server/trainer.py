@@ -50,7 +50,7 @@ class GRPOConfig:
     eps_low: float = 0.2
     eps_high: float = 0.3
     beta: float = 0.0
-    num_iterations: int = 2
+    num_iterations: int = 1
     loss_type: str = "grpo"
     scale: str = "group"
     reward_combine: str = "mean"
