@@ -136,17 +136,8 @@ def export_model(
     """
     main_export = _require_export_deps()
     options = options or QuantOptions()
-    unknown = [q for q in quantize if q not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown quantisation {unknown}; use {', '.join(VARIANTS)}")
     out = Path(out_dir)
-    if (
-        out.exists()
-        and any(out.iterdir())
-        and not overwrite
-        and not (out / MANIFEST_NAME).is_file()
-    ):
-        raise FileExistsError(f"{out} exists and is not an edge export; choose another --out")
+    _check_request(quantize, out, overwrite)
     resolved = _resolve_source(source)
     table_path = _find_answers(resolved, answers) if (answers or include_source_answers) else None
     table = AnswerTable.load(table_path) if table_path else None  # fail before the slow part
@@ -154,19 +145,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         raw = staging / "optimum"
-        main_export(
-            resolved,
-            raw,
-            task="text-generation",
-            opset=opset,
-            do_validation=validate,
-            library_name="transformers",
-        )
-        if any(raw.glob("*.onnx_data")) or any(raw.glob("*.onnx.data")):
-            raise ValueError(
-                "the model exported with external data (> 2 GB); too large for an edge device"
-            )
-        _ensure_tokenizer(resolved, raw)
+        _optimum_export(main_export, resolved, raw, opset, validate)
         final = staging / "final"
         final.mkdir()
         shutil.copy2(raw / "model.onnx", final / "model.onnx")
@@ -174,35 +153,10 @@ def export_model(
         facts = _config_facts(raw, max_length)
         if facts["pad_token_id"] is None:
             facts["pad_token_id"] = facts["eos_token_id"]
-        variants: dict[str, dict[str, Any]] = {"fp32": {"file": "model.onnx", "quantization": None}}
-        for variant in dict.fromkeys(quantize):
-            if variant == "fp32":
-                continue
-            target = final / variant_filename(variant)
-            log.info("quantising to %s -> %s", variant, target.name)
-            quantizer = quantize_int8 if variant == "int8" else quantize_int4
-            variants[variant] = {
-                "file": target.name,
-                "quantization": quantizer(final / "model.onnx", target, options),
-            }
-        for info in variants.values():
-            info["size_bytes"] = (final / info["file"]).stat().st_size
+        variants = _write_variants(final, quantize, options)
         if table_path is not None:
             shutil.copy2(table_path, final / ANSWERS_NAME)
-        opset_used, graph_inputs = _graph_facts(final / "model.onnx")
-        files = {p.name: sha256_file(p) for p in sorted(final.iterdir()) if p.is_file()}
-        manifest = Manifest(
-            source_model=str(source),
-            variants=variants,
-            files=files,
-            opset=opset_used,
-            graph_inputs=graph_inputs,
-            reward_modes=list(REWARD_MODES),
-            answers_sha256=files.get(ANSWERS_NAME),
-            answers_count=len(table) if table is not None else 0,
-            exporter=_versions(),
-            **facts,
-        )
+        manifest = _manifest(source, final, variants, table, facts)
         manifest.write(final)
         if out.exists():
             shutil.rmtree(out)
@@ -210,6 +164,86 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _check_request(quantize: Sequence[str], out: Path, overwrite: bool) -> None:
+    """Refuse unknown variants, and replacing a non-empty directory that is not an edge
+    export (unless told to)."""
+    unknown = [q for q in quantize if q not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown quantisation {unknown}; use {', '.join(VARIANTS)}")
+    if (
+        out.exists()
+        and any(out.iterdir())
+        and not overwrite
+        and not (out / MANIFEST_NAME).is_file()
+    ):
+        raise FileExistsError(f"{out} exists and is not an edge export; choose another --out")
+
+
+def _optimum_export(
+    main_export: Any, resolved: str, raw: Path, opset: int | None, validate: bool
+) -> None:
+    """optimum's ONNX export of ``resolved`` into ``raw``, with a fast tokenizer beside it;
+    a model too large for one ONNX file (external data) is refused."""
+    main_export(
+        resolved,
+        raw,
+        task="text-generation",
+        opset=opset,
+        do_validation=validate,
+        library_name="transformers",
+    )
+    if any(raw.glob("*.onnx_data")) or any(raw.glob("*.onnx.data")):
+        raise ValueError(
+            "the model exported with external data (> 2 GB); too large for an edge device"
+        )
+    _ensure_tokenizer(resolved, raw)
+
+
+def _write_variants(
+    final: Path, quantize: Sequence[str], options: QuantOptions
+) -> dict[str, dict[str, Any]]:
+    """Quantise ``final/model.onnx`` into each requested variant; variant → file, quantisation
+    settings and size (fp32, the reference, always included)."""
+    variants: dict[str, dict[str, Any]] = {"fp32": {"file": "model.onnx", "quantization": None}}
+    for variant in dict.fromkeys(quantize):
+        if variant == "fp32":
+            continue
+        target = final / variant_filename(variant)
+        log.info("quantising to %s -> %s", variant, target.name)
+        quantizer = quantize_int8 if variant == "int8" else quantize_int4
+        variants[variant] = {
+            "file": target.name,
+            "quantization": quantizer(final / "model.onnx", target, options),
+        }
+    for info in variants.values():
+        info["size_bytes"] = (final / info["file"]).stat().st_size
+    return variants
+
+
+def _manifest(
+    source: str,
+    final: Path,
+    variants: dict[str, dict[str, Any]],
+    table: AnswerTable | None,
+    facts: dict[str, Any],
+) -> Manifest:
+    """The manifest of the assembled directory ``final`` (sha256 of every file in it)."""
+    opset_used, graph_inputs = _graph_facts(final / "model.onnx")
+    files = {p.name: sha256_file(p) for p in sorted(final.iterdir()) if p.is_file()}
+    return Manifest(
+        source_model=str(source),
+        variants=variants,
+        files=files,
+        opset=opset_used,
+        graph_inputs=graph_inputs,
+        reward_modes=list(REWARD_MODES),
+        answers_sha256=files.get(ANSWERS_NAME),
+        answers_count=len(table) if table is not None else 0,
+        exporter=_versions(),
+        **facts,
+    )
 
 
 def _versions() -> dict[str, str]:
