@@ -5,7 +5,7 @@ The model and tokenizer are passed in, so this runs on CPU with the zoo's tiny m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,32 +58,51 @@ def generate(
     greedy = params.temperature <= 0.0
     model_was_training = model.training
     model.eval()
+    kwargs = _generate_kwargs(tokenizer, params)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         batch = encode_prompts(tokenizer, chunk)
-        kwargs: dict[str, object] = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "do_sample": not greedy,
-        }
-        if not greedy:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             if generator is not None and not greedy:
                 seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
                 torch.manual_seed(seed)
             out = model.generate(**batch, **kwargs)  # type: ignore[operator]
-        width = batch["input_ids"].shape[1]
-        for row, mask in zip(out, batch["attention_mask"]):
-            prompt_ids.append(row[:width][mask.bool()].tolist())
-            generated = row[width:].tolist()
-            if tokenizer.eos_token_id in generated:
-                generated = generated[: generated.index(tokenizer.eos_token_id) + 1]
-            else:
-                generated = [t for t in generated if t != tokenizer.pad_token_id]
+        for prompt, generated in _split_rows(tokenizer, out, batch):
+            prompt_ids.append(prompt)
             completion_ids.append(generated)
             texts.append(tokenizer.decode(generated, skip_special_tokens=True))
     if model_was_training:
         model.train()
     return texts, prompt_ids, completion_ids
+
+
+def _generate_kwargs(
+    tokenizer: PreTrainedTokenizerBase, params: SamplingParams
+) -> dict[str, object]:
+    """HF ``generate`` arguments for ``params`` (greedy at temperature 0, else pure top-p)."""
+    greedy = params.temperature <= 0.0
+    kwargs: dict[str, object] = {
+        "max_new_tokens": params.max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "do_sample": not greedy,
+    }
+    if not greedy:
+        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+    return kwargs
+
+
+def _split_rows(
+    tokenizer: PreTrainedTokenizerBase, out: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Per generated row: the prompt's token ids without padding, and the completion's up to
+    and including EOS (or without padding when it never ended)."""
+    width = batch["input_ids"].shape[1]
+    for row, mask in zip(out, batch["attention_mask"]):
+        prompt = row[:width][mask.bool()].tolist()
+        generated = row[width:].tolist()
+        if tokenizer.eos_token_id in generated:
+            generated = generated[: generated.index(tokenizer.eos_token_id) + 1]
+        else:
+            generated = [t for t in generated if t != tokenizer.pad_token_id]
+        yield prompt, generated

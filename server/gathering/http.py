@@ -54,6 +54,22 @@ async def gather_round(
     ``asyncio`` timeouts); ``time.monotonic`` is the default and the right choice.
     """
     eps = _endpoint_map(endpoints)
+    requests = _build_requests(plan, eps, build_request)
+    state = RoundState(plan, policy, clock())
+    driver = _RoundDriver(state, transport, eps, requests, clock)
+    driver.start()
+    try:
+        await driver.wait_for_close()
+    finally:
+        await driver.shutdown(cancel_grace_s)
+    return state.outcome()
+
+
+def _build_requests(
+    plan: RoundPlan, eps: Mapping[int, ClientEndpoint], build_request: BuildRequest
+) -> dict[str, ScoreRequest | CompetenceRequest]:
+    """assignment id → its request; every client needs an endpoint, every request the
+    assignment's id (so that a retry is idempotent)."""
     requests: dict[str, ScoreRequest | CompetenceRequest] = {}
     for a in plan.assignments:
         if a.client_id not in eps:
@@ -68,18 +84,39 @@ async def gather_round(
                 f"{a.assignment_id!r}; use the assignment id (retries must be idempotent)"
             )
         requests[a.assignment_id] = req
+    return requests
 
-    state = RoundState(plan, policy, clock())
-    wake = asyncio.Event()
-    tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def backoff() -> None:
-        if policy.retry_backoff_s > 0:
-            await asyncio.sleep(policy.retry_backoff_s)
+class _RoundDriver:
+    """One task per assignment, all reporting to ``state`` and waking the round's loop."""
 
-    async def run(a: Assignment) -> None:
+    def __init__(
+        self,
+        state: RoundState,
+        transport: Transport,
+        eps: Mapping[int, ClientEndpoint],
+        requests: Mapping[str, ScoreRequest | CompetenceRequest],
+        clock: Callable[[], float],
+    ) -> None:
+        self.state = state
+        self.transport = transport
+        self.eps = eps
+        self.requests = requests
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self) -> None:
+        """A task for every assignment waiting to be sent."""
+        for a in self.state.pending():
+            self.tasks[a.assignment_id] = asyncio.create_task(self.run(a), name=a.assignment_id)
+
+    async def run(self, a: Assignment) -> None:
+        """Send ``a`` (again, while the state says retry) until it is resolved or the round
+        closes."""
+        state, clock, wake = self.state, self.clock, self.wake
         aid = a.assignment_id
-        req, ep = requests[aid], eps[a.client_id]
+        req, ep = self.requests[aid], self.eps[a.client_id]
         while True:
             now = clock()
             remaining = state.deadline - now
@@ -88,7 +125,7 @@ async def gather_round(
                 return
             state.on_sent(a, now)
             try:
-                resp = await transport.score(ep, req, remaining)
+                resp = await self.transport.score(ep, req, remaining)
             except TransportError as exc:
                 retry = state.on_failure(aid, f"{exc.kind}: {exc.message}", clock())
             except Exception as exc:  # a transport bug must not sink the round
@@ -98,36 +135,41 @@ async def gather_round(
             wake.set()
             if not retry:
                 return
-            await backoff()
+            if state.policy.retry_backoff_s > 0:
+                await asyncio.sleep(state.policy.retry_backoff_s)
 
-    def cancel(assignments: Sequence[Assignment]) -> None:
+    def cancel(self, assignments: Sequence[Assignment]) -> None:
+        """Cancel the tasks of ``assignments`` that are still running."""
         for a in assignments:
-            task = tasks.get(a.assignment_id)
+            task = self.tasks.get(a.assignment_id)
             if task is not None and not task.done():
                 task.cancel()
 
-    for a in state.pending():
-        tasks[a.assignment_id] = asyncio.create_task(run(a), name=a.assignment_id)
-
-    try:
+    async def wait_for_close(self) -> None:
+        """Wake on every report (or the deadline), cancel what is no longer needed, until the
+        round closes."""
+        state, clock = self.state, self.clock
         while True:
-            cancel(state.to_cancel())
+            self.cancel(state.to_cancel())
             if state.is_closed():
                 break
             remaining = state.deadline - clock()
             if remaining <= 0:
                 state.on_deadline(clock())
                 continue
-            wake.clear()
+            self.wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), remaining)
-    finally:
+                await asyncio.wait_for(self.wake.wait(), remaining)
+
+    async def shutdown(self, cancel_grace_s: float) -> None:
+        """Close the round if it is still open (cancelled from outside), cancel every task
+        still running and wait for them at most ``cancel_grace_s``."""
+        state = self.state
         if not state.is_closed():  # cancelled from outside
-            state.close(clock(), "aborted")
-        cancel(state.to_cancel())
-        live = [t for t in tasks.values() if not t.done()]
+            state.close(self.clock(), "aborted")
+        self.cancel(state.to_cancel())
+        live = [t for t in self.tasks.values() if not t.done()]
         for t in live:
             t.cancel()
         if live:
             await asyncio.wait(live, timeout=cancel_grace_s)
-    return state.outcome()
