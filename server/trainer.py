@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.server.gathering.base import GatherRequest, RewardGatherer
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult, RewardGatherer
 from fedgrpo.server.generation import SamplingParams
 from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
-from fedgrpo.server.rollout import completion_logps, rollout
+from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout
 from fedgrpo.server.selection.competence import CompetenceMatrix
 from fedgrpo.server.selection.selectors import Selector
 from fedgrpo.server.tasks import TaskItem, TaskSuite
@@ -122,6 +122,18 @@ def signal_groups(combined: np.ndarray) -> int:
     return count
 
 
+def sample_accuracy(
+    completions: Sequence[str], items: Sequence[TaskItem], group_size: int
+) -> float:
+    """Fraction of the round's sampled completions that are right (completion k answers
+    question ``k // group_size``): the ground truth the server never sees while training."""
+    from fedgrpo.edge.answer_format import is_correct
+
+    return float(
+        np.mean([is_correct(t, items[k // group_size].answer) for k, t in enumerate(completions)])
+    )
+
+
 @dataclass
 class TrainerState:
     round: int = 0
@@ -197,22 +209,8 @@ class FedGRPOTrainer:
             tg,
         )
         experts = self._select(items, npg)
-        result = self.gatherer.gather(
-            GatherRequest(
-                round_index=r,
-                questions=[i.question for i in items],
-                candidates=[batch.candidates(b) for b in range(len(items))],
-                experts=experts,
-                domains=[i.domain for i in items],
-                answers=[i.answer for i in items],
-            ),
-            npg,
-        )
-        combined = np.stack(
-            [combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim) for b in range(len(items))]
-        )
-        if cfg.shuffle_rewards:
-            combined = shuffle_within_groups(combined, np.random.default_rng([self.seed, r, 3]))
+        result = self._gather(r, items, batch, experts, npg)
+        combined = self._combine(result, len(items), r)
         update = self._update(batch, combined)
         rewarded = ~np.isnan(combined)
         record: dict[str, Any] = {
@@ -223,16 +221,7 @@ class FedGRPOTrainer:
             "groups": len(items),
             "groups_with_signal": int(update.pop("groups_with_signal")),
             "reward_mean": float(np.nanmean(combined)) if rewarded.any() else None,
-            "true_accuracy_of_samples": float(
-                np.mean(
-                    [
-                        __import__("fedgrpo.edge.answer_format", fromlist=["is_correct"]).is_correct(
-                            t, items[k // cfg.group_size].answer
-                        )
-                        for k, t in enumerate(batch.completions)
-                    ]
-                )
-            ),
+            "true_accuracy_of_samples": sample_accuracy(batch.completions, items, cfg.group_size),
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),
             **update,
@@ -247,6 +236,41 @@ class FedGRPOTrainer:
         embeddings = self.embed([i.question for i in items]) if self.embed is not None else None
         available = self.available_clients(self.state.round) if self.available_clients else None
         return self.selector.select(embeddings, [i.domain for i in items], rng, available=available)
+
+    def _gather(
+        self,
+        r: int,
+        items: list[TaskItem],
+        batch: RolloutBatch,
+        experts: list[list[int]],
+        rng: np.random.Generator,
+    ) -> GatherResult:
+        """Ask the round's experts to score the rolled-out candidates."""
+        return self.gatherer.gather(
+            GatherRequest(
+                round_index=r,
+                questions=[i.question for i in items],
+                candidates=[batch.candidates(b) for b in range(len(items))],
+                experts=experts,
+                domains=[i.domain for i in items],
+                answers=[i.answer for i in items],
+            ),
+            rng,
+        )
+
+    def _combine(self, result: GatherResult, groups: int, r: int) -> np.ndarray:
+        """[groups, G] one reward per candidate from the experts' answers (NaN = none);
+        shuffled within each group for the negative control."""
+        cfg = self.config
+        combined = np.stack(
+            [
+                combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim)
+                for b in range(groups)
+            ]
+        )
+        if cfg.shuffle_rewards:
+            combined = shuffle_within_groups(combined, np.random.default_rng([self.seed, r, 3]))
+        return combined
 
     def _update(self, batch: Any, combined: np.ndarray) -> dict[str, Any]:
         import torch
@@ -266,49 +290,16 @@ class FedGRPOTrainer:
         }
         if self.baseline == "zero_shot" or not bool(seq_mask.any()):
             return out
-        ref = None
-        if self.reference is not None:
-            with torch.no_grad():
-                ref = completion_logps(
-                    self.reference,
-                    batch.input_ids,
-                    batch.attention_mask,
-                    batch.completion_length,
-                    cfg.temperature,
-                )
+        ref = self._reference_logps(batch)
         if cfg.warmup_rounds > 0 or cfg.lr_decay_rounds > 0:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * self.lr_factor(self.state.round)
         losses: list[float] = []
         norms: list[float] = []
         for _ in range(cfg.num_iterations):
-            logps = completion_logps(
-                self.model,
-                batch.input_ids,
-                batch.attention_mask,
-                batch.completion_length,
-                cfg.temperature,
-            )
-            loss, metrics = grpo_loss(
-                logps,
-                batch.old_logps,
-                ref,
-                adv_t,
-                batch.completion_mask,
-                seq_mask,
-                eps_low=cfg.eps_low,
-                eps_high=cfg.eps_high,
-                beta=cfg.beta,
-                loss_type=cfg.loss_type,
-                max_completion_length=cfg.max_new_tokens,
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norms.append(
-                float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
-            )
-            self.optimizer.step()
-            losses.append(float(loss.item()))
+            loss, grad_norm, metrics = self._optimise(batch, ref, adv_t, seq_mask)
+            norms.append(grad_norm)
+            losses.append(loss)
         out.update(
             loss=float(np.mean(losses)),
             grad_norm=float(np.mean(norms)),
@@ -316,6 +307,60 @@ class FedGRPOTrainer:
             **{f"grpo_{k}": v for k, v in metrics.items()},
         )
         return out
+
+    def _reference_logps(self, batch: Any) -> torch.Tensor | None:
+        """The frozen reference model's completion log-probs (None without a KL term)."""
+        import torch
+
+        if self.reference is None:
+            return None
+        cfg = self.config
+        with torch.no_grad():
+            return completion_logps(
+                self.reference,
+                batch.input_ids,
+                batch.attention_mask,
+                batch.completion_length,
+                cfg.temperature,
+            )
+
+    def _optimise(
+        self,
+        batch: Any,
+        ref: torch.Tensor | None,
+        adv_t: torch.Tensor,
+        seq_mask: torch.Tensor,
+    ) -> tuple[float, float, dict[str, float]]:
+        """One optimizer step on the GRPO loss: (loss, gradient norm before clipping, the
+        loss's metrics)."""
+        import torch
+
+        cfg = self.config
+        logps = completion_logps(
+            self.model,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.completion_length,
+            cfg.temperature,
+        )
+        loss, metrics = grpo_loss(
+            logps,
+            batch.old_logps,
+            ref,
+            adv_t,
+            batch.completion_mask,
+            seq_mask,
+            eps_low=cfg.eps_low,
+            eps_high=cfg.eps_high,
+            beta=cfg.beta,
+            loss_type=cfg.loss_type,
+            max_completion_length=cfg.max_new_tokens,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        self.optimizer.step()
+        return float(loss.item()), grad_norm, metrics
 
     def lr_factor(self, round_index: int) -> float:
         """Learning-rate multiplier at ``round_index``: linear warmup, then optional cosine decay."""

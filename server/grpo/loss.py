@@ -91,6 +91,20 @@ def _check(
         raise ConfigError(f"eps_low={eps[0]}, eps_high={eps[1]}; allowed 0<=eps_low<1, eps_high>=0")
 
 
+def _check_shapes(
+    logps: torch.Tensor, completion_mask: torch.Tensor, advantages: torch.Tensor
+) -> None:
+    if (
+        logps.ndim != 2
+        or completion_mask.shape != logps.shape
+        or advantages.shape != logps.shape[:1]
+    ):
+        raise ConfigError(
+            f"shapes: logps {tuple(logps.shape)}, completion_mask {tuple(completion_mask.shape)}, "
+            f"advantages {tuple(advantages.shape)}; need [N, T], [N, T], [N]"
+        )
+
+
 def grpo_loss(
     logps: torch.Tensor,
     old_logps: torch.Tensor | None,
@@ -117,15 +131,7 @@ def grpo_loss(
     Metrics (over active tokens): clip_low/clip_high/clip_region fractions, kl, ratio.
     """
     _check(loss_type, beta, ref_logps is not None, max_completion_length, (eps_low, eps_high))
-    if (
-        logps.ndim != 2
-        or completion_mask.shape != logps.shape
-        or advantages.shape != logps.shape[:1]
-    ):
-        raise ConfigError(
-            f"shapes: logps {tuple(logps.shape)}, completion_mask {tuple(completion_mask.shape)}, "
-            f"advantages {tuple(advantages.shape)}; need [N, T], [N, T], [N]"
-        )
+    _check_shapes(logps, completion_mask, advantages)
     sm = torch.ones_like(advantages, dtype=torch.bool) if seq_mask is None else seq_mask.bool()
     active = completion_mask.bool() & sm[:, None]
     mask = active.to(logps.dtype)
