@@ -26,6 +26,8 @@ from fedgrpo.errors import ConfigError
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult, RewardGatherer
 from fedgrpo.server.generation import SamplingParams
 from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
+from fedgrpo.server.grpo.config import GRPOConfig
+from fedgrpo.server.grpo.rewards import shuffle_within_groups, signal_groups
 from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout
 from fedgrpo.server.selection.competence import CompetenceMatrix
 from fedgrpo.server.selection.selectors import Selector
@@ -37,57 +39,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 BASELINES = ("fedgrpo", "central_grpo", "zero_shot")
-
-
-@dataclass(frozen=True)
-class GRPOConfig:
-    group_size: int = 8
-    questions_per_round: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 32
-    lr: float = 5e-4
-    eps_low: float = 0.2
-    eps_high: float = 0.3
-    beta: float = 0.0
-    num_iterations: int = 1
-    loss_type: str = "grpo"
-    scale: str = "group"
-    reward_combine: str = "mean"
-    # fraction cut at each end by reward_combine="trimmed_mean"
-    trim: float = 0.2
-    grad_clip: float = 1.0
-    # optimizer: "adamw" (weight_decay 0) or "sgd"; betas for AdamW, momentum for SGD
-    optimizer: str = "adamw"
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    sgd_momentum: float = 0.0
-    # linear learning-rate warmup over the first ``warmup_rounds`` rounds (0 = none)
-    warmup_rounds: int = 0
-    # cosine decay of the learning rate to ``lr_final_fraction * lr`` at round ``lr_decay_rounds``
-    # (0 = constant); use the run's number of rounds so the last updates are small
-    lr_decay_rounds: int = 0
-    lr_final_fraction: float = 0.0
-    # multiplier on negative advantages (1 = GRPO; 0 = learn from better-than-average samples only)
-    negative_advantage_scale: float = 1.0
-    # Negative control: permute the combined rewards within each group before the update,
-    # which keeps their distribution and destroys which candidate earned them. A run with
-    # this on must not learn (tests/test_learning.py asserts that).
-    shuffle_rewards: bool = False
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ConfigError(f"optimizer={self.optimizer!r} is unknown; use adamw or sgd")
-        if self.warmup_rounds < 0:
-            raise ConfigError(f"warmup_rounds must be >= 0, got {self.warmup_rounds}")
-        if self.group_size < 2:
-            raise ConfigError(
-                f"group_size must be >= 2 for group-relative advantages, got {self.group_size}"
-            )
-        if self.questions_per_round < 1:
-            raise ConfigError(f"questions_per_round must be >= 1, got {self.questions_per_round}")
-        if self.num_iterations < 1:
-            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
 
 
 def round_rngs(
@@ -102,24 +53,6 @@ def round_rngs(
         int(np.random.default_rng([seed, round_index, 2]).integers(2**62))
     )
     return py, npg, tg
-
-
-def shuffle_within_groups(combined: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each row (one question's G rewards) permuted independently: the reward-destroying control."""
-    return np.stack([rng.permutation(row) for row in np.atleast_2d(combined)])
-
-
-def signal_groups(combined: np.ndarray) -> int:
-    """Groups whose rewards vary: at least two rewarded candidates and not all equal.
-
-    Only these carry a GRPO gradient; a group where every candidate got the same reward
-    (all right, all wrong) has zero advantages and teaches nothing."""
-    count = 0
-    for row in np.atleast_2d(combined):
-        rewarded = row[~np.isnan(row)]
-        if rewarded.size >= 2 and float(rewarded.max()) > float(rewarded.min()):
-            count += 1
-    return count
 
 
 def sample_accuracy(

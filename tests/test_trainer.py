@@ -11,9 +11,10 @@ import pytest
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
 from fedgrpo.errors import ConfigError
 from fedgrpo.server.gathering.base import CentralGatherer, DirectGatherer
+from fedgrpo.server.grpo.config import GRPOConfig
 from fedgrpo.server.selection.selectors import RandomSelector
 from fedgrpo.server.tasks import build_suite
-from fedgrpo.server.trainer import FedGRPOTrainer, GRPOConfig
+from fedgrpo.server.trainer import FedGRPOTrainer
 from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
 from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
 from fedgrpo.server.zoo.train import TrainConfig, train_sft
@@ -154,7 +155,7 @@ def test_bad_config_is_rejected() -> None:
 def test_signal_groups_counts_only_groups_whose_rewards_vary() -> None:
     import numpy as np
 
-    from fedgrpo.server.trainer import signal_groups
+    from fedgrpo.server.grpo.rewards import signal_groups
 
     nan = float("nan")
     rewards = np.array(
@@ -167,7 +168,7 @@ def test_signal_groups_counts_only_groups_whose_rewards_vary() -> None:
 def test_shuffle_within_groups_permutes_each_row_only() -> None:
     import numpy as np
 
-    from fedgrpo.server.trainer import shuffle_within_groups
+    from fedgrpo.server.grpo.rewards import shuffle_within_groups
 
     rewards = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.25, 1.0, 0.0]])
     out = shuffle_within_groups(rewards, np.random.default_rng(0))

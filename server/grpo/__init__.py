@@ -1,6 +1,7 @@
 """Federated group-relative update: pure math on tensors/arrays, no model objects.
 
 Modules:
+    config      GRPOConfig: the update's settings (what the scenario's server.grpo maps onto)
     rewards     combine several experts' scalar rewards per candidate (mean/median/trimmed)
     advantages  masked group-relative advantages (scale: group | batch | none)
     loss        token-level clipped GRPO loss with k3 KL, TRL-compatible aggregations
@@ -26,18 +27,29 @@ Where our GRPO departs from the paper (Shao et al. 2024) and the official FedGRP
 """
 
 from fedgrpo.server.grpo.advantages import SCALES, group_advantages
+from fedgrpo.server.grpo.config import GRPOConfig
 from fedgrpo.server.grpo.loss import LOSS_TYPES, grpo_loss, k3_kl, per_token_logps
-from fedgrpo.server.grpo.rewards import METHODS, combine, reward_table, split_missing
+from fedgrpo.server.grpo.rewards import (
+    METHODS,
+    combine,
+    reward_table,
+    shuffle_within_groups,
+    signal_groups,
+    split_missing,
+)
 
 __all__ = [
     "LOSS_TYPES",
     "METHODS",
     "SCALES",
+    "GRPOConfig",
     "combine",
     "group_advantages",
     "grpo_loss",
     "k3_kl",
     "per_token_logps",
     "reward_table",
+    "shuffle_within_groups",
+    "signal_groups",
     "split_missing",
 ]

@@ -81,3 +81,21 @@ def split_missing(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=np.float64)
     mask = ~np.isnan(v)
     return np.where(mask, v, 0.0), mask
+
+
+def shuffle_within_groups(combined: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row (one question's G rewards) permuted independently: the reward-destroying control."""
+    return np.stack([rng.permutation(row) for row in np.atleast_2d(combined)])
+
+
+def signal_groups(combined: np.ndarray) -> int:
+    """Groups whose rewards vary: at least two rewarded candidates and not all equal.
+
+    Only these carry a GRPO gradient; a group where every candidate got the same reward
+    (all right, all wrong) has zero advantages and teaches nothing."""
+    count = 0
+    for row in np.atleast_2d(combined):
+        rewarded = row[~np.isnan(row)]
+        if rewarded.size >= 2 and float(rewarded.max()) > float(rewarded.min()):
+            count += 1
+    return count
