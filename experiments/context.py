@@ -8,18 +8,21 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
 from fedgrpo.errors import ConfigError
-from fedgrpo.scenarios.schema import ZOO_PREFIX, ClientSpec, Scenario
+from fedgrpo.scenarios.mapping import ClientRewards, client_rewards
+from fedgrpo.scenarios.schema import ZOO_PREFIX, ClientEntry, Scenario
 from fedgrpo.server.tasks import TaskSuite
 from fedgrpo.server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
 
 if TYPE_CHECKING:
     from fedgrpo.edge.scorer import EdgeScorer
+    from fedgrpo.server.gathering.transport import ClientEndpoint, Transport
 
 SUITE_SEED = 0  # data is fixed across run seeds, so a seed sweep reuses the same zoo
 
@@ -68,7 +71,7 @@ class Context:
     suite: TaskSuite
     spec: ZooSpec
     zoo_paths: dict[str, Path]
-    clients: list[ClientSpec]
+    clients: list[ClientEntry]
     client_domains: list[set[str]]
 
 
@@ -101,7 +104,7 @@ def resolve_model(ctx: Context, model: str) -> str:
     return model
 
 
-def export_client_model(ctx: Context, client: ClientSpec) -> Path:
+def export_client_model(ctx: Context, client: ClientEntry) -> Path:
     """ONNX export of a client's model, cached next to the zoo (one per source + variant)."""
     from fedgrpo.edge.export import export_model
 
@@ -146,6 +149,46 @@ def scorer_fn(scorer: EdgeScorer, name: str) -> Any:
         return RewardResponse(request.request_id, name, tuple(values))
 
     return call
+
+
+def with_client_rewards(request: ScoreRequest, rewards: ClientRewards) -> ScoreRequest:
+    """``request`` carrying the client's own group's reward mode and format weight."""
+    return replace(request, reward_mode=rewards.reward_mode, format_weight=rewards.format_weight)
+
+
+def per_client_reward_fn(
+    s: Scenario, score_fns: Sequence[Callable[[ScoreRequest], RewardResponse]]
+) -> Callable[[int, ScoreRequest], tuple[float, ...]]:
+    """``(client, request) -> values`` where each client scores with its own group's settings."""
+    rewards = client_rewards(s)
+
+    def call(client: int, request: ScoreRequest) -> tuple[float, ...]:
+        return score_fns[client](with_client_rewards(request, rewards[client])).values
+
+    return call
+
+
+class ClientRewardTransport:
+    """A transport whose score requests carry each client's own group's reward settings
+    (emulate and live); competence requests and byte counting pass through unchanged."""
+
+    def __init__(self, inner: Transport, rewards: Sequence[ClientRewards]) -> None:
+        self.inner = inner
+        self.rewards = list(rewards)
+
+    @property
+    def traffic(self) -> Any:
+        return getattr(self.inner, "traffic", None)
+
+    async def score(
+        self, client: ClientEndpoint, request: ScoreRequest | CompetenceRequest, timeout_s: float
+    ) -> RewardResponse:
+        if isinstance(request, ScoreRequest):
+            request = with_client_rewards(request, self.rewards[client.client_id])
+        return await self.inner.score(client, request, timeout_s)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def auxiliary_set(ctx: Context) -> list[Any]:

@@ -12,20 +12,16 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedgrpo.experiments.context import (
-    Context,
-    auxiliary_set,
-    build_context,
-    load_scorers,
-    resolve_model,
-    scorer_fn,
-)
+from fedgrpo.errors import ConfigError
+from fedgrpo.experiments.context import Context, auxiliary_set, build_context, resolve_model
 from fedgrpo.experiments.records import MetricsWriter, write_summary
+from fedgrpo.scenarios.mapping import experts_ranked, grpo_config
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
 
@@ -35,7 +31,7 @@ log = logging.getLogger(__name__)
 def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
     """(gatherer, closer). Timing/fault layers wrap the in-process scorers per mode."""
     s = ctx.scenario
-    from fedgrpo.server.gathering.base import CentralGatherer, DirectGatherer
+    from fedgrpo.server.gathering.base import CentralGatherer
 
     if s.server.baseline != "fedgrpo":
         return CentralGatherer(), None
@@ -51,8 +47,7 @@ def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
         from fedgrpo.experiments.runtimes.live import make_live_gatherer
 
         return make_live_gatherer(ctx)
-    scorers = load_scorers(ctx)
-    return DirectGatherer([scorer_fn(sc, c.id) for sc, c in zip(scorers, ctx.clients)]), None
+    raise ConfigError(f"mode {s.mode!r} is unknown; use sim, emulate or live")
 
 
 def refresh_competence(
@@ -107,7 +102,7 @@ def _selector_and_embedder(
     selector = make_selector(
         sel.selector,
         num_clients=len(ctx.clients),
-        M=sel.M + s.round_policy.over_selection,  # over-selected experts are ranked after the M
+        M=experts_ranked(s),  # the M primaries first, then the over-selection reserve
         L=sel.L,
         prior=sel.prior,
         aux_embeddings=aux_emb,
@@ -175,174 +170,213 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dic
         return _run_scenario(scenario, run_dir, resume)
 
 
-def _run_scenario(scenario: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
-    s = scenario
+@dataclass
+class _Run:
+    """Everything one model-in-the-loop run's steps share."""
+
+    s: Scenario
+    run_dir: Path
+    ctx: Context
+    gatherer: Any
+    trainer: Any
+    aux: list[Any]
+    clock: dict[str, float]
+    resumed_round: int | None
+    lora_bytes: int
+    writer: MetricsWriter | None = None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    start: float = 0.0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def checkpoint(self) -> None:
+        self.clock["wall_offset"] = time.perf_counter() - self.start
+        self.trainer.save_checkpoint(self.ckpt_dir, {"clock": self.clock})
+
+
+def _run_scenario(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     if not s.models_needed:
         from fedgrpo.experiments.runtimes.sim import run_timing_only
 
         return run_timing_only(s, run_dir, resume)
-    import torch
-    from tqdm import tqdm
+    ctx, model, tokenizer = _load_models(s)
+    gatherer, closer = _make_gatherer(ctx)
+    try:
+        run = _prepare(ctx, run_dir, model, tokenizer, gatherer, resume)
+        return _train(run)
+    finally:
+        if closer is not None:
+            closer()
 
-    from fedgrpo.server.comm import lora_bytes_per_round
-    from fedgrpo.server.trainer import FedGRPOTrainer, GRPOConfig
+
+def _load_models(s: Scenario) -> tuple[Context, Any, Any]:
+    """The run's context (zoo built if needed) and the server model + tokenizer."""
+    import torch
+
     from fedgrpo.server.zoo.loading import load_causal_lm
 
     if s.server.threads is not None:
         torch.set_num_threads(s.server.threads)
     ctx = build_context(s)
     model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
-    gatherer, closer = _make_gatherer(ctx)
+    return ctx, model, tokenizer
+
+
+def _prepare(
+    ctx: Context, run_dir: Path, model: Any, tokenizer: Any, gatherer: Any, resume: bool
+) -> _Run:
+    """Trainer (config from the scenario mapping), resumed state and the sim journal."""
+    from fedgrpo.server.comm import lora_bytes_per_round
+    from fedgrpo.server.trainer import FedGRPOTrainer
+
+    s = ctx.scenario
+    selector, embed, competence, aux = _selector_and_embedder(ctx, model, tokenizer, gatherer)
+    trainer = FedGRPOTrainer(
+        model,
+        tokenizer,
+        ctx.suite,
+        gatherer,
+        selector,
+        grpo_config(s),
+        seed=s.seed,
+        baseline=s.server.baseline,
+        question_embedder=embed,
+    )
+    trainer.competence = competence
+    lora = lora_bytes_per_round(model.config, rank=8, clients_per_round=1)
+    clock = {"virtual_s": 0.0, "wall_offset": 0.0}
+    run = _Run(s, run_dir, ctx, gatherer, trainer, aux, clock, None, lora)
+    if resume:
+        run.resumed_round = _resume(run)
+    if hasattr(gatherer, "open_journal"):  # sim: replay restores the simulator exactly
+        gatherer.open_journal(run_dir / "sim_journal.jsonl", run.resumed_round)
+    return run
+
+
+def _resume(run: _Run) -> int:
+    """The round to continue after. No checkpoint yet (killed before the first one): start
+    over, dropping the records the dead run wrote; a damaged one falls back or raises
+    CheckpointError."""
+    resumed_round = 0
+    if has_checkpoint(run.ckpt_dir):
+        extra = run.trainer.load_checkpoint(run.ckpt_dir)
+        run.clock.update(extra.get("clock", {}))
+        resumed_round = run.trainer.state.round
+        for note in extra.get("checkpoint_skipped", []):
+            print(f"[fedgrpo] checkpoint refused: {note}; resuming from {extra['checkpoint']}")
+    log.info("resumed %s at round %d", run.run_dir, resumed_round)
+    return resumed_round
+
+
+def _train(run: _Run) -> dict[str, Any]:
+    """The round loop with checkpoint-on-interrupt; always writes the summary."""
+    s = run.s
+    run.writer = MetricsWriter(run.run_dir, csv=s.outputs.csv, resume_after_round=run.resumed_round)
+    run.start = time.perf_counter() - run.clock["wall_offset"]
+    run.evals = [r for r in run.writer.records if r.get("event") == "eval"]
+    status, error = "finished", None
     try:
-        selector, embed, competence, aux = _selector_and_embedder(ctx, model, tokenizer, gatherer)
-        g = s.server.grpo
-        trainer = FedGRPOTrainer(
-            model,
-            tokenizer,
-            ctx.suite,
-            gatherer,
-            selector,
-            GRPOConfig(
-                group_size=g.group_size,
-                questions_per_round=g.questions_per_round,
-                temperature=g.temperature,
-                top_p=g.top_p,
-                max_new_tokens=g.max_new_tokens,
-                lr=g.lr,
-                eps_low=g.eps_low,
-                eps_high=g.eps_high,
-                beta=g.beta,
-                num_iterations=g.num_iterations,
-                loss_type=g.loss_type,
-                scale=g.scale,
-                reward_combine=g.reward_combine,
-                trim=g.trim,
-                grad_clip=g.grad_clip or 1e9,
-                optimizer=g.optimizer,
-                adam_beta1=g.adam_beta1,
-                adam_beta2=g.adam_beta2,
-                sgd_momentum=g.sgd_momentum,
-                warmup_rounds=g.warmup_rounds,
-                lr_decay_rounds=s.rounds if g.lr_decay_rounds is None else g.lr_decay_rounds,
-                lr_final_fraction=g.lr_final_fraction,
-                negative_advantage_scale=g.negative_advantage_scale,
-                shuffle_rewards=g.shuffle_rewards,
-            ),
-            seed=s.seed,
-            baseline=s.server.baseline,
-            question_embedder=embed,
-        )
-        trainer.competence = competence
-        ckpt_dir = run_dir / "checkpoints"
-        clock = {"virtual_s": 0.0, "wall_offset": 0.0}
-        resumed_round = None
-        if resume:
-            # no checkpoint yet (killed before the first one): start over, dropping the
-            # records the dead run wrote; a damaged one falls back or raises CheckpointError
-            resumed_round = 0
-            if has_checkpoint(ckpt_dir):
-                extra = trainer.load_checkpoint(ckpt_dir)
-                clock.update(extra.get("clock", {}))
-                resumed_round = trainer.state.round
-                for note in extra.get("checkpoint_skipped", []):
-                    print(f"[fedgrpo] checkpoint refused: {note}; resuming from {extra['checkpoint']}")
-            log.info("resumed %s at round %d", run_dir, resumed_round)
-        if hasattr(gatherer, "open_journal"):  # sim: replay restores the simulator exactly
-            gatherer.open_journal(run_dir / "sim_journal.jsonl", resumed_round)
-        writer = MetricsWriter(run_dir, csv=s.outputs.csv, resume_after_round=resumed_round)
-        start = time.perf_counter() - clock["wall_offset"]
-        lora = lora_bytes_per_round(model.config, rank=8, clients_per_round=1)
-        status = "finished"
-        error: str | None = None
-        evals = [r for r in writer.records if r.get("event") == "eval"]
-        try:
-            if not evals and s.eval.at_start:
-                evals.append(_eval_record(trainer, s, 0.0))
-                writer.eval(evals[-1])
-            bar = tqdm(
-                total=s.rounds,
-                initial=trainer.state.round,
-                desc=s.name,
-                unit="round",
-                disable=not s.outputs.progress,
-            )
-            while trainer.state.round < s.rounds:
-                if trainer.competence is not None:
-                    fresh = refresh_competence(
-                        ctx,
-                        gatherer,
-                        trainer.competence,
-                        aux,
-                        trainer.state.round,
-                        s.selection.refresh_every,
-                    )
-                    if fresh:
-                        (run_dir / "competence.json").write_text(trainer.competence.to_json())
-                rec = trainer.step()
-                duration = float(rec.get("duration_s") or 0.0)
-                clock["virtual_s"] += duration
-                asked_clients = {c for row in rec.pop("experts") for c in row}
-                rec["round"] = trainer.state.round
-                rec["duration_s"] = duration
-                rec["time_s"] = (
-                    clock["virtual_s"] if s.mode == "sim" else time.perf_counter() - start
-                )
-                rec["lora_bytes"] = lora * max(1, len(asked_clients))
-                writer.round(rec)
-                r = trainer.state.round
-                if (s.eval.every and r % s.eval.every == 0) or r == s.rounds:
-                    evals.append(_eval_record(trainer, s, rec["time_s"]))
-                    writer.eval(evals[-1])
-                if (s.checkpoint.every and r % s.checkpoint.every == 0) or r == s.rounds:
-                    clock["wall_offset"] = time.perf_counter() - start
-                    trainer.save_checkpoint(ckpt_dir, {"clock": clock})
-                    prune(ckpt_dir, s.checkpoint.keep)
-                bar.update(1)
-                bar.set_postfix(
-                    reward=f"{rec['reward_mean'] or 0:.2f}",
-                    cov=f"{rec['coverage']:.2f}",
-                    acc=f"{evals[-1]['mean_accuracy']:.3f}" if evals else "-",
-                )
-            bar.close()
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _sigterm_as_interrupt)
-            status = "interrupted"
-            clock["wall_offset"] = time.perf_counter() - start
-            trainer.save_checkpoint(ckpt_dir, {"clock": clock})
-            raise
-        except BaseException as exc:
-            status = "failed"
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            writer.close()
-            rounds = [r for r in writer.records if r.get("event") == "round"]
-            summary = {
-                "scenario": s.name,
-                "mode": s.mode,
-                "seed": s.seed,
-                "baseline": s.server.baseline,
-                "selector": s.selection.selector,
-                "rounds_completed": trainer.state.round,
-                "initial_mean_accuracy": evals[0]["mean_accuracy"] if evals else None,
-                "final_mean_accuracy": evals[-1]["mean_accuracy"] if evals else None,
-                "best_mean_accuracy": max((e["mean_accuracy"] for e in evals), default=None),
-                "accuracy_change": _paired_change(evals[0], evals[-1]) if evals else None,
-                "initial_format_rate": evals[0]["format_rate"] if evals else None,
-                "final_format_rate": evals[-1]["format_rate"] if evals else None,
-                "initial_accuracy": evals[0]["accuracy"] if evals else None,
-                "final_accuracy": evals[-1]["accuracy"] if evals else None,
-                "total_bytes": int(
-                    sum(r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in rounds)
-                ),
-                "lora_total_bytes": int(sum(r.get("lora_bytes", 0) for r in rounds)),
-                "wall_s": round(time.perf_counter() - start, 2),
-                "virtual_s": round(clock["virtual_s"], 3),
-                "status": status,
-            }
-            if error is not None:
-                summary["error"] = error
-            write_summary(run_dir, summary)
-        return summary
+        _round_loop(run)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see sigterm_as_interrupt)
+        status = "interrupted"
+        run.checkpoint()
+        raise
+    except BaseException as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        if closer is not None:
-            closer()
+        run.writer.close()
+        summary = _summary(run, status, error)
+        write_summary(run.run_dir, summary)
+    return summary
+
+
+def _evaluate(run: _Run, time_s: float) -> None:
+    assert run.writer is not None
+    run.evals.append(_eval_record(run.trainer, run.s, time_s))
+    run.writer.eval(run.evals[-1])
+
+
+def _round_loop(run: _Run) -> None:
+    from tqdm import tqdm
+
+    s, trainer = run.s, run.trainer
+    if not run.evals and s.eval.at_start:
+        _evaluate(run, 0.0)
+    bar = tqdm(
+        total=s.rounds,
+        initial=trainer.state.round,
+        desc=s.name,
+        unit="round",
+        disable=not s.outputs.progress,
+    )
+    while trainer.state.round < s.rounds:
+        rec = _one_round(run)
+        bar.update(1)
+        bar.set_postfix(
+            reward=f"{rec['reward_mean'] or 0:.2f}",
+            cov=f"{rec['coverage']:.2f}",
+            acc=f"{run.evals[-1]['mean_accuracy']:.3f}" if run.evals else "-",
+        )
+    bar.close()
+
+
+def _one_round(run: _Run) -> dict[str, Any]:
+    """Refresh competence, step the trainer, record, evaluate and checkpoint when due."""
+    s, trainer = run.s, run.trainer
+    assert run.writer is not None
+    if trainer.competence is not None:
+        every = s.selection.refresh_every
+        r0 = trainer.state.round
+        if refresh_competence(run.ctx, run.gatherer, trainer.competence, run.aux, r0, every):
+            (run.run_dir / "competence.json").write_text(trainer.competence.to_json())
+    rec = trainer.step()
+    duration = float(rec.get("duration_s") or 0.0)
+    run.clock["virtual_s"] += duration
+    asked_clients = {c for row in rec.pop("experts") for c in row}
+    rec["round"] = r = trainer.state.round
+    rec["duration_s"] = duration
+    rec["time_s"] = run.clock["virtual_s"] if s.mode == "sim" else time.perf_counter() - run.start
+    rec["lora_bytes"] = run.lora_bytes * max(1, len(asked_clients))
+    run.writer.round(rec)
+    if (s.eval.every and r % s.eval.every == 0) or r == s.rounds:
+        _evaluate(run, rec["time_s"])
+    if (s.checkpoint.every and r % s.checkpoint.every == 0) or r == s.rounds:
+        run.checkpoint()
+        prune(run.ckpt_dir, s.checkpoint.keep)
+    return rec
+
+
+def _summary(run: _Run, status: str, error: str | None) -> dict[str, Any]:
+    s, evals = run.s, run.evals
+    assert run.writer is not None
+    rounds = [r for r in run.writer.records if r.get("event") == "round"]
+    first, last = (evals[0], evals[-1]) if evals else ({}, {})
+    summary: dict[str, Any] = {
+        "scenario": s.name,
+        "mode": s.mode,
+        "seed": s.seed,
+        "baseline": s.server.baseline,
+        "selector": s.selection.selector,
+        "rounds_completed": run.trainer.state.round,
+        "initial_mean_accuracy": first.get("mean_accuracy"),
+        "final_mean_accuracy": last.get("mean_accuracy"),
+        "best_mean_accuracy": max((e["mean_accuracy"] for e in evals), default=None),
+        "accuracy_change": _paired_change(first, last) if evals else None,
+        "initial_format_rate": first.get("format_rate"),
+        "final_format_rate": last.get("format_rate"),
+        "initial_accuracy": first.get("accuracy"),
+        "final_accuracy": last.get("accuracy"),
+        "total_bytes": int(
+            sum(r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in rounds)
+        ),
+        "lora_total_bytes": int(sum(r.get("lora_bytes", 0) for r in rounds)),
+        "wall_s": round(time.perf_counter() - run.start, 2),
+        "virtual_s": round(run.clock["virtual_s"], 3),
+        "status": status,
+    }
+    if error is not None:
+        summary["error"] = error
+    return summary

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from fedgrpo.scenarios.checks import cross_field_errors
 from fedgrpo.scenarios.overrides import (
     apply_overrides,
     did_you_mean,
@@ -24,7 +25,7 @@ from fedgrpo.scenarios.overrides import (
     model_fields_by_key,
     type_at,
 )
-from fedgrpo.scenarios.schema import Scenario, ScenarioError, cross_field_errors
+from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 RESOLVED_NAME = "scenario.yaml"
 

@@ -13,6 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Union
 
 import yaml
@@ -106,6 +107,74 @@ def did_you_mean(word: str, candidates: Sequence[str]) -> str:
 # ----------------------------------------------------------------- applying
 
 
+@dataclass(frozen=True)
+class _At:
+    """Where an override path is being resolved (segment ``depth`` of ``parts``)."""
+
+    path: str
+    parts: list[str]
+    depth: int
+
+    @property
+    def parent(self) -> str:
+        return ".".join(self.parts[: self.depth])
+
+    @property
+    def here(self) -> str:
+        return ".".join(self.parts[: self.depth + 1])
+
+    def fail(self, message: str) -> ScenarioError:
+        return ScenarioError([f"--set {self.path}: {message}"])
+
+
+def _model_key(at: _At, cur: Any, model: type[BaseModel], part: str) -> tuple[str, Any]:
+    fields = model_fields_by_key(model)
+    if part not in fields:
+        raise at.fail(
+            f"{part!r} is not a field of {at.parent or 'the scenario'}; "
+            f"allowed: {', '.join(fields)}{did_you_mean(part, list(fields))}"
+        )
+    if not isinstance(cur, dict):
+        raise at.fail(f"{at.parent} is not a mapping in the file")
+    return part, fields[part]
+
+
+def _list_key(at: _At, cur: Any, item_type: Any, part: str) -> tuple[int, Any]:
+    if not part.isdigit():
+        raise at.fail(f"{at.here}: {part!r} is not a list index (use 0, 1, ...)")
+    idx = int(part)
+    if not isinstance(cur, list) or idx >= len(cur):
+        size = len(cur) if isinstance(cur, list) else 0
+        raise at.fail(f"index {idx} is out of range; {at.parent} has {size} items")
+    return idx, item_type
+
+
+def _key_and_type(at: _At, cur: Any, cur_type: Any, part: str) -> tuple[str | int, Any]:
+    """The key to use in ``cur`` for ``part`` and the schema type found under it."""
+    t = _unwrap(cur_type)
+    origin = typing.get_origin(t)
+    if is_model(t):
+        return _model_key(at, cur, t, part)
+    if origin is list:
+        return _list_key(at, cur, typing.get_args(t)[0], part)
+    if origin is dict:
+        if not isinstance(cur, dict):
+            raise at.fail(f"{at.parent} is not a mapping in the file")
+        return part, typing.get_args(t)[1]
+    raise at.fail(f"{at.parent} is a single value, it has no field {part!r}")
+
+
+def _descend(at: _At, cur: Any, key: str | int, next_type: Any) -> Any:
+    """``cur[key]``, creating a missing section (but never a missing list's items)."""
+    if isinstance(key, int):
+        return cur[key]
+    if cur.get(key) is None:
+        if typing.get_origin(_unwrap(next_type)) is list:
+            raise at.fail(f"{at.here} is not set in the file, so it has no item to change")
+        cur[key] = {}
+    return cur[key]
+
+
 def apply_override(
     data: dict[str, Any], path: str, value: Any, root: type[BaseModel] = Scenario
 ) -> None:
@@ -114,69 +183,12 @@ def apply_override(
     cur: Any = data
     cur_type: Any = root
     for depth, part in enumerate(parts):
-        here = ".".join(parts[: depth + 1])
-        last = depth == len(parts) - 1
-        t = _unwrap(cur_type)
-        if is_model(t):
-            fields = model_fields_by_key(t)
-            if part not in fields:
-                where = ".".join(parts[:depth]) or "the scenario"
-                raise ScenarioError(
-                    [
-                        f"--set {path}: {part!r} is not a field of {where}; "
-                        f"allowed: {', '.join(fields)}{did_you_mean(part, list(fields))}"
-                    ]
-                )
-            if not isinstance(cur, dict):
-                raise ScenarioError(
-                    [f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"]
-                )
-            next_type = fields[part]
-            if last:
-                cur[part] = value
-                return
-            if cur.get(part) is None:
-                if typing.get_origin(_unwrap(next_type)) is list:
-                    raise ScenarioError(
-                        [
-                            f"--set {path}: {here} is not set in the file, so it has no item to change"
-                        ]
-                    )
-                cur[part] = {}
-            cur, cur_type = cur[part], next_type
-        elif typing.get_origin(t) is list:
-            if not part.isdigit():
-                raise ScenarioError(
-                    [f"--set {path}: {here}: {part!r} is not a list index (use 0, 1, ...)"]
-                )
-            idx = int(part)
-            if not isinstance(cur, list) or idx >= len(cur):
-                size = len(cur) if isinstance(cur, list) else 0
-                raise ScenarioError(
-                    [
-                        f"--set {path}: index {idx} is out of range; {'.'.join(parts[:depth])} has {size} items"
-                    ]
-                )
-            if last:
-                cur[idx] = value
-                return
-            cur, cur_type = cur[idx], typing.get_args(t)[0]
-        elif typing.get_origin(t) is dict:
-            if not isinstance(cur, dict):
-                raise ScenarioError(
-                    [f"--set {path}: {'.'.join(parts[:depth])} is not a mapping in the file"]
-                )
-            if last:
-                cur[part] = value
-                return
-            cur = cur.setdefault(part, {})
-            cur_type = typing.get_args(t)[1]
-        else:
-            raise ScenarioError(
-                [
-                    f"--set {path}: {'.'.join(parts[:depth])} is a single value, it has no field {part!r}"
-                ]
-            )
+        at = _At(path, parts, depth)
+        key, next_type = _key_and_type(at, cur, cur_type, part)
+        if depth == len(parts) - 1:
+            cur[key] = value
+            return
+        cur, cur_type = _descend(at, cur, key, next_type), next_type
 
 
 def apply_overrides(data: dict[str, Any], specs: Sequence[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from fedgrpo.server.gathering.base import GatherRequest
 
 TOKEN = "s3cret"
 ENV = "FEDGRPO_TEST_LIVE_TOKEN"
+SCORED: list[tuple[str, float]] = []  # (reward_mode, format_weight) of every score call
 
 
 class FakeScorer:
@@ -32,6 +33,7 @@ class FakeScorer:
     def score(
         self, questions: Any, completions: Any, mode: str = "auto", fw: float = 0.0
     ) -> list[float]:
+        SCORED.append((mode, fw))
         return [0.75] * len(questions)
 
     def competence(self, questions: Any, answers: Any) -> list[float]:
@@ -122,5 +124,39 @@ def test_live_gatherer_runs_a_round(device: str, monkeypatch: pytest.MonkeyPatch
         assert res.rewards.shape == (1, 2, 1) and np.allclose(res.rewards, 0.75)
         assert res.stats["participation"] == {"rpi4": 1}
         assert gatherer.competence([0], ["q"], ["1"]) == {0: [0.0]}
+    finally:
+        closer()
+
+
+def test_live_requests_carry_each_groups_reward_mode(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups on the same device, different reward settings: each client's request
+    carries its own group's, not the first group's."""
+    monkeypatch.setenv(ENV, TOKEN)
+    base = {"profile": "rpi4", "url": device, "token_env": ENV}
+    s = Scenario.model_validate(
+        {
+            "name": "live-mixed",
+            "mode": "live",
+            "clients": {
+                "groups": [
+                    {"name": "a", "reward_mode": "likelihood", **base},
+                    {"name": "b", "reward_mode": "format", "format_weight": 0.4, **base},
+                ]
+            },
+            "selection": {"M": 1, "selector": "random"},
+        }
+    )
+    ctx = SimpleNamespace(scenario=s, clients=s.client_list(), zoo_paths={})
+    gatherer, closer = make_live_gatherer(ctx)
+    try:
+        SCORED.clear()
+        req = GatherRequest(
+            0, ["q", "r"], [["a", "b"], ["c", "d"]], [[0], [1]], ["add"] * 2, ["1"] * 2
+        )
+        res = gatherer.gather(req, np.random.default_rng(0))
+        assert res.stats["answered"] == 2
+        assert sorted(SCORED) == [("format", 0.4), ("likelihood", 0.0)]
     finally:
         closer()

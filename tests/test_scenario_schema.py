@@ -14,6 +14,7 @@ from fedgrpo.scenarios.loader import (
     load_run_scenario,
     load_scenario,
     new_run_dir,
+    validate_dict,
     validate_files,
 )
 from fedgrpo.scenarios.schema import Scenario, ScenarioError, known_profiles
@@ -278,30 +279,26 @@ def test_new_run_dir_layout(tmp_path: Path) -> None:
         load_run_scenario(tmp_path)
 
 
-def test_every_trainer_grpo_option_is_settable_from_a_scenario() -> None:
-    """The scenario's server.grpo block exposes every field of the trainer's GRPOConfig, so
-    no training knob is reachable only from Python."""
-    import dataclasses
+def test_over_selection_beyond_the_clients_is_rejected() -> None:
+    data = {"name": "x", "clients": {"groups": [{"name": "e", "count": 3}]}}
+    data["round_policy"] = {"over_selection": 2}
+    with pytest.raises(ScenarioError) as exc:
+        validate_dict(data)
+    (line,) = exc.value.problems
+    assert "round_policy.over_selection" in line and "asks 4 per question" in line
+    assert "allowed 0..1" in line
+    data["round_policy"] = {"over_selection": 1}
+    assert validate_dict(data).round_policy.over_selection == 1
 
-    from fedgrpo.scenarios.schema import GRPOConfig as ScenarioGRPO
-    from fedgrpo.server.trainer import GRPOConfig as TrainerGRPO
 
-    trainer_fields = {f.name for f in dataclasses.fields(TrainerGRPO)}
-    assert trainer_fields <= set(ScenarioGRPO.model_fields)
+def test_schema_section_names_differ_from_runtime_classes() -> None:
+    """One name per class: no schema class shares a name with a runtime dataclass."""
+    import fedgrpo.scenarios.schema as schema
+    from fedgrpo.scenarios.mapping import runtime_targets
 
-
-def test_runner_passes_every_grpo_option_to_the_trainer() -> None:
-    import inspect
-
-    import fedgrpo.experiments.runner as runner
-    from fedgrpo.server.trainer import GRPOConfig as TrainerGRPO
-
-    source = inspect.getsource(runner)
-    import dataclasses
-
-    for f in dataclasses.fields(TrainerGRPO):
-        passed = f"{f.name}=g." in source or (f"{f.name}=" in source and f"g.{f.name}" in source)
-        assert passed, f"runner does not pass server.grpo.{f.name}"
+    runtime_names = {t.runtime.__name__ for t in runtime_targets().values()}
+    assert runtime_names == set(runtime_targets())
+    assert not runtime_names & set(vars(schema)), runtime_names & set(vars(schema))
 
 
 def test_expert_quality_goes_to_the_zoo_per_partition(tmp_path: Path) -> None:

@@ -40,9 +40,20 @@ from typing import Any
 import numpy as np
 
 from fedgrpo.errors import FedGRPOError
-from fedgrpo.experiments.context import Context, export_client_model, models_dir
+from fedgrpo.experiments.context import (
+    ClientRewardTransport,
+    Context,
+    export_client_model,
+    models_dir,
+)
 from fedgrpo.experiments.runtimes.fault_proxy import FaultModel, FaultProxy, ProxyHost
-from fedgrpo.scenarios.schema import ClientSpec
+from fedgrpo.scenarios.mapping import (
+    client_rewards,
+    reserve_per_question,
+    round_policy,
+    sim_client,
+)
+from fedgrpo.scenarios.schema import ClientEntry
 from fedgrpo.server.gathering.asynchronous import AsyncGatherer, scale_policy
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult
 from fedgrpo.server.gathering.transport import ClientEndpoint, HttpTransport
@@ -67,7 +78,7 @@ class EmulateError(FedGRPOError):
 
 @dataclass
 class EdgeProcess:
-    client: ClientSpec
+    client: ClientEntry
     proc: subprocess.Popen[bytes]
     log_path: Path
     port: int | None = None
@@ -106,7 +117,7 @@ class EmulatedFleet:
     proxies: ProxyHost | None = None
     _stopped: bool = False
 
-    def launch(self, client: ClientSpec, model_dir: Path, variant: str, host: str) -> EdgeProcess:
+    def launch(self, client: ClientEntry, model_dir: Path, variant: str, host: str) -> EdgeProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{client.id}.log"
         env = dict(os.environ)
@@ -225,16 +236,12 @@ class EmulateGatherer(AsyncGatherer):
         return result
 
 
-def fault_model(ctx: Context, client: ClientSpec) -> FaultModel:
+def fault_model(ctx: Context, client: ClientEntry) -> FaultModel:
     """The client's device behaviour exactly as sim mode models it (profile + dropout)."""
-    from fedgrpo.experiments.runtimes.sim import _client_spec, _size_class
-
     s = ctx.scenario
-    spec = _client_spec(s, client.group, client.model, 0.8)
-    assert spec.size_class == _size_class(client.model)
-    agreement = client.group.reward_mode in ("auto", "agreement")
+    decode = client_rewards(s)[client.index].decode_tokens
     return FaultModel.from_client_spec(
-        spec, s.emulate.time_scale, decode_tokens=8 if agreement else 0
+        sim_client(s, client), s.emulate.time_scale, decode_tokens=decode
     )
 
 
@@ -274,9 +281,8 @@ def _connect_host(host: str) -> str:
 
 
 def make_emulate_gatherer(ctx: Context) -> tuple[Any, Any]:
-    """(gatherer, closer) for ``mode: emulate``."""
-    from fedgrpo.experiments.runtimes.sim import round_policy
-
+    """(gatherer, closer) for ``mode: emulate``; each client's requests carry its own
+    group's reward settings, and over-selection is the scenario's count (see mapping)."""
     s = ctx.scenario
     fleet = start_fleet(ctx)
     try:
@@ -284,16 +290,13 @@ def make_emulate_gatherer(ctx: Context) -> tuple[Any, Any]:
         endpoints = [
             ClientEndpoint(p.client_id, p.url, p.name, fleet.token) for p in fleet.proxies.proxies
         ]
-        first = ctx.clients[0].group if ctx.clients else None
         gatherer = EmulateGatherer(
             endpoints,
             scale_policy(round_policy(s), s.emulate.time_scale),
-            HttpTransport(limit_per_host=16),
+            ClientRewardTransport(HttpTransport(limit_per_host=16), client_rewards(s)),
             dispatch_mode=s.selection.dispatch,
-            reward_mode=first.reward_mode if first else "auto",
-            format_weight=first.format_weight if first else 0.0,
             labels=[c.group.profile for c in ctx.clients],
-            reserve_per_question=s.round_policy.over_selection,
+            reserve_per_question=reserve_per_question(s),
             time_scale=s.emulate.time_scale,
             competence_timeout_s=max(120.0, s.emulate.startup_timeout_s),
             extra_stats=fleet.proxies.counters,

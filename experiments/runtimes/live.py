@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.scenarios.schema import ClientSpec, Scenario
+from fedgrpo.experiments.context import ClientRewardTransport
+from fedgrpo.scenarios.mapping import client_rewards, reserve_per_question, round_policy
+from fedgrpo.scenarios.schema import ClientEntry, Scenario
 from fedgrpo.server.gathering.asynchronous import AsyncGatherer
 from fedgrpo.server.gathering.transport import ClientEndpoint, HttpTransport
 
@@ -52,14 +54,14 @@ class LiveDeviceError(ConfigError):
 
 @dataclass(frozen=True)
 class LiveDevice:
-    client: ClientSpec
+    client: ClientEntry
     url: str
     token: str | None
     token_source: str  # for error messages: "token_env FEDGRPO_TOKEN (unset)", "token", "none"
     expected_model: str | None
 
 
-def _token(client: ClientSpec) -> tuple[str | None, str]:
+def _token(client: ClientEntry) -> tuple[str | None, str]:
     g = client.group
     if g.token is not None:
         return g.token, f"clients group {g.name!r} token"
@@ -184,9 +186,8 @@ def check_devices(devices: list[LiveDevice], timeout_s: float = CHECK_TIMEOUT_S)
 
 
 def make_live_gatherer(ctx: Any) -> tuple[Any, Any]:
-    """(gatherer, closer) for ``mode: live``."""
-    from fedgrpo.experiments.runtimes.sim import round_policy
-
+    """(gatherer, closer) for ``mode: live``; each device's requests carry its own group's
+    reward settings, and over-selection is the scenario's count (see mapping)."""
     s: Scenario = ctx.scenario
     devices = live_devices(s, expected_model_names(ctx))
     names = check_devices(devices)
@@ -194,15 +195,12 @@ def make_live_gatherer(ctx: Any) -> tuple[Any, Any]:
         ClientEndpoint(d.client.index, d.url, name, d.token) for d, name in zip(devices, names)
     ]
     log.info("live: %d devices ready", len(endpoints))
-    first = ctx.clients[0].group if ctx.clients else None
     gatherer = AsyncGatherer(
         endpoints,
         round_policy(s),
-        HttpTransport(),
+        ClientRewardTransport(HttpTransport(), client_rewards(s)),
         dispatch_mode=s.selection.dispatch,
-        reward_mode=first.reward_mode if first else "auto",
-        format_weight=first.format_weight if first else 0.0,
         labels=[c.group.profile for c in ctx.clients],
-        reserve_per_question=s.round_policy.over_selection,
+        reserve_per_question=reserve_per_question(s),
     )
     return gatherer, gatherer.close

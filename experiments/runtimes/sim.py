@@ -7,6 +7,7 @@
   from each client's competence, so fleets of 10,000 clients run in seconds.
 
 Both go through :mod:`sim.engine`, which drives :mod:`fedgrpo.rounds` — the same code the asyncio gatherer uses.
+The simulator's configuration comes from :func:`fedgrpo.scenarios.mapping.sim_config`.
 """
 
 from __future__ import annotations
@@ -16,92 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.experiments.context import Context, load_scorers
-from fedgrpo.rounds import RoundOutcome, RoundPolicy
-from fedgrpo.scenarios.schema import ClientGroup, Scenario
+from fedgrpo.experiments.context import Context, load_scorers, per_client_reward_fn
+from fedgrpo.rounds import RoundOutcome
+from fedgrpo.scenarios.mapping import sim_config
+from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult
-
-OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
-
-
-def round_policy(s: Scenario) -> RoundPolicy:
-    """The scenario's round policy in the pure round-semantics module's terms."""
-    rp = s.round_policy
-    m = s.selection.M
-    return RoundPolicy(
-        deadline_s=rp.deadline_s,
-        quorum=s.quorum,
-        round_quorum=rp.round_quorum,
-        over_selection=rp.over_selection / m,  # k extra experts on top of M -> factor k/M
-        max_retries=rp.max_retries,
-    )
-
-
-def experts_to_ask(s: Scenario) -> int:
-    return s.selection.M + s.round_policy.over_selection
-
-
-def _size_class(model: str) -> str:
-    if model.startswith("zoo:"):
-        return "tiny"
-    return "135m" if "smollm2" in model.lower() else "1b"
-
-
-def _client_spec(s: Scenario, group: ClientGroup, model: str, competence: Any) -> Any:
-    from fedgrpo.sim.config import AvailabilitySpec, ClientSpec
-    from fedgrpo.sim.devices import get_profile
-
-    drop = group.dropout or s.sim.dropout
-    profile: Any = group.profile
-    availability = AvailabilitySpec()
-    speed = 1.0
-    if drop is not None:
-        if drop.fail is not None:
-            profile = get_profile(group.profile, crash_prob=drop.fail)
-        if drop.offline is not None:
-            p = min(drop.offline, 0.999)
-            if p <= 0:
-                availability = AvailabilitySpec(kind="always")
-            else:
-                cycle = OFFLINE_CYCLE_DEADLINES * s.round_policy.deadline_s
-                availability = AvailabilitySpec(
-                    kind="markov", mean_on_s=(1 - p) * cycle, mean_off_s=p * cycle
-                )
-        if drop.slowdown is not None:
-            speed = 1.0 / drop.slowdown
-    return ClientSpec(
-        profile=profile,
-        size_class=_size_class(model),
-        competence=competence,
-        availability=availability,
-        speed_factor=speed,
-    )
-
-
-def sim_config(s: Scenario, competences: list[Any] | None = None) -> Any:
-    from fedgrpo.sim.config import SimConfig, WorkloadSpec
-
-    clients = s.client_list()
-    comps = competences or [0.8] * len(clients)
-    g = s.server.grpo
-    agreement = any(c.group.reward_mode in ("auto", "agreement") for c in clients)
-    return SimConfig(
-        clients=tuple(_client_spec(s, c.group, c.model, comp) for c, comp in zip(clients, comps)),
-        policy=round_policy(s),
-        workload=WorkloadSpec(
-            domains=tuple(s.tasks.domains),
-            questions_per_round=g.questions_per_round,
-            group_size=g.group_size,
-            experts_per_question=s.selection.M,
-            dispatch=s.selection.dispatch,
-            selector="top" if s.selection.selector in ("oracle", "confidence_graph") else "random",
-            completion_tokens=g.max_new_tokens,
-            decode_tokens=8 if agreement else 0,
-            reward_mode=clients[0].group.reward_mode if clients else "auto",
-        ),
-        mode="async" if s.round_policy.async_ else "sync",
-        max_staleness=s.round_policy.max_staleness,
-    )
 
 
 def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> dict[str, Any]:
@@ -139,12 +59,8 @@ class SimGatherer:
         self._outcome: RoundOutcome | None = None
         self._record: dict[str, Any] = {}
         self.score_fns = score_fns
-        group_of = s.client_list()
-        rewards = ModelRewards(
-            lambda cid, req: score_fns[cid](req).values,
-            reward_mode=group_of[0].group.reward_mode if group_of else "auto",
-            format_weight=group_of[0].group.format_weight if group_of else 0.0,
-        )
+        # each client scores with its own group's reward_mode / format_weight
+        rewards = ModelRewards(per_client_reward_fn(s, score_fns))
         self.sim = Simulator(sim_config(s), seed, rewards, self._source, self._on_end)
         self.sim_round = 0
 
