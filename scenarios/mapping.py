@@ -1,6 +1,6 @@
 """The one place that turns validated scenario sections into runtime dataclasses.
 
-* ``server.grpo`` -> :class:`fedgrpo.server.trainer.GRPOConfig` (:func:`grpo_config`);
+* ``server.grpo`` -> :class:`fedgrpo.server.grpo.config.GRPOConfig` (:func:`grpo_config`);
 * ``round_policy`` -> :class:`fedgrpo.rounds.RoundPolicy` (:func:`round_policy`);
 * the whole scenario -> :class:`fedgrpo.sim.config.SimConfig` with its
   :class:`~fedgrpo.sim.config.WorkloadSpec` and one :class:`~fedgrpo.sim.config.ClientSpec`
@@ -29,7 +29,7 @@ from fedgrpo.scenarios.schema import ClientEntry, GRPOSection, Scenario
 
 if TYPE_CHECKING:
     from fedgrpo.rounds import RoundPolicy
-    from fedgrpo.server.trainer import GRPOConfig
+    from fedgrpo.server.grpo.config import GRPOConfig
     from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
@@ -43,7 +43,7 @@ NO_CLIPPING = 1e9  # grad_clip: null
 def grpo_config(s: Scenario) -> GRPOConfig:
     """``server.grpo`` with the same field names; ``grad_clip: null`` = no clipping and
     ``lr_decay_rounds: null`` = the run's number of rounds."""
-    from fedgrpo.server.trainer import GRPOConfig
+    from fedgrpo.server.grpo.config import GRPOConfig
 
     values = s.server.grpo.model_dump()
     values["grad_clip"] = NO_CLIPPING if values["grad_clip"] is None else values["grad_clip"]
@@ -196,7 +196,7 @@ G0 = "clients.groups.0"
 
 
 def _grpo_target() -> RuntimeTarget:
-    from fedgrpo.server.trainer import GRPOConfig
+    from fedgrpo.server.grpo.config import GRPOConfig
 
     names = GRPOSection.model_fields  # same names on both sides (grpo_config passes them all)
     return RuntimeTarget(GRPOConfig, grpo_config, {n: (f"server.grpo.{n}",) for n in names})

@@ -95,7 +95,7 @@ class TasksSection(_Section):
 
 
 class GRPOSection(_Section):
-    """``server.grpo``: maps 1:1 (same names) onto ``fedgrpo.server.trainer.GRPOConfig``."""
+    """``server.grpo``: maps 1:1 (same names) onto ``fedgrpo.server.grpo.config.GRPOConfig``."""
 
     group_size: Annotated[int, Field(ge=2)] = 8
     questions_per_round: PosInt = 8
