@@ -5,7 +5,7 @@ fast path for request steps (:class:`Env`). Not part of the public API."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
@@ -16,11 +16,11 @@ from simpy.events import NORMAL
 from fedgrpo.rounds import Assignment, RoundState
 from fedgrpo.sim.availability import Availability
 from fedgrpo.sim.config import ClientSpec, WorkloadSpec
-from fedgrpo.sim.devices import DeviceTiming, device_timing, size_factor
+from fedgrpo.sim.devices import DeviceProfile, DeviceTiming, device_timing, size_factor
 from fedgrpo.sim.rewards import RoundInput
 from fedgrpo.sim.rng import ClientStream
 
-__all__ = ["Device", "Env", "Job", "RoundRun", "make_device"]
+__all__ = ["Device", "Env", "Job", "RoundRun", "make_devices"]
 
 
 class Job:
@@ -88,17 +88,22 @@ class Device:
         self.stream_round = -1
 
 
-def make_device(spec: ClientSpec, workload: WorkloadSpec, seed: int, cid: int) -> Device:
-    """Client ``cid``'s device: availability, timing per candidate of ``workload``, crashes."""
-    p = spec.device
-    timing = device_timing(
-        p,
-        size_factor(spec.size_class) * spec.speed_factor,
-        workload.decode_tokens,
-        tokens_per_unit=workload.question_tokens + workload.completion_tokens,
-        bandwidth_mbps=spec.bandwidth_mbps,
-    )
-    return Device(spec.availability.build(p, seed, cid), timing, p.crash_prob)
+def make_devices(clients: Sequence[ClientSpec], workload: WorkloadSpec, seed: int) -> list[Device]:
+    """Every client's device: availability, timing per candidate of ``workload``, crashes.
+    Clients with the same profile, speed and bandwidth share one (immutable) timing."""
+    timings: dict[tuple[DeviceProfile, float, float | None], DeviceTiming] = {}
+    tokens_per_cand = workload.question_tokens + workload.completion_tokens
+    devices = []
+    for cid, spec in enumerate(clients):
+        p = spec.device
+        key = (p, size_factor(spec.size_class) * spec.speed_factor, spec.bandwidth_mbps)
+        timing = timings.get(key)
+        if timing is None:
+            timing = timings[key] = device_timing(
+                p, key[1], workload.decode_tokens, tokens_per_cand, spec.bandwidth_mbps
+            )
+        devices.append(Device(spec.availability.build(p, seed, cid), timing, p.crash_prob))
+    return devices
 
 
 class Env(simpy.Environment):

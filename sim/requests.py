@@ -32,7 +32,7 @@ from fedgrpo.rounds import (
 )
 from fedgrpo.sim.config import ClientSpec, SimConfig
 from fedgrpo.sim.devices import request_timing, transfer_s
-from fedgrpo.sim.events import Device, Env, Job, RoundRun, make_device
+from fedgrpo.sim.events import Device, Env, Job, RoundRun, make_devices
 from fedgrpo.sim.rewards import CompetenceRewards, ModelRewards, RewardSource
 from fedgrpo.sim.rng import round_streams
 
@@ -67,7 +67,7 @@ class RequestSteps:
         w, cfg = self.config.workload, self.config
         self.n = len(clients)
         self.profile_names = [spec.device.name for spec in clients]
-        self.devices = [make_device(spec, w, self.seed, c) for c, spec in enumerate(clients)]
+        self.devices = make_devices(clients, w, self.seed)
         self._est_bytes_per_cand = (
             int((w.question_tokens + w.completion_tokens) * w.chars_per_token) + 8
         )

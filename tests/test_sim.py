@@ -115,7 +115,9 @@ def test_offline_devices_are_counted_and_noticed_after_connect_timeout() -> None
 def test_requests_to_offline_devices_are_not_counted_as_sent() -> None:
     def run(mean_off_s: float) -> Any:
         av = AvailabilitySpec("markov", mean_on_s=1e-3, mean_off_s=mean_off_s)  # ~always off
-        cfg = SimConfig(clients(6, availability=av), policy=RoundPolicy(deadline_s=60.0, max_retries=0))
+        cfg = SimConfig(
+            clients(6, availability=av), policy=RoundPolicy(deadline_s=60.0, max_retries=0)
+        )
         return run_simulation(cfg, rounds=4, seed=1)
 
     off = run(1e9)

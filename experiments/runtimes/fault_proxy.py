@@ -2,7 +2,8 @@
 
 One :class:`FaultProxy` per client listens on a free loopback port and forwards to that
 client's ``fedgrpo-edge serve`` process, applying the client's device profile exactly as the
-simulator models it (:mod:`sim.engine`), with every duration multiplied by ``time_scale``:
+simulator models it (the same :func:`fedgrpo.sim.devices.request_timing` and
+:func:`~fedgrpo.sim.devices.transfer_s`), with every duration multiplied by ``time_scale``:
 
 * **network**: uplink ``RTT/2 + request bytes / downlink bandwidth`` before the device sees the
   request, downlink ``RTT/2 + response bytes / uplink bandwidth`` after; RTT lognormal.
@@ -39,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +48,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from fedgrpo.server.gathering.asynchronous import LoopThread
 from fedgrpo.sim.config import AvailabilitySpec
-from fedgrpo.sim.devices import DeviceProfile
+from fedgrpo.sim.devices import DeviceProfile, device_timing, request_timing, transfer_s
 from fedgrpo.sim.rng import ClientStream, stream_generator
 
 __all__ = ["FaultModel", "FaultProxy", "ProxyHost"]
@@ -123,11 +123,8 @@ class FaultProxy:
         self._session: ClientSession | None = None
         self._device: asyncio.Lock | None = None
         self._t0 = 0.0
-        p, sp = model.profile, model.speed
-        self._sec_fixed = p.overhead_s + model.decode_tokens / (p.decode_tok_s * sp)
-        self._sec_per_token = 1.0 / (p.prefill_tok_s * sp)
-        self._down_bps = p.down_mbps * 1e6 / 8
-        self._up_bps = p.up_mbps * 1e6 / 8
+        # timing per prefill token (the request's text / chars per token)
+        self._timing = device_timing(model.profile, model.speed, model.decode_tokens)
 
     @property
     def url(self) -> str:
@@ -207,56 +204,70 @@ class FaultProxy:
         await asyncio.sleep(HANG_S)  # cancelled when the client disconnects
         return web.json_response({"error": "device never answered"}, status=504)
 
+    def _draw(self, chars: int) -> tuple[float, float, float, float]:
+        """(RTT/2, compute s, crash draw, crash point) of one request: fixed draws per
+        request, in the simulator's order (2 normals, 2 uniforms)."""
+        s = self._req
+        z_rtt, z_speed = s.normal(), s.normal()
+        crash_u, crash_at = s.uniform(), s.uniform()
+        tokens = chars / self.model.chars_per_token
+        half, compute = request_timing(self._timing, tokens, z_rtt, z_speed)
+        return half, compute, crash_u, crash_at
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         is_infer = request.method == "POST" and request.path.endswith("/infer")
         _, chars, competence = _items(body) if is_infer else (0, 0, False)
         if not is_infer or (competence and not self.model.faults_on_competence):
             return await self._forward(request, body)
-        m, p = self.model, self.model.profile
         self.counters["requests"] += 1
-        # fixed draws per request, in the simulator's order
-        s = self._req
-        rtt = math.exp(math.log(p.rtt_median_s) + p.rtt_sigma * s.normal())
-        jitter = math.exp(p.speed_sigma * s.normal())
-        crash_u, crash_at = s.uniform(), s.uniform()
-        half = rtt / 2
-        tokens = chars / m.chars_per_token
-        compute = (self._sec_fixed + tokens * self._sec_per_token) * jitter
-        await self._sleep(half + len(body) / self._down_bps)
+        half, compute, crash_u, crash_at = self._draw(chars)
+        await self._sleep(transfer_s(half, len(body), self._timing.down_bps))
         until = self._avail.online_until(self._now())
         if until is None:
             self.counters["offline"] += 1
-            await self._sleep(m.connect_timeout_s)
+            await self._sleep(self.model.connect_timeout_s)
             self._abort(request)
             return await self._hang()
         assert self._device is not None
         async with self._device:  # one request at a time, FIFO
-            if request.transport is None or request.transport.is_closing():
-                self.counters["cancelled_queued"] += 1
+            response = await self._on_device(request, body, until, half, compute, crash_u, crash_at)
+            if response is None:
                 return await self._hang()
-            start = self._now()
-            if start > until:  # went offline while the request waited: lost, never answered
-                self.counters["offline"] += 1
-                return await self._hang()
-            if crash_u < p.crash_prob and start + compute * crash_at < until:
-                await self._sleep(compute * crash_at)
-                self.counters["crashed"] += 1
-                await self._sleep(half)
-                self._abort(request)
-                return await self._hang()
-            if until < start + compute:  # goes offline mid-request: silent
-                await self._sleep(until - start)
-                self.counters["offline"] += 1
-                return await self._hang()
-            loop = asyncio.get_running_loop()
-            t = loop.time()
-            response = await self._forward(request, body)
-            left = compute * m.time_scale - (loop.time() - t)
-            if left > 0:
-                await asyncio.sleep(left)
-        await self._sleep(half + (response.content_length or 0) / self._up_bps)
+        await self._sleep(transfer_s(half, response.content_length or 0, self._timing.up_bps))
         self.counters["answered" if response.status == 200 else f"http_{response.status}"] += 1
+        return response
+
+    async def _on_device(
+        self, request: web.Request, body: bytes, until: float, half: float, compute: float,
+        crash_u: float, crash_at: float,
+    ) -> web.Response | None:  # fmt: skip
+        """The device's turn (holding its lock): the answer, held back until the modelled
+        compute time has passed, or ``None`` when the device never answers (cancelled while
+        queued, offline, crashed: the connection is then reset)."""
+        if request.transport is None or request.transport.is_closing():
+            self.counters["cancelled_queued"] += 1
+            return None
+        start = self._now()
+        if start > until:  # went offline while the request waited: lost, never answered
+            self.counters["offline"] += 1
+            return None
+        if crash_u < self.model.profile.crash_prob and start + compute * crash_at < until:
+            await self._sleep(compute * crash_at)
+            self.counters["crashed"] += 1
+            await self._sleep(half)
+            self._abort(request)
+            return None
+        if until < start + compute:  # goes offline mid-request: silent
+            await self._sleep(until - start)
+            self.counters["offline"] += 1
+            return None
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        response = await self._forward(request, body)
+        left = compute * self.model.time_scale - (loop.time() - t)
+        if left > 0:
+            await asyncio.sleep(left)
         return response
 
 
