@@ -21,16 +21,9 @@ from fedgrpo.sim.config import (
     clients_from_fedscale,
 )
 from fedgrpo.sim.devices import PROFILES, SIZE_CLASSES, DeviceProfile, get_profile
-from fedgrpo.sim.engine import (
-    CompetenceRewards,
-    ModelRewards,
-    RoundInput,
-    SimResult,
-    Simulator,
-    StaleResult,
-    run_simulation,
-    surrogate_rounds,
-)
+from fedgrpo.sim.engine import Simulator, run_simulation
+from fedgrpo.sim.result import SimResult, StaleResult
+from fedgrpo.sim.rewards import CompetenceRewards, ModelRewards, RoundInput, surrogate_rounds
 
 __all__ = [
     "PROFILES",

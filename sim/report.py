@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.sim.engine import SimResult
+from fedgrpo.sim.result import SimResult
 
 __all__ = [
     "plot_coverage_vs_dropout",
