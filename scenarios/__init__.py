@@ -1,5 +1,7 @@
-"""Scenario files: the typed schema, loading with clear errors, ``--set`` overrides, reports,
-sweeps and the ``validate | run | sweep | report`` subcommands. See docs in each module.
+"""Scenario files: the typed schema (:mod:`~fedgrpo.scenarios.schema`, field helpers in
+:mod:`~fedgrpo.scenarios.fields`, cross-field checks in :mod:`~fedgrpo.scenarios.checks`),
+loading with clear errors, ``--set`` overrides, and :mod:`~fedgrpo.scenarios.mapping`, the one
+place that turns validated sections into the runtime dataclasses. See docs in each module.
 
 Importing this package is cheap (pydantic + pyyaml); matplotlib and the runner load lazily.
 """
