@@ -21,7 +21,7 @@ def show_graph(
     ``save`` also writes the competence matrix there as JSON."""
     from fedgrpo.experiments.context import build_context, load_scorers, resolve_model, scorer_fn
     from fedgrpo.experiments.runner import _selector_and_embedder, refresh_competence
-    from fedgrpo.server.gathering.base import DirectGatherer
+    from fedgrpo.server.gathering.inprocess import DirectGatherer
     from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, top_m
     from fedgrpo.server.zoo.loading import load_causal_lm
 

@@ -21,14 +21,15 @@ def plan_dispatch(
 ) -> dict[int, list[int]]:
     """expert → sorted candidate indices.
 
-    ``broadcast``: every expert gets all G. ``split``: candidates are shuffled by ``rng`` and
-    dealt in contiguous chunks of ⌊G/M⌋ or ⌈G/M⌉ (the extra ones go to randomly chosen
-    experts); each candidate is scored exactly once. Experts left with no candidate (G < M)
-    are omitted, so no empty request is sent. ``rng`` is required for ``split``.
+    ``broadcast``: every expert gets all G. ``split``: candidates are shuffled by ``rng``
+    (one ``rng.permutation(G)``) and dealt in contiguous chunks of ⌊G/M⌋ or ⌈G/M⌉, the
+    ⌈G/M⌉ chunks to the leading experts (``experts`` is best-ranked first); each candidate is
+    scored exactly once. Experts left with no candidate (G < M) are omitted, so no empty
+    request is sent. ``rng`` is required for ``split``.
 
-    ``order`` (``split`` only): a shuffle of ``range(G)`` the caller drew itself (the
-    simulator draws a whole round's in one call); it is dealt the same way, nothing is drawn
-    from ``rng``, and the extra candidates go to the leading experts (best ranked first).
+    ``order`` (``split`` only): the shuffle of ``range(G)`` drawn by the caller instead (the
+    simulator draws a whole round's in one call); nothing is drawn from ``rng``.
+    The server's gatherers and the simulator deal through this one function.
     """
     if mode not in DISPATCH_MODES:
         raise ConfigError(f"dispatch mode {mode!r} is unknown; allowed: {DISPATCH_MODES}")
@@ -41,19 +42,16 @@ def plan_dispatch(
     if mode == "broadcast":
         return {e: list(range(num_candidates)) for e in experts}
     m = len(experts)
-    extra: Collection[int]
     if order is not None:
         if sorted(order) != list(range(num_candidates)):
             raise ConfigError(
                 f"order {list(order)} is not a permutation of 0..{num_candidates - 1}"
             )
-        extra = range(num_candidates % m)
     elif rng is None:
         raise ConfigError("dispatch mode 'split' needs a seeded numpy Generator (rng=...)")
     else:
-        extra = set(rng.permutation(m)[: num_candidates % m].tolist())
         order = rng.permutation(num_candidates).tolist()
-    return _deal(experts, order, num_candidates // m, extra)
+    return _deal(experts, order, num_candidates // m, range(num_candidates % m))
 
 
 def _deal(

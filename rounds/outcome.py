@@ -202,7 +202,18 @@ class RoundOutcome:
         return out
 
     def counts(self) -> dict[str, int]:
-        """asked, answered, failed, cancelled, late, retried, retries, ignored."""
+        """The round's counts -- THE definition every mode reports (sim, emulate, live,
+        in-process); all count assignments (one expert × its candidates of one question):
+
+        * ``asked``: assignments sent at least once (a retry re-sends the same assignment
+          and is not counted again; see ``retries``);
+        * ``answered``: assignments whose values were accepted;
+        * ``failed``: gave up (no retry budget left, or invalid values);
+        * ``cancelled``: no longer needed (over-selection satisfied, or cut at the close);
+        * ``late``: still outstanding when the round closed;
+        * ``retried`` / ``retries``: assignments sent more than once / total re-sends;
+        * ``ignored``: results that arrived after the close, for a cancelled assignment, or
+          twice (recorded, never used)."""
         status = self.log.status
         attempts = self.log.attempts
         return {

@@ -36,7 +36,7 @@ class RoundPolicy:
     quorum: int = 2
     round_quorum: float | None = None
     over_selection: float = 0.0
-    max_retries: int = 1
+    max_retries: int = 0
     retry_backoff_s: float = 0.0
     retry_min_remaining_s: float = 0.0
     retry_invalid: bool = False

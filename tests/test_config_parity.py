@@ -115,10 +115,7 @@ for _where in (f"{G0}.dropout", "sim.dropout"):
 # Runtime dataclass defaults that differ from the schema's (the mapping always sets these
 # fields, so a scenario never sees the runtime default).
 DEFAULT_GAPS: dict[tuple[str, str], str] = {
-    ("GRPOConfig", "max_new_tokens"): "trainer default for Python callers (server/grpo/config.py)",
-    ("GRPOConfig", "lr"): "trainer default for Python callers (server/grpo/config.py)",
     ("GRPOConfig", "lr_decay_rounds"): "schema null = the run's rounds; the trainer has no run",
-    ("RoundPolicy", "max_retries"): "rounds/ default for Python callers (rounds/policy.py)",
 }
 TWINS = ("GRPOConfig", "RoundPolicy")  # runtime classes whose defaults must match the schema's
 

@@ -135,3 +135,14 @@ def test_split_seeded_and_broadcast() -> None:
         plan_dispatch(4, [1, 1], "broadcast")
     with pytest.raises(ConfigError, match="rng"):
         plan_dispatch(4, [1, 2], "split")
+
+
+@pytest.mark.parametrize(("g", "m"), [(8, 3), (5, 5), (3, 4), (7, 2), (1, 3)])
+def test_server_and_simulator_deal_candidates_by_one_rule(g: int, m: int) -> None:
+    experts = [40 + k for k in range(m)]
+    server = plan_dispatch(g, experts, "split", np.random.default_rng(9))
+    sim = plan_dispatch(g, experts, "split", order=np.random.default_rng(9).permutation(g).tolist())
+    assert server == sim
+    sizes = [len(server.get(e, [])) for e in experts]
+    assert sizes == sorted(sizes, reverse=True)  # the larger shares go to the best ranked
+    assert sorted(c for cs in server.values() for c in cs) == list(range(g))

@@ -37,7 +37,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "4e4635c31f4e32a68f971a7f445e79cd5c9737d2ef64bbe7f30a2abf5fdfed4a",
     ),
     "round_quorum": (
-        dict(deadline_s=20.0, over_selection=0.5, round_quorum=0.8),
+        dict(deadline_s=20.0, over_selection=0.5, round_quorum=0.8, max_retries=1),
         {},
         "ebcbc5c449ecec2e014bd67c6de44cf202003f2e8bba25ec610837f060b6fb5d",
     ),

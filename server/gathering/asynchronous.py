@@ -19,7 +19,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -114,7 +113,6 @@ def outcome_record(
 ) -> dict[str, Any]:
     """The metrics-file fields of one real round (same keys as the simulator's)."""
     reports = list(outcome.assignments)
-    status = Counter(rep.status for rep in reports)
     participation: dict[str, int] = {}
     for rep in reports:
         if rep.status is AssignmentStatus.ANSWERED:
@@ -130,15 +128,9 @@ def outcome_record(
             end = rep.resolved_at if rep.resolved_at is not None else outcome.t_close
             wasted += max(0.0, end - rep.first_sent_at)
     return {
-        "asked": sum(rep.attempts for rep in reports),  # requests sent, incl. retries
-        "answered": status[AssignmentStatus.ANSWERED],
-        "late": status[AssignmentStatus.LATE],
-        "failed": status[AssignmentStatus.FAILED],
+        **outcome.counts(),  # asked, answered, failed, ... : one definition for every mode
         "offline": offline,
         "crashed": crashed,
-        "cancelled": status[AssignmentStatus.CANCELLED],
-        "retries": sum(max(0, rep.attempts - 1) for rep in reports),
-        "ignored": len(outcome.ignored),
         "closed_by": outcome.closed_by,
         # in device-profile seconds (wall / time_scale), comparable with sim mode
         "duration_s": wall / time_scale,
@@ -155,7 +147,7 @@ class AsyncGatherer:
     The last ``reserve_per_question`` experts of each question's list are the over-selection
     reserve (the runner ranks M + k experts for ``round_policy.over_selection: k``); the
     others are the primaries that share the candidates (all of them by default, as
-    :class:`~fedgrpo.server.gathering.base.DirectGatherer` does). ``labels[k]`` names client k in the participation stats (device
+    :class:`~fedgrpo.server.gathering.inprocess.DirectGatherer` does). ``labels[k]`` names client k in the participation stats (device
     profile). ``extra_stats`` (optional) returns cumulative counters (e.g. the fault proxies'
     injected crashes); their per-round increase is added to the stats.
     """

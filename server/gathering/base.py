@@ -2,9 +2,9 @@
 
 * :class:`CentralGatherer` — the server scores with ground-truth answers (``central_grpo``,
   the paper's upper bound; no client is involved).
-* :class:`DirectGatherer` — calls each expert's scoring function in-process with no clock:
-  every expert answers (or raises). The asyncio gatherer (live/emulate) and the simulator
-  implement the same protocol with deadlines, dropouts and virtual time.
+* :class:`~fedgrpo.server.gathering.inprocess.DirectGatherer` — each expert's scoring
+  function called in-process, through the same round semantics and asyncio driver as emulate
+  and live (:mod:`.asynchronous`); the simulator implements the protocol in virtual time.
 
 Rewards come back as ``[B, G, E]`` with NaN where expert slot ``e`` of question ``b`` gave no
 reward for candidate ``g`` (not asked, failed, late or offline): missing is never zero.
@@ -12,7 +12,6 @@ reward for candidate ``g`` (not asked, failed, late or offline): missing is neve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,14 +21,9 @@ import numpy as np
 from fedgrpo.edge.answer_format import is_correct
 from fedgrpo.edge.protocol import (
     CompetenceRequest,
-    ProtocolError,
     RewardResponse,
     ScoreRequest,
-    dumps,
-    encode_request,
-    encode_response,
 )
-from fedgrpo.rounds.dispatch import plan_dispatch
 
 
 @dataclass
@@ -60,13 +54,18 @@ ScoreFn = Callable[[ScoreRequest | CompetenceRequest], RewardResponse]
 
 
 def _empty_stats() -> dict[str, Any]:
+    """A round in which no client was involved (the same keys as every gatherer's)."""
     return {
         "asked": 0,
         "answered": 0,
-        "late": 0,
         "failed": 0,
-        "offline": 0,
         "cancelled": 0,
+        "late": 0,
+        "retried": 0,
+        "retries": 0,
+        "ignored": 0,
+        "offline": 0,
+        "crashed": 0,
         "bytes_sent": 0,
         "bytes_received": 0,
         "duration_s": 0.0,
@@ -90,82 +89,3 @@ class CentralGatherer:
         self, clients: Sequence[int], questions: Sequence[str], answers: Sequence[str]
     ) -> dict[int, list[float] | None]:
         return {}
-
-
-class DirectGatherer:
-    """Experts scored in-process, synchronously, with byte accounting of the real JSON."""
-
-    def __init__(
-        self,
-        clients: Sequence[ScoreFn],
-        dispatch: str = "split",
-        reward_mode: str = "auto",
-        format_weight: float = 0.0,
-        client_labels: Sequence[str] | None = None,
-    ) -> None:
-        self.clients = list(clients)
-        self.dispatch = dispatch
-        self.reward_mode = reward_mode
-        self.format_weight = format_weight
-        self.labels = (
-            list(client_labels) if client_labels else [f"client-{k}" for k in range(len(clients))]
-        )
-
-    def _call(
-        self, client: int, request: ScoreRequest | CompetenceRequest, stats: dict[str, Any]
-    ) -> list[float] | None:
-        stats["asked"] += 1
-        sent = len(dumps(encode_request(request)))
-        stats["bytes_sent"] += sent
-        try:
-            response = self.clients[client](request)
-        except (ProtocolError, RuntimeError, ValueError, OSError):
-            stats["failed"] += 1
-            return None
-        values = list(response.values)
-        if len(values) != len(request) or not all(
-            math.isfinite(v) and 0.0 <= v <= 1.0 for v in values
-        ):
-            stats["failed"] += 1
-            return None
-        stats["bytes_received"] += len(dumps(encode_response(response)))
-        stats["answered"] += 1
-        label = self.labels[client]
-        stats["participation"][label] = stats["participation"].get(label, 0) + 1
-        return values
-
-    def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
-        b = len(request.questions)
-        g = len(request.candidates[0]) if request.candidates else 0
-        e = max((len(x) for x in request.experts), default=0) or 1
-        rewards = np.full((b, g, e), np.nan)
-        stats = _empty_stats()
-        for i, experts in enumerate(request.experts):
-            if not experts:
-                continue
-            plan = plan_dispatch(g, experts, mode=self.dispatch, rng=rng)
-            for slot, client in enumerate(experts):
-                cand = plan.get(client, [])
-                if not cand:
-                    continue
-                score_request = ScoreRequest(
-                    request_id=f"r{request.round_index}-q{i}-c{client}",
-                    questions=tuple(request.questions[i] for _ in cand),
-                    completions=tuple(request.candidates[i][j] for j in cand),
-                    reward_mode=self.reward_mode,
-                    format_weight=self.format_weight,
-                )
-                values = self._call(client, score_request, stats)
-                if values is not None:
-                    rewards[i, cand, slot] = values
-        return GatherResult(rewards, stats)
-
-    def competence(
-        self, clients: Sequence[int], questions: Sequence[str], answers: Sequence[str]
-    ) -> dict[int, list[float] | None]:
-        stats = _empty_stats()
-        out: dict[int, list[float] | None] = {}
-        for client in clients:
-            req = CompetenceRequest(f"competence-c{client}", tuple(questions), tuple(answers))
-            out[client] = self._call(client, req, stats)
-        return out

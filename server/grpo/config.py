@@ -15,8 +15,8 @@ class GRPOConfig:
     questions_per_round: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 32
-    lr: float = 5e-4
+    max_new_tokens: int = 40
+    lr: float = 1e-4
     eps_low: float = 0.2
     eps_high: float = 0.3
     beta: float = 0.0
