@@ -99,6 +99,73 @@ def expected_model_names(ctx: Any) -> dict[int, str]:
     return names
 
 
+class _Unusable(Exception):
+    """A device check failed; the message says why and what to do."""
+
+
+def _unauthorised(d: LiveDevice, who: str, status: int) -> _Unusable:
+    if d.token is None:
+        return _Unusable(
+            f"{who}: HTTP {status} unauthorised — the device requires a bearer token but none "
+            f"was sent ({d.token_source}); set it"
+        )
+    return _Unusable(
+        f"{who}: HTTP {status} unauthorised — the device rejected the token from "
+        f"{d.token_source}; the token is wrong"
+    )
+
+
+async def _listed_model(
+    session: Any, d: LiveDevice, who: str, headers: dict[str, str], tmo: Any
+) -> str | None:
+    """The expected model name, or the only model ``GET /v2/models`` lists, or None."""
+    async with session.get(f"{d.url}/v2/health/ready", timeout=tmo) as r:
+        if r.status != 200:
+            raise _Unusable(f"{who}: not ready (GET /v2/health/ready -> HTTP {r.status})")
+    name = d.expected_model
+    async with session.get(f"{d.url}/v2/models", headers=headers, timeout=tmo) as r:
+        if r.status in (401, 403):
+            raise _unauthorised(d, who, r.status)
+        if r.status == 200:
+            body = await r.json(content_type=None)
+            models = body.get("models") if isinstance(body, dict) else body
+            listed = [m.get("name") if isinstance(m, dict) else m for m in models or []]
+            listed = [m for m in listed if isinstance(m, str)]
+            if name not in listed and len(listed) == 1:
+                name = listed[0]
+    return name
+
+
+async def _ready_model(
+    session: Any, d: LiveDevice, who: str, name: str | None, headers: dict[str, str], tmo: Any
+) -> str:
+    """The served model's name once ``/v2/models/{name}/ready`` says 200 (following the edge's
+    404 hint once when the name was a guess or differs)."""
+    probing = name is None
+    name = name or "default"  # unknown: the edge's 404 says which model it serves
+    for _ in range(2):
+        async with session.get(
+            f"{d.url}/v2/models/{name}/ready", headers=headers, timeout=tmo
+        ) as r:
+            if r.status in (401, 403):
+                raise _unauthorised(d, who, r.status)
+            if r.status == 200:
+                return name
+            text = await r.text()
+        m = _SERVES_RE.search(text)
+        if r.status == 404 and m and m.group(1) != name:
+            log.info("%s serves %r (expected %r); using it", who, m.group(1), name)
+            name, probing = m.group(1), False
+            continue
+        if probing:
+            raise _Unusable(
+                f"{who}: cannot tell which model it serves (no GET /v2/models list, "
+                f"HTTP {r.status} for a probe); serve it under the model's default name"
+            )
+        raise _Unusable(f"{who}: model {name!r} not ready (HTTP {r.status}: {text[:200]})")
+    raise _Unusable(f"{who}: model {name!r} not found")
+
+
 async def _check_one(
     session: Any, d: LiveDevice, timeout_s: float
 ) -> tuple[str | None, str | None]:
@@ -108,57 +175,11 @@ async def _check_one(
     who = f"client {d.client.id!r} at {d.url}"
     tmo = aiohttp.ClientTimeout(total=timeout_s)
     headers = {"Authorization": f"Bearer {d.token}"} if d.token else {}
-
-    def unauthorised(status: int) -> str:
-        if d.token is None:
-            return (
-                f"{who}: HTTP {status} unauthorised — the device requires a bearer token but none "
-                f"was sent ({d.token_source}); set it"
-            )
-        return (
-            f"{who}: HTTP {status} unauthorised — the device rejected the token from "
-            f"{d.token_source}; the token is wrong"
-        )
-
     try:
-        async with session.get(f"{d.url}/v2/health/ready", timeout=tmo) as r:
-            if r.status != 200:
-                return None, f"{who}: not ready (GET /v2/health/ready -> HTTP {r.status})"
-        name = d.expected_model
-        async with session.get(f"{d.url}/v2/models", headers=headers, timeout=tmo) as r:
-            if r.status in (401, 403):
-                return None, unauthorised(r.status)
-            if r.status == 200:
-                body = await r.json(content_type=None)
-                models = body.get("models") if isinstance(body, dict) else body
-                listed = [m.get("name") if isinstance(m, dict) else m for m in models or []]
-                listed = [m for m in listed if isinstance(m, str)]
-                if name not in listed and len(listed) == 1:
-                    name = listed[0]
-        probing = name is None
-        name = name or "default"  # unknown: the edge's 404 says which model it serves
-        for _ in range(2):
-            async with session.get(
-                f"{d.url}/v2/models/{name}/ready", headers=headers, timeout=tmo
-            ) as r:
-                if r.status in (401, 403):
-                    return None, unauthorised(r.status)
-                if r.status == 200:
-                    return name, None
-                text = await r.text()
-                m = _SERVES_RE.search(text)
-                if r.status == 404 and m and m.group(1) != name:
-                    log.info("%s serves %r (expected %r); using it", who, m.group(1), name)
-                    name = m.group(1)
-                    probing = False
-                    continue
-                if probing:
-                    return None, (
-                        f"{who}: cannot tell which model it serves (no GET /v2/models list, "
-                        f"HTTP {r.status} for a probe); serve it under the model's default name"
-                    )
-                return None, f"{who}: model {name!r} not ready (HTTP {r.status}: {text[:200]})"
-        return None, f"{who}: model {name!r} not found"
+        name = await _listed_model(session, d, who, headers, tmo)
+        return await _ready_model(session, d, who, name, headers, tmo), None
+    except _Unusable as exc:
+        return None, str(exc)
     except asyncio.TimeoutError:
         return None, f"{who}: unreachable (no answer within {timeout_s:g} s)"
     except aiohttp.ClientError as exc:
