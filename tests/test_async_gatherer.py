@@ -210,6 +210,8 @@ def test_proxy_offline_device_fails_after_connect_timeout(services: Any) -> None
         assert np.isnan(res.rewards).all() and res.stats["failed"] == 1
         assert res.stats["offline"] == 1
         assert 0.05 <= wall < 0.3  # connect timeout 5 s x 0.01, not the 0.3 s deadline
+        # the request never reached an (offline) device: no bytes sent, as in sim mode
+        assert res.stats["injected_offline_bytes"] > 0 and res.stats["bytes_sent"] == 0
     finally:
         host.stop()
 

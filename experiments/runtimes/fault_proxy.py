@@ -226,6 +226,8 @@ class FaultProxy:
         until = self._avail.online_until(self._now())
         if until is None:
             self.counters["offline"] += 1
+            # an offline device takes no connection: these bytes never went out
+            self.counters["offline_bytes"] += len(body)
             await self._sleep(self.model.connect_timeout_s)
             self._abort(request)
             return await self._hang()

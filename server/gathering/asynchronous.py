@@ -229,6 +229,9 @@ class AsyncGatherer:
             for k in ("offline", "crashed"):
                 if k in delta:
                     stats[k] = delta[k]
+            # requests to an emulated offline device were never transmitted (bytes count
+            # only what was sent, as in sim mode)
+            stats["bytes_sent"] -= delta.get("offline_bytes", 0)
         for rep in outcome.assignments:
             if rep.failures:
                 log.debug("%s: %s", rep.assignment.assignment_id, "; ".join(rep.failures))
