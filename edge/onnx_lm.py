@@ -7,6 +7,11 @@ competence answers, and cached per question — re-runs the whole sequence once 
 That is O(n²) in length but fine for the short answers and small models an edge device holds,
 and it keeps one graph (one file to quantise, copy and verify) instead of two.
 
+A graph with *dynamic* activation quantisation (int8) computes each activation scale over the
+whole input tensor, which would make a row's logits depend on the rows batched with it; such
+a graph is run ``row_by_row`` (one unpadded row per session run), so a reward never depends
+on its neighbours in the request.
+
 Batches are right-padded: every real token sits at positions 0..len-1 exactly as in an
 unpadded run, pad positions are masked out and never read, so no row ever sees an all-masked
 attention pattern (left padding can make exported attention produce NaNs on pad rows).
@@ -37,6 +42,7 @@ class OnnxCausalLM:
         max_length: int,
         threads: int | None = None,
         forward_batch: int = 32,
+        row_by_row: bool = False,
     ) -> None:
         options = ort.SessionOptions()
         if threads is not None and threads > 0:
@@ -67,6 +73,7 @@ class OnnxCausalLM:
         self.pad_token_id = pad_token_id
         self.max_length = max_length
         self.forward_batch = max(1, forward_batch)
+        self.row_by_row = row_by_row
 
     def _feed(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         width = max(len(r) for r in rows)
@@ -90,8 +97,17 @@ class OnnxCausalLM:
             raise ValueError("every row needs at least one token")
         if any(len(r) > self.max_length for r in rows):
             raise ValueError(f"a row is longer than the model's {self.max_length} positions")
-        (out,) = self.session.run(["logits"], self._feed(rows))
-        return np.asarray(out)
+        if not self.row_by_row or len(rows) == 1:
+            (out,) = self.session.run(["logits"], self._feed(rows))
+            return np.asarray(out)
+        # Dynamic activation quantisation takes its scale over the whole input tensor, so a
+        # row's logits would depend on the other rows (and on their padding): run each alone.
+        parts = [np.asarray(self.session.run(["logits"], self._feed([row]))[0]) for row in rows]
+        width = max(len(r) for r in rows)
+        batch = np.zeros((len(rows), width, parts[0].shape[-1]), dtype=parts[0].dtype)
+        for i, part in enumerate(parts):
+            batch[i, : part.shape[1]] = part[0]
+        return batch
 
     def gather_logprobs(
         self, rows: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]

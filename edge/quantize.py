@@ -1,7 +1,9 @@
 """Post-training weight quantisation of an exported scoring graph (workstation side).
 
 - ``int8``: onnxruntime dynamic quantisation (int8 weights, activations quantised on the fly
-  per batch), per-tensor or per-channel. The usual CPU speed-up for transformer MatMuls.
+  per run), per-tensor or per-channel. The usual CPU speed-up for transformer MatMuls. The
+  activation scale spans the whole input tensor, so the device runs this variant one row
+  at a time (:class:`edge.onnx_lm.OnnxCausalLM` ``row_by_row``): batch-invariant rewards.
 - ``int4``: weight-only blockwise quantisation to the ``MatMulNBits`` contrib op (round to
   nearest, symmetric, ``block_size`` weights per scale). Mostly a size win; speed depends on
   the CPU's kernels, which is why the benchmark measures rather than assumes.

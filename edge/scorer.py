@@ -62,6 +62,13 @@ class ScorerConfig:
             raise ValueError("max_new_tokens and forward_batch must be >= 1, cache size >= 0")
 
 
+def dynamic_activations(manifest: Manifest, variant: str) -> bool:
+    """Whether ``variant``'s activations are quantised dynamically (per run, over the whole
+    batch): such a graph must be run row by row to keep rewards batch-invariant."""
+    quantization = manifest.variants.get(variant, {}).get("quantization") or {}
+    return "dynamic" in str(quantization.get("activations", ""))
+
+
 class EdgeScorer:
     """Scores with an exported model directory (see :mod:`edge.export`)."""
 
@@ -116,6 +123,7 @@ class EdgeScorer:
             max_length=manifest.max_length,
             threads=config.threads,
             forward_batch=config.forward_batch,
+            row_by_row=dynamic_activations(manifest, config.variant),
         )
         answers_path = root / ANSWERS_NAME
         answers = AnswerTable.load(answers_path) if answers_path.is_file() else AnswerTable()

@@ -183,3 +183,27 @@ def test_answer_span_locates_the_final_answer() -> None:
     start, end = answer_span(full_width)  # type: ignore[misc]
     assert full_width[start:end] == "\uff17\uff15"
     assert answer_span(" no answer here") is None
+
+
+def _batch_of_64(build: TinyBuild) -> tuple[list[str], list[str]]:
+    questions, completions = candidate_set(build)
+    extra = [i for i in build.other_items if i.question not in questions]
+    while len(questions) < 64:  # neighbours of every length, some with long completions
+        item = extra[len(questions) % len(extra)]
+        questions.append(item.question)
+        completions.append(item.completion * (1 + len(questions) % 3))
+    return questions, completions
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
+def test_a_reward_does_not_depend_on_its_neighbours(gpt2_build: TinyBuild, variant: str) -> None:
+    """Issue 17: int8's dynamic activation scales spanned the whole batch, so a candidate's
+    reward changed with the other candidates in the request (up to 0.065 on SmolLM2)."""
+    scorer = EdgeScorer.load(gpt2_build.export_dir, ScorerConfig(variant=variant, threads=1))
+    questions, completions = _batch_of_64(gpt2_build)
+    batched = scorer.score(questions, completions, "likelihood")
+    alone = [scorer.score([q], [c], "likelihood")[0] for q, c in zip(questions, completions)]
+    assert any(v > 0 for v in alone)
+    tolerance = 0.0 if variant == "int8" else 1e-5  # int8: exactly the same computation
+    np.testing.assert_allclose(batched, alone, atol=tolerance, rtol=0)
+    assert scorer.model.row_by_row is (variant == "int8")
