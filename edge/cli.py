@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.edge.cli_parser import TOKEN_ENV, build_parser
+from fedgrpo.edge.cli_parser import TOKEN_ENV, build_parser, configure_logging
 from fedgrpo.edge.manifest import Manifest, ManifestError, variant_filename
 
 __all__ = ["TOKEN_ENV", "build_parser", "main"]
@@ -143,24 +143,58 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info_dir(args: argparse.Namespace) -> Path:
+    """``info --model DIR`` or the older ``info DIR``; one of them, or both the same."""
+    if args.model is None and args.model_dir is None:
+        raise ValueError("info needs the export directory: fedgrpo-edge info --model DIR")
+    if args.model is not None and args.model_dir is not None and args.model != args.model_dir:
+        raise ValueError(
+            f"info got two directories ({args.model_dir} and --model {args.model}); give one"
+        )
+    return Path(args.model if args.model is not None else args.model_dir)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    manifest = Manifest.read(args.model)
+    model = _info_dir(args)
+    manifest = Manifest.read(model)
     print(manifest.to_json())
     if args.verify:
         for name in manifest.files:
-            manifest.verify_file(args.model, name)
+            manifest.verify_file(model, name)
         print(f"ok: {len(manifest.files)} files match their checksums", file=sys.stderr)
     for variant in manifest.variants:
         variant_filename(variant)  # raises on an unknown variant name
     return 0
 
 
+def silence_broken_pipe() -> int:
+    """After stdout's reader went away (``... | head``): point stdout at /dev/null so the
+    interpreter's final flush cannot fail too; the exit status of a SIGPIPE death."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests)
+        pass
+    finally:
+        os.close(devnull)
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run one ``fedgrpo-edge`` command; no command prints the help."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return silence_broken_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    configure_logging(args)
     commands = {"export": _cmd_export, "serve": _cmd_serve, "score": _cmd_score, "info": _cmd_info}
     try:
         return commands[args.command](args)

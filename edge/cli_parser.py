@@ -1,31 +1,138 @@
 """The argument parser of ``fedgrpo-edge``: one builder per subcommand (``export``, ``serve``,
 ``score``, ``info``) and the argument types they share. Imports nothing heavy: the device runs
-``--help`` without torch."""
+``--help`` without torch.
+
+It also holds what both command lines share (``fedgrpo`` imports these, the edge imports
+nothing of ours): the help formatter that shows every default, ``--version``, the logging
+flags (``-v/--verbose``, ``-q/--quiet``, ``--log-level``) and deprecated option aliases.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from fedgrpo.edge.manifest import VARIANTS
 from fedgrpo.edge.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_STRING_CHARS, REWARD_MODES
 
-__all__ = ["TOKEN_ENV", "build_parser"]
+__all__ = [
+    "LOG_LEVELS",
+    "TOKEN_ENV",
+    "DefaultsHelpFormatter",
+    "DeprecatedAlias",
+    "add_common_flags",
+    "build_parser",
+    "configure_logging",
+    "non_negative_int",
+    "package_version",
+    "positive_int",
+]
 
 TOKEN_ENV = "FEDGRPO_EDGE_TOKEN"
+DEFAULT_PORT = 8000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # what ``ArgumentParser.add_subparsers`` returns (argparse names its class privately)
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def _positive_int(text: str) -> int:
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to every option with a real default whose help does not
+    already name it (None, False and suppressed defaults are left out)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or isinstance(default, bool)
+            or default is argparse.SUPPRESS
+            or action.nargs == 0
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option spelling that stores into the new option's ``dest`` and warns once."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", **kw: Any) -> None:
+        self.new = new
+        kw.setdefault("default", argparse.SUPPRESS)
+        kw.setdefault("help", f"deprecated alias of {new}")
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def package_version() -> str:
+    """The installed fedgrpo version (``0+unknown`` in a checkout that was never installed)."""
+    try:
+        return version("fedgrpo")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {text!r}; use one of {', '.join(LOG_LEVELS)}"
+        )
+    return level
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """``--version`` and the logging flags, identical on ``fedgrpo`` and ``fedgrpo-edge``."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (= --log-level DEBUG)"
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only (= --log-level WARNING)",
+    )
+    group.add_argument(
+        "--log-level", type=_log_level, default="INFO", metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)}",
+    )  # fmt: skip
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Root logging from the flags of :func:`add_common_flags`."""
+    level = "DEBUG" if args.verbose else "WARNING" if args.quiet else args.log_level
+    logging.basicConfig(
+        level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
@@ -43,6 +150,11 @@ def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, type=Path, help="export directory (from 'export')"
     )
+    _add_variant_options(parser)
+
+
+def _add_variant_options(parser: argparse.ArgumentParser) -> None:
+    """Which graph to run and how: variant, threads, model-based reward, decoding length."""
     parser.add_argument(
         "--variant",
         choices=VARIANTS,
@@ -51,7 +163,7 @@ def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="onnxruntime intra-op threads (default: all cores)",
     )
@@ -63,9 +175,9 @@ def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-new-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=40,
-        help="greedy decoding length for agreement/competence answers (default 40)",
+        help="greedy decoding length for agreement/competence answers",
     )
 
 
@@ -78,11 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Edge runtime of fedgrpo: score candidate answers with a small ONNX model and "
             "return only scalar rewards over the Open Inference Protocol v2."
         ),
+        formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common_flags(parser)
+    # no command: main prints this help
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     _add_export_parser(sub)
     _add_serve_parser(sub)
@@ -95,6 +207,7 @@ def _add_export_parser(sub: Subparsers) -> None:
     """``export``: HF causal LM → ONNX export directory (workstation)."""
     exp = sub.add_parser(
         "export",
+        formatter_class=DefaultsHelpFormatter,
         help="HF causal LM -> ONNX export directory (workstation; needs fedgrpo[export])",
         description=(
             "Export a Hugging Face causal LM (local directory, hub id or builtin:NAME) to an "
@@ -117,12 +230,10 @@ def _add_quantize_options(exp: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=VARIANTS,
         default=["int8"],
-        help="extra variants to write (fp32 is always kept as reference; default int8)",
+        help="extra variants to write (fp32 is always kept as reference)",
     )
     exp.add_argument("--per-channel", action="store_true", help="int8: per-channel weight scales")
-    exp.add_argument(
-        "--block-size", type=int, default=32, help="int4: weights per scale (default 32)"
-    )
+    exp.add_argument("--block-size", type=int, default=32, help="int4: weights per scale")
     exp.add_argument(
         "--accuracy-level",
         type=int,
@@ -158,7 +269,7 @@ def _add_export_options(exp: argparse.ArgumentParser) -> None:
     )
     exp.add_argument(
         "--max-length",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="cap the context length the device will use (default: the model's)",
     )
@@ -174,6 +285,7 @@ def _add_serve_parser(sub: Subparsers) -> None:
     """``serve``: serve an export directory over HTTP (OIP v2)."""
     serve = sub.add_parser(
         "serve",
+        formatter_class=DefaultsHelpFormatter,
         help="serve an export directory over HTTP (OIP v2)",
         description=(
             "Serve rewards over the Open Inference Protocol v2. Health: GET /v2/health/ready. "
@@ -184,7 +296,9 @@ def _add_serve_parser(sub: Subparsers) -> None:
     serve.add_argument(
         "--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 for LAN)"
     )
-    serve.add_argument("--port", type=_port, required=True, help="TCP port (0 = pick a free one)")
+    serve.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port (0 = pick a free one)"
+    )
     serve.add_argument(
         "--name", default=None, help="model name in URLs (default: source model's name)"
     )
@@ -198,39 +312,39 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     """``serve``: admission, time and size limits."""
     serve.add_argument(
         "--max-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=1,
-        help="requests scored at once (default 1)",
+        help="requests scored at once",
     )
     serve.add_argument(
         "--max-queue",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=4,
-        help="requests waiting for a slot before 503 (default 4)",
+        help="requests waiting for a slot before 503",
     )
     serve.add_argument(
         "--timeout",
         type=float,
         default=30.0,
-        help="per-request limit in seconds -> 504 (default 30)",
+        help="per-request limit in seconds -> 504",
     )
     serve.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=4 * 1024 * 1024,
         help="-> 413 above this (default 4 MiB)",
     )
     serve.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_BATCH,
-        help=f"items per request (default {DEFAULT_MAX_BATCH})",
+        help="items per request",
     )
     serve.add_argument(
         "--max-string-chars",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_STRING_CHARS,
-        help=f"characters per string (default {DEFAULT_MAX_STRING_CHARS})",
+        help="characters per string",
     )
 
 
@@ -238,28 +352,36 @@ def _add_score_parser(sub: Subparsers) -> None:
     """``score``: score a JSONL file offline."""
     score = sub.add_parser(
         "score",
+        formatter_class=DefaultsHelpFormatter,
         help="score a JSONL file of {question, completion} offline",
         description="Read JSONL lines with 'question' and 'completion'; print each line with a 'reward' added.",
     )
     _add_scorer_options(score)
     score.add_argument("input", type=Path, help="JSONL file ('-' for stdin)")
-    score.add_argument(
-        "--mode", choices=REWARD_MODES, default="auto", help="reward mode (default auto)"
-    )
+    score.add_argument("--mode", choices=REWARD_MODES, default="auto", help="reward mode")
     score.add_argument(
         "--format-weight", type=float, default=0.0, help="weight of the format reward in [0, 1]"
     )
-    score.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="items per scoring call (default 32)"
-    )
+    score.add_argument("--batch-size", type=positive_int, default=32, help="items per scoring call")
 
 
 def _add_info_parser(sub: Subparsers) -> None:
     """``info``: print (and verify) an export directory's manifest."""
     info = sub.add_parser(
         "info",
+        formatter_class=DefaultsHelpFormatter,
         help="print an export directory's manifest",
         description="Print manifest.json; --verify checks every file's sha256.",
     )
-    info.add_argument("model", type=Path, help="export directory")
+    info.add_argument(
+        "--model", type=Path, default=None, help="export directory (as for serve and score)"
+    )
+    info.add_argument(
+        "model_dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="export directory, the older positional form of --model",
+    )
     info.add_argument("--verify", action="store_true", help="check every listed file's checksum")

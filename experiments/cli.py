@@ -2,21 +2,42 @@
 
 The server-side command line: ``demo``, ``models build|eval`` (the offline model zoo),
 ``graph show`` (the confidence graph) and the scenario commands ``validate``, ``run``,
-``sweep`` and ``report`` from :mod:`fedgrpo.experiments.commands`. Heavy imports (torch, the
-zoo, the runner) happen inside the handlers, so ``--help`` and ``validate`` stay fast. The
-device side has its own entry point, ``fedgrpo-edge`` (:mod:`fedgrpo.edge.cli`).
+``sweep``, ``report`` and ``scenarios list|copy`` from :mod:`fedgrpo.experiments.commands`.
+Heavy imports (torch, the zoo, the runner) happen inside the handlers, so ``--help`` and
+``validate`` stay fast. The device side has its own entry point, ``fedgrpo-edge``
+(:mod:`fedgrpo.edge.cli`); both share ``--version``, the logging flags and the help formatter
+(:mod:`fedgrpo.edge.cli_parser`). Every output location is ``--out``; the older ``--out-root``
+and ``--save`` still work as deprecated aliases.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.edge.cli import silence_broken_pipe
+from fedgrpo.edge.cli_parser import (
+    DefaultsHelpFormatter,
+    add_common_flags,
+    configure_logging,
+    positive_int,
+)
 from fedgrpo.errors import FedGRPOError
+
+SERVER_EXTRA = "pip install 'fedgrpo[server]'"
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Any:
+    """A handler that prints ``parser``'s help (a group command given no subcommand)."""
+
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return show
 
 
 def _models_build(args: argparse.Namespace) -> int:
@@ -44,6 +65,7 @@ def _models_eval(args: argparse.Namespace) -> int:
 def _graph_show(args: argparse.Namespace) -> int:
     from fedgrpo.experiments.graph import cmd_graph_show
 
+    args.save = args.out  # graph's own name for the output file
     return cmd_graph_show(args)
 
 
@@ -52,10 +74,12 @@ def _demo(args: argparse.Namespace) -> int:
     import os
 
     from fedgrpo.experiments.commands import main as scenario_main
+    from fedgrpo.scenarios.loader import scenario_file
 
     os.environ.setdefault("FEDGRPO_MODELS_DIR", args.models_dir)
-    print(f"[fedgrpo] demo: running {args.scenario} (models cached in {args.models_dir})")
-    return scenario_main(["run", args.scenario, "--out-root", args.out_root])
+    scenario = str(scenario_file(args.scenario))
+    print(f"[fedgrpo] demo: running {scenario} (models cached in {args.models_dir})")
+    return scenario_main(["run", scenario, "--out", args.out])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedgrpo",
         description="Reward-only federated GRPO: build models, run scenarios, simulate fleets.",
+        formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_common_flags(parser)
+    parser.set_defaults(func=_help_of(parser))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
     _add_models(sub)
     _add_graph(sub)
@@ -77,17 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="build the default models and run the default scenario")
-    demo.add_argument("--scenario", default="scenarios/quickstart.yaml", help="scenario to run")
+    from fedgrpo.experiments.commands import add_out
+
+    demo = sub.add_parser(
+        "demo",
+        formatter_class=DefaultsHelpFormatter,
+        help="build the default models and run the default scenario",
+    )
+    demo.add_argument(
+        "--scenario", default="quickstart", help="scenario file or shipped scenario name"
+    )
     demo.add_argument("--models-dir", default="models", help="model cache directory")
-    demo.add_argument("--out-root", default="runs", help="parent of runs/<scenario>/<timestamp>")
+    add_out(demo, "runs", "parent of OUT/<scenario>/<timestamp>", "--out-root")
     demo.set_defaults(func=_demo)
 
 
 def _add_models(sub: Any) -> None:
-    models = sub.add_parser("models", help="build and evaluate the offline model zoo")
-    msub = models.add_subparsers(dest="models_command", required=True)
-    build = msub.add_parser("build", help="train (or reuse from cache) the experts and server base")
+    models = sub.add_parser(
+        "models",
+        formatter_class=DefaultsHelpFormatter,
+        help="build and evaluate the offline model zoo",
+    )
+    models.set_defaults(func=_help_of(models))
+    msub = models.add_subparsers(dest="models_command", metavar="COMMAND")
+    build = msub.add_parser(
+        "build",
+        formatter_class=DefaultsHelpFormatter,
+        help="train (or reuse from cache) the experts and server base",
+    )
     build.add_argument(
         "scenario",
         nargs="?",
@@ -95,42 +138,81 @@ def _add_models(sub: Any) -> None:
         help="build the models this scenario uses (default: the default zoo)",
     )
     build.add_argument("--models-dir", default="models", help="model cache directory")
-    build.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    build.add_argument(
+        "--workers", type=positive_int, default=2, help="parallel training processes"
+    )
     build.set_defaults(func=_models_build)
-    ev = msub.add_parser("eval", help="accuracy of every model on every domain (table + JSON)")
+    ev = msub.add_parser(
+        "eval",
+        formatter_class=DefaultsHelpFormatter,
+        help="accuracy of every model on every domain (table + JSON)",
+    )
     ev.add_argument("--models-dir", default="models", help="model cache directory")
-    ev.add_argument("--workers", type=int, default=2, help="parallel training processes")
     ev.add_argument(
-        "--per-domain", type=int, default=None, help="test items per domain (default all)"
+        "--workers",
+        type=positive_int,
+        default=2,
+        help="parallel processes that train the models missing from the cache first",
+    )
+    ev.add_argument(
+        "--per-domain", type=positive_int, default=None, help="test items per domain (default: all)"
     )
     ev.add_argument("--out", default=None, help="JSON output (default MODELS_DIR/eval.json)")
     ev.set_defaults(func=_models_eval)
 
 
 def _add_graph(sub: Any) -> None:
-    graph = sub.add_parser("graph", help="inspect the confidence graph (expert selection)")
-    gsub = graph.add_subparsers(dest="graph_command", required=True)
+    from fedgrpo.experiments.commands import add_out
+
+    graph = sub.add_parser(
+        "graph",
+        formatter_class=DefaultsHelpFormatter,
+        help="inspect the confidence graph (expert selection)",
+    )
+    graph.set_defaults(func=_help_of(graph))
+    gsub = graph.add_subparsers(dest="graph_command", metavar="COMMAND")
     show = gsub.add_parser(
-        "show", help="neighbours, competence scores and chosen experts for sample questions"
+        "show",
+        formatter_class=DefaultsHelpFormatter,
+        help="neighbours, competence scores and chosen experts for sample questions",
     )
     show.add_argument(
         "file", metavar="SCENARIO", help="scenario YAML (its clients and server model)"
     )
-    show.add_argument("--questions", type=int, default=5, help="held-out questions to show")
-    show.add_argument("--neighbours", type=int, default=5, help="neighbours printed per question")
+    show.add_argument(
+        "--questions", type=positive_int, default=5, help="held-out questions to show"
+    )
+    show.add_argument(
+        "--neighbours", type=positive_int, default=5, help="neighbours printed per question"
+    )
     show.add_argument("--set", action="append", metavar="KEY=VALUE", help="scenario override")
-    show.add_argument("--save", default=None, help="also write the competence matrix (JSON) here")
+    add_out(show, None, "also write the competence matrix (JSON) to this file", "--save")
     show.set_defaults(func=_graph_show)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, set up logging, run the handler; 2 on a FedGRPOError, 130 on Ctrl-C."""
+    """Parse ``argv``, set up logging, run the handler; 2 on a FedGRPOError or a missing
+    extra, 130 on Ctrl-C, 141 when stdout's reader went away (``fedgrpo run ... | head``)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return silence_broken_pipe()
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "fedgrpo":
+            raise
+        print(
+            f"fedgrpo: error: this command needs the server side (module {exc.name!r} is not "
+            f"installed); install it with: {SERVER_EXTRA} (a device needs only fedgrpo-edge, "
+            "from 'fedgrpo[edge]')",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args)
     try:
         return int(args.func(args))
     except FedGRPOError as exc:

@@ -1,4 +1,4 @@
-"""Scenario subcommands for ``fedgrpo``: validate, run, sweep, report.
+"""Scenario subcommands for ``fedgrpo``: validate, run, sweep, report, scenarios list|copy.
 
 :mod:`fedgrpo.experiments.cli` (the ``fedgrpo`` entry point) adds them to its parser with
 :func:`register`; every handler returns an exit code and raises FedGRPOError subclasses
@@ -15,7 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.scenarios.loader import load_run_scenario, load_scenario, new_run_dir, validate_files
+from fedgrpo.edge.cli_parser import (
+    DefaultsHelpFormatter,
+    DeprecatedAlias,
+    non_negative_int,
+    positive_int,
+)
+from fedgrpo.scenarios.checks import environment_errors
+from fedgrpo.scenarios.loader import (
+    load_run_scenario,
+    load_scenario,
+    new_run_dir,
+    shipped_scenarios,
+    validate_files,
+)
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 
@@ -26,8 +39,9 @@ def _runner() -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """``fedgrpo validate FILE...``: every problem of every file on stderr; 1 if any."""
-    results = validate_files(args.files)
+    """``fedgrpo validate FILE...``: every problem of every file on stderr (field, cross-field
+    and this machine's: missing local model paths, unset token_env variables); 1 if any."""
+    results = validate_files(args.files, environment=True)
     bad = 0
     for path, problems in results.items():
         if problems:
@@ -70,7 +84,15 @@ def prepare_run(args: argparse.Namespace) -> tuple[Scenario, Path, bool]:
     if not args.file:
         raise ScenarioError(["fedgrpo run: give a scenario FILE or --resume RUN_DIR"])
     scenario = load_scenario(args.file, sets)
-    return scenario, new_run_dir(scenario, args.out_root), False
+    _check_environment(scenario, str(args.file))
+    return scenario, new_run_dir(scenario, args.out), False
+
+
+def _check_environment(scenario: Scenario, source: str) -> None:
+    """Stop before a run directory exists if this machine lacks what the scenario needs."""
+    problems = [f"{source}: {path}: {msg}" for path, msg in environment_errors(scenario)]
+    if problems:
+        raise ScenarioError(problems)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -108,8 +130,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.grid,
         seeds=args.seeds,
         workers=args.workers,
-        out_root=args.out_root,
-        overrides=list(args.set or []),
+        out_root=args.out,
+        overrides=_overrides(args),
         metric=args.metric,
     )
     print((result.sweep_dir / "comparison.md").read_text(encoding="utf-8"))
@@ -139,24 +161,90 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scenarios_list(args: argparse.Namespace) -> int:
+    """``fedgrpo scenarios list``: the shipped scenarios, one per line with its description."""
+    for name, path in shipped_scenarios().items():
+        print(f"{name:18s} {_description(path)}")
+    return 0
+
+
+def _description(path: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    return str(data.get("description", "")).strip() if isinstance(data, dict) else ""
+
+
+def cmd_scenarios_copy(args: argparse.Namespace) -> int:
+    """``fedgrpo scenarios copy NAME [DEST]``: a shipped scenario as an editable file."""
+    shipped = shipped_scenarios()
+    if args.name not in shipped:
+        raise ScenarioError(
+            [f"{args.name!r} is not a shipped scenario; known: {', '.join(shipped)}"]
+        )
+    dest = Path(args.dest) if args.dest else Path(f"{args.name}.yaml")
+    if dest.is_dir():
+        dest = dest / f"{args.name}.yaml"
+    if dest.exists() and not args.force:
+        raise ScenarioError([f"{dest}: already exists; pick another DEST or add --force"])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(shipped[args.name].read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"[fedgrpo] wrote {dest}; edit it, then: fedgrpo validate {dest} && fedgrpo run {dest}")
+    return 0
+
+
+def _parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, formatter_class=DefaultsHelpFormatter
+    )
+    return p
+
+
+def add_out(p: argparse.ArgumentParser, default: str | None, help: str, old: str | None) -> None:
+    """``--out``, the one output flag of every command, plus its old spelling ``old``."""
+    p.add_argument("--out", default=default, help=help)
+    if old:
+        p.add_argument(old, dest="out", action=DeprecatedAlias, new="--out")
+
+
 def register(subparsers: Any) -> None:
-    """Add ``validate``, ``run``, ``sweep`` and ``report`` to an argparse subparsers object."""
-    p = subparsers.add_parser("validate", help="check scenario files without running them")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    """Add ``validate``, ``run``, ``sweep``, ``report`` and ``scenarios`` to an argparse
+    subparsers object."""
+    p = _parser(subparsers, "validate", "check scenario files without running them")
+    p.add_argument("files", nargs="+", metavar="FILE", help="scenario YAML files")
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p.set_defaults(func=cmd_validate)
     _add_run(subparsers)
     _add_sweep(subparsers)
-    p = subparsers.add_parser("report", help="redraw plots and compare finished runs")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = _parser(subparsers, "report", "redraw plots and compare finished runs")
     p.add_argument(
-        "--out", default=None, help="output directory (default: RUN_DIR/plots for one run)"
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (from run or sweep)"
     )
+    add_out(p, None, "output directory (default: RUN_DIR/plots for one run)", None)
     p.set_defaults(func=cmd_report)
+    _add_scenarios(subparsers)
+
+
+def _add_scenarios(subparsers: Any) -> None:
+    p = _parser(subparsers, "scenarios", "list the shipped scenarios or copy one to edit")
+    sub = p.add_subparsers(dest="scenarios_command", metavar="COMMAND")
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+    ls = _parser(sub, "list", "names and descriptions of the shipped scenarios")
+    ls.set_defaults(func=cmd_scenarios_list)
+    cp = _parser(sub, "copy", "write a shipped scenario to a file you can edit")
+    cp.add_argument("name", metavar="NAME", help="shipped scenario (see: fedgrpo scenarios list)")
+    cp.add_argument(
+        "dest", nargs="?", metavar="DEST", help="file or directory (default: ./NAME.yaml)"
+    )
+    cp.add_argument("--force", action="store_true", help="overwrite an existing DEST")
+    cp.set_defaults(func=cmd_scenarios_copy)
 
 
 def _add_run(subparsers: Any) -> None:
-    p = subparsers.add_parser("run", help="run a scenario (or resume a run)")
+    p = _parser(subparsers, "run", "run a scenario (or resume a run)")
     p.add_argument("file", nargs="?", metavar="FILE", help="scenario YAML (optional with --resume)")
     p.add_argument(
         "--set",
@@ -165,14 +253,18 @@ def _add_run(subparsers: Any) -> None:
         help="override, e.g. round_policy.deadline_s=5",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--rounds", type=int, help="shorthand for --set rounds=N")
-    p.add_argument("--out-root", default="runs", help="parent of runs/<scenario>/<timestamp>")
+    _add_rounds(p)
+    add_out(p, "runs", "parent of OUT/<scenario>/<timestamp>", "--out-root")
     p.set_defaults(func=cmd_run)
 
 
+def _add_rounds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rounds", type=positive_int, help="shorthand for --set rounds=N")
+
+
 def _add_sweep(subparsers: Any) -> None:
-    p = subparsers.add_parser("sweep", help="run a grid of variants x seeds in parallel")
-    p.add_argument("file", metavar="FILE")
+    p = _parser(subparsers, "sweep", "run a grid of variants x seeds in parallel")
+    p.add_argument("file", metavar="FILE", help="scenario YAML every variant starts from")
     p.add_argument(
         "--grid",
         action="append",
@@ -181,12 +273,15 @@ def _add_sweep(subparsers: Any) -> None:
         help="grid axis (repeatable; cartesian product)",
     )
     p.add_argument(
-        "--seeds", type=int, default=1, help="seeds per grid point (from the file's seed)"
+        "--seeds", type=positive_int, default=1, help="seeds per grid point (from the file's seed)"
     )
-    p.add_argument("--workers", type=int, default=2, help="parallel processes (0 = in-process)")
+    p.add_argument(
+        "--workers", type=non_negative_int, default=2, help="parallel processes (0 = in-process)"
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every variant")
+    _add_rounds(p)
     p.add_argument("--metric", default="final_mean_accuracy", help="summary key to compare")
-    p.add_argument("--out-root", default="runs")
+    add_out(p, "runs", "parent of OUT/<scenario>-sweep/<timestamp>", "--out-root")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -195,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``fedgrpo`` entry point (:mod:`fedgrpo.experiments.cli`) has these and the rest."""
     from fedgrpo.errors import FedGRPOError
 
-    parser = argparse.ArgumentParser(prog="fedgrpo")
+    parser = argparse.ArgumentParser(prog="fedgrpo", formatter_class=DefaultsHelpFormatter)
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

@@ -3,13 +3,25 @@
 Each check is a small function ``(scenario) -> [(field path, message), ...]``; :data:`CHECKS`
 lists them in reporting order and :func:`cross_field_errors` (run by the loader after pydantic
 validation) concatenates their problems, so every problem is reported with its own path.
+
+:func:`environment_errors` checks what the scenario needs from *this machine* (local model
+directories that exist, ``token_env`` variables that are set); ``fedgrpo validate`` and
+``fedgrpo run`` report them, loading a file alone does not (a resolved run directory stays
+loadable elsewhere).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
-from fedgrpo.scenarios.fields import ZOO_EXPERT, ZOO_PREFIX, zoo_expert_index
+from fedgrpo.scenarios.fields import (
+    BUILTIN_PREFIX,
+    ZOO_EXPERT,
+    ZOO_PREFIX,
+    zoo_expert_index,
+)
 from fedgrpo.scenarios.schema import ClientGroup, Scenario
 
 Problem = tuple[str, str]
@@ -247,3 +259,55 @@ CHECKS: tuple[Check, ...] = (
 def cross_field_errors(s: Scenario) -> list[Problem]:
     """(field path, message) for every problem that involves several fields."""
     return [problem for check in CHECKS for problem in check(s)]
+
+
+def is_local_path(source: str) -> bool:
+    """A model source that can only mean a local directory: absolute, ``./``, ``../`` or
+    ``~`` relative, or more than one ``/`` (a hub id is ``NAME`` or ``ORG/NAME``)."""
+    if source.startswith((ZOO_PREFIX, BUILTIN_PREFIX)):
+        return False
+    return source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") >= 2
+
+
+def _missing_model(where: str, source: str) -> list[Problem]:
+    if not is_local_path(source) or Path(source).expanduser().exists():
+        return []
+    return [
+        (
+            where,
+            f"{source!r} does not exist on this machine (relative to {os.getcwd()}); give an "
+            "existing model directory, a zoo:... model or builtin:NAME",
+        )
+    ]
+
+
+def check_local_models(s: Scenario) -> list[Problem]:
+    """Local model directories the run loads must exist (clients' only outside live mode,
+    where each device serves its own model)."""
+    if not s.models_needed:
+        return []
+    out = _missing_model("server.model", s.server.model)
+    if s.mode != "live":
+        for i, grp in enumerate(s.clients.groups):
+            out += _missing_model(f"clients.groups[{i}].model", grp.model)
+    return out
+
+
+def check_token_env(s: Scenario) -> list[Problem]:
+    """Every ``token_env`` a live run reads must be set (the devices would answer 401)."""
+    if s.mode != "live":
+        return []
+    return [
+        (
+            f"clients.groups[{i}].token_env",
+            f"environment variable {grp.token_env} is not set; export {grp.token_env}=<token> "
+            "before running, or drop token_env if the devices need no token",
+        )
+        for i, grp in enumerate(s.clients.groups)
+        if grp.token_env is not None and not os.environ.get(grp.token_env)
+    ]
+
+
+def environment_errors(s: Scenario) -> list[Problem]:
+    """(field path, message) for what this machine lacks to run ``s``."""
+    return check_local_models(s) + check_token_env(s)

@@ -2,7 +2,10 @@
 
 Error lines look like ``scenarios/x.yaml: clients.groups[2].profile: 'rpi6' is not a known
 profile; known: rpi4, rpi5, ...``; unknown keys get a did-you-mean suggestion, YAML syntax
-errors give line and column.
+errors give line and column. An empty section (``server:`` with nothing under it) means that
+section's defaults. Field errors and cross-field errors come out together: after field errors
+the loader checks a copy with the bad values left at their defaults, so one run of
+``fedgrpo validate`` lists everything.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import copy
 import datetime as _dt
 import os
 from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from fedgrpo.scenarios.checks import cross_field_errors
+from fedgrpo.scenarios.checks import Problem, cross_field_errors, environment_errors
 from fedgrpo.scenarios.overrides import (
     apply_overrides,
     did_you_mean,
@@ -63,6 +67,8 @@ def _describe(err: dict[str, Any]) -> str:
         return "unknown key"
     if kind == "missing":
         return "is required but missing"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{_short(value)} has the wrong type; expected a section (indented key: value lines)"
     if kind == "literal_error":
         allowed = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
         return f"{_short(value)} is not allowed; allowed: {allowed}"
@@ -118,14 +124,89 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def empty_sections_to_defaults(data: dict[str, Any], model: type[Any] = Scenario) -> None:
+    """Drop (in place) every key whose value is empty (None) but whose field is a section, so
+    the section takes its defaults; nested sections and lists of sections alike."""
+    fields = model_fields_by_key(model)
+    for key in list(data):
+        if key not in fields:
+            continue
+        kind = type_at([key], model)
+        value = data[key]
+        if value is None and is_model(kind):
+            del data[key]
+        elif isinstance(value, dict) and is_model(kind):
+            empty_sections_to_defaults(value, kind)
+        elif isinstance(value, list):
+            item = type_at([key, 0], model)
+            for entry in value:
+                if isinstance(entry, dict) and is_model(item):
+                    empty_sections_to_defaults(entry, item)
+
+
+def _drop(data: Any, loc: Sequence[str | int]) -> bool:
+    """Delete the deepest mapping key along ``loc``; False when there is none to delete."""
+    parent, key, cur = None, None, data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            parent, key, cur = cur, part, cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        else:
+            break
+    if not isinstance(parent, dict):
+        return False
+    del parent[key]
+    return True
+
+
+def _repaired(data: dict[str, Any], exc: ValidationError) -> tuple[Scenario | None, list[str]]:
+    """The scenario with every invalid value left at its default (None when that is not
+    possible, e.g. a required key is missing) and the dotted paths that were dropped."""
+    work, dropped = copy.deepcopy(data), []
+    for _ in range(4):
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if not _drop(work, loc):
+                return None, dropped
+            dropped.append(format_path(loc))
+        try:
+            return Scenario.model_validate(work), dropped
+        except ValidationError as again:
+            exc = again
+    return None, dropped
+
+
+def _unrelated(problem: Problem, dropped: Sequence[str]) -> bool:
+    """True if a cross-field problem does not involve a value that was dropped as invalid."""
+    path, msg = problem
+    return not any(path.startswith(d) or d in msg for d in dropped)
+
+
+def scenario_problems(
+    data: dict[str, Any], source: str = "<scenario>", environment: bool = False
+) -> tuple[Scenario | None, list[str]]:
+    """(scenario or None, every problem): field errors, then the cross-field errors that do
+    not involve an invalid field, then (``environment``) what this machine lacks."""
+    data = copy.deepcopy(data)
+    empty_sections_to_defaults(data)
+    try:
+        scenario: Scenario | None = Scenario.model_validate(data)
+        lines, dropped = [], []
+    except ValidationError as exc:
+        lines = validation_problems(exc, source)
+        scenario, dropped = _repaired(data, exc)
+    if scenario is None:
+        return None, lines
+    found = cross_field_errors(scenario) + (environment_errors(scenario) if environment else [])
+    lines += [f"{source}: {p}: {m}" for p, m in found if _unrelated((p, m), dropped)]
+    return (None, lines) if lines else (scenario, [])
+
+
 def validate_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     """Validate a raw mapping (already overridden); all problems in one ScenarioError."""
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(validation_problems(exc, source)) from None
-    problems = [f"{source}: {path}: {msg}" for path, msg in cross_field_errors(scenario)]
-    if problems:
+    scenario, problems = scenario_problems(data, source)
+    if scenario is None:
         raise ScenarioError(problems)
     return scenario
 
@@ -148,16 +229,44 @@ def load_scenario(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
     return validate_dict(load_raw(path, overrides), source=str(path))
 
 
-def validate_files(paths: Sequence[str | os.PathLike[str]]) -> dict[str, list[str]]:
-    """Problems per file (empty list = valid); never raises for an invalid file."""
+def validate_files(
+    paths: Sequence[str | os.PathLike[str]], environment: bool = False
+) -> dict[str, list[str]]:
+    """Problems per file (empty list = valid); with ``environment`` also what this machine
+    lacks (a local model path that does not exist, an unset ``token_env``), as
+    ``fedgrpo validate`` reports. Never raises for a bad file."""
     out: dict[str, list[str]] = {}
     for path in paths:
         try:
-            load_scenario(path)
-            out[str(path)] = []
+            out[str(path)] = scenario_problems(load_raw(path), str(path), environment)[1]
         except ScenarioError as exc:
             out[str(path)] = exc.problems
     return out
+
+
+def shipped_scenarios() -> dict[str, Path]:
+    """The scenarios installed with the package (``fedgrpo.scenarios/*.yaml``), by name."""
+    root = files("fedgrpo.scenarios")
+    found = sorted(
+        (entry.name.removesuffix(".yaml"), Path(str(entry)))
+        for entry in root.iterdir()
+        if entry.name.endswith(".yaml")
+    )
+    return dict(found)
+
+
+def scenario_file(name_or_path: str | os.PathLike[str]) -> Path:
+    """A scenario file as given, else the shipped scenario of that name (``quickstart``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = shipped_scenarios()
+    name = path.name.removesuffix(".yaml")
+    if name in shipped:
+        return shipped[name]
+    raise ScenarioError(
+        [f"{path}: file not found and not a shipped scenario; known: {', '.join(shipped)}"]
+    )
 
 
 def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
