@@ -101,3 +101,12 @@ def test_fault_proxy_times_requests_with_the_simulator_model() -> None:
         crash = (s.uniform(), s.uniform())
         half, compute = request_timing(t, chars / 4.0, z_rtt, z_speed)
         assert proxy._draw(chars) == (half, compute, *crash)
+
+
+def test_fault_proxy_honours_the_clients_bandwidth_like_the_engine() -> None:
+    spec = ClientSpec(profile="phone-4g", size_class="360m", speed_factor=0.5, bandwidth_mbps=4)
+    model = FaultModel.from_client_spec(spec, time_scale=0.01)
+    proxy = FaultProxy(0, "c0", "http://127.0.0.1:1", model, seed=0)
+    engine = make_devices([spec], WorkloadSpec(), seed=0)[0].timing
+    assert proxy._timing.down_bps == engine.down_bps == 4e6 / 8
+    assert proxy._timing.up_bps == engine.up_bps

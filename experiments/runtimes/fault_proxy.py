@@ -75,6 +75,7 @@ class FaultModel:
     chars_per_token: float = 4.0
     connect_timeout_s: float = 5.0  # how long until the server notices an offline device
     faults_on_competence: bool = False
+    bandwidth_mbps: float | None = None  # overrides both directions, as in the simulator
 
     @classmethod
     def from_client_spec(cls, spec: Any, time_scale: float, **kw: Any) -> FaultModel:
@@ -86,6 +87,7 @@ class FaultModel:
             availability=spec.availability,
             speed=size_factor(spec.size_class) * spec.speed_factor,
             time_scale=time_scale,
+            bandwidth_mbps=spec.bandwidth_mbps,
             **kw,
         )
 
@@ -124,7 +126,9 @@ class FaultProxy:
         self._device: asyncio.Lock | None = None
         self._t0 = 0.0
         # timing per prefill token (the request's text / chars per token)
-        self._timing = device_timing(model.profile, model.speed, model.decode_tokens)
+        self._timing = device_timing(
+            model.profile, model.speed, model.decode_tokens, bandwidth_mbps=model.bandwidth_mbps
+        )
 
     @property
     def url(self) -> str:
