@@ -1,14 +1,21 @@
-"""Build (train) the zoo's models into the cache, two at a time on a 2-core machine."""
+"""Build (train) the zoo's models into the cache, two at a time on a 2-core machine.
+
+On Ctrl-C (or SIGTERM raised as KeyboardInterrupt) only the parent process reacts: the
+training processes ignore SIGINT, the parent terminates and joins them, removes the
+``.tmp-*`` directories they were writing and re-raises. Models finished before the interrupt
+stay in the cache, so the next build resumes with the rest.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -52,11 +59,56 @@ def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
     }
 
 
-def _build_one(recipe: ModelRecipe, root: str, threads: int) -> CacheResult:
+Train = Callable[[ModelRecipe, Path], dict[str, object]]
+
+
+def _build_one(
+    recipe: ModelRecipe, root: str, threads: int, train: Train = train_recipe
+) -> CacheResult:
     import torch
 
     torch.set_num_threads(threads)
-    return ModelCache(root).get_or_build(recipe, train_recipe)
+    return ModelCache(root).get_or_build(recipe, train)
+
+
+def _ignore_sigint() -> None:
+    """Training processes leave Ctrl-C to the parent, which stops them cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _remove_partial(cache: ModelCache, todo: list[ModelRecipe], before: set[Path]) -> None:
+    """Delete the ``.tmp-*`` entries of ``todo`` that appeared during this build."""
+    for recipe in todo:
+        for tmp in cache.root.glob(f".tmp-{recipe.cache_key}-*"):
+            if tmp not in before:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_parallel(
+    cache: ModelCache,
+    todo: list[ModelRecipe],
+    workers: int,
+    train: Train,
+    on_result: Callable[[CacheResult], None],
+) -> None:
+    """Train ``todo`` in ``workers`` spawned processes; clean up fully on an interrupt."""
+    before = set(cache.root.glob(".tmp-*")) if cache.root.exists() else set()
+    pool = get_context("spawn").Pool(min(workers, len(todo)), initializer=_ignore_sigint)
+    try:
+        jobs = [(r, str(cache.root), 1, train) for r in todo]
+        for result in pool.imap_unordered(_build_star, jobs):
+            on_result(result)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        _remove_partial(cache, todo, before)
+        raise
+    pool.join()
+
+
+def _build_star(job: tuple[ModelRecipe, str, int, Train]) -> CacheResult:
+    return _build_one(*job)
 
 
 def build_zoo(
@@ -64,11 +116,13 @@ def build_zoo(
     models_dir: str | os.PathLike[str],
     workers: int = 2,
     on_done: Callable[[CacheResult], None] | None = None,
+    train: Train = train_recipe,
 ) -> dict[str, CacheResult]:
     """Get or build every model of ``spec``; returns results by model name.
 
     Cache hits are resolved in-process; misses train in ``workers`` spawned processes with
     one torch thread each (faster than one process with two threads for models this small).
+    ``train`` (a module-level function, so spawned processes can import it) trains one recipe.
     """
     cache = ModelCache(models_dir)
     recipes = spec.recipes()
@@ -81,17 +135,15 @@ def build_zoo(
                 on_done(results[recipe.name])
         else:
             todo.append(recipe)
+
+    def store(result: CacheResult) -> None:
+        results[result.recipe.name] = result
+        if on_done:
+            on_done(result)
+
     if todo and workers <= 1:
         for recipe in todo:
-            results[recipe.name] = _build_one(recipe, str(cache.root), threads=os.cpu_count() or 1)
-            if on_done:
-                on_done(results[recipe.name])
+            store(_build_one(recipe, str(cache.root), os.cpu_count() or 1, train))
     elif todo:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_build_one, r, str(cache.root), 1) for r in todo]
-            for future in as_completed(futures):
-                result = future.result()
-                results[result.recipe.name] = result
-                if on_done:
-                    on_done(result)
+        _build_parallel(cache, todo, workers, train, store)
     return {r.name: results[r.name] for r in recipes}
