@@ -20,6 +20,7 @@ import numpy as np
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.experiments.context import Context, auxiliary_set, build_context, resolve_model
+from fedgrpo.experiments.provenance import write_provenance
 from fedgrpo.experiments.records import MetricsWriter, write_summary
 from fedgrpo.scenarios.mapping import experts_ranked, grpo_config
 from fedgrpo.scenarios.schema import Scenario
@@ -166,6 +167,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) ``scenario`` into ``run_dir``; returns the summary written there."""
+    write_provenance(scenario, run_dir, resume)  # provenance.json: commit, versions, models...
     with sigterm_as_interrupt():
         return _run_scenario(scenario, run_dir, resume)
 
