@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fedgrpo demo --scenario $(SCENARIO) --models-dir $(MODELS_DIR)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check fedgrpo/__init__.py fedgrpo/errors.py edge rounds sim server scenarios experiments tests benchmarks
+	$(VENV)/bin/ruff check fedgrpo/__init__.py fedgrpo/errors.py edge rounds selection sim server scenarios experiments tests benchmarks
 	$(VENV)/bin/mypy -p fedgrpo
 	$(VENV)/bin/lint-imports --no-cache
 

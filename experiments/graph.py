@@ -21,8 +21,8 @@ def show_graph(
     ``save`` also writes the competence matrix there as JSON."""
     from fedgrpo.experiments.context import build_context, load_scorers, resolve_model, scorer_fn
     from fedgrpo.experiments.runner import _selector_and_embedder, refresh_competence
+    from fedgrpo.selection.graph import competence_scores, cosine_neighbours, top_m
     from fedgrpo.server.gathering.inprocess import DirectGatherer
-    from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, top_m
     from fedgrpo.server.zoo.loading import load_causal_lm
 
     s = s.model_copy(
@@ -83,7 +83,7 @@ def _routing_summary(
     s: Scenario, ctx: Any, test: list[Any], embed: Any, aux_emb: Any, competence: Any
 ) -> str:
     """How often the graph routes a held-out question to a client that holds its domain."""
-    from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, top_m
+    from fedgrpo.selection.graph import competence_scores, cosine_neighbours, top_m
 
     near = cosine_neighbours(embed([q.question for q in test]), aux_emb, s.selection.L)
     scores = competence_scores(competence.values, near, s.selection.prior)

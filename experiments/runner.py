@@ -79,9 +79,9 @@ def _selector_and_embedder(
     import copy
 
     from fedgrpo.edge.answer_format import make_prompt
+    from fedgrpo.selection.competence import CompetenceMatrix
+    from fedgrpo.selection.selectors import make_selector
     from fedgrpo.server.encoder import embed_texts
-    from fedgrpo.server.selection.competence import CompetenceMatrix
-    from fedgrpo.server.selection.selectors import make_selector
 
     s = ctx.scenario
     sel = s.selection

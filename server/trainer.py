@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedgrpo.errors import ConfigError
+from fedgrpo.selection.competence import CompetenceMatrix
+from fedgrpo.selection.selectors import Selector
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult, RewardGatherer
 from fedgrpo.server.generation import SamplingParams
 from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
 from fedgrpo.server.grpo.config import GRPOConfig
 from fedgrpo.server.grpo.rewards import shuffle_within_groups, signal_groups
 from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout
-from fedgrpo.server.selection.competence import CompetenceMatrix
-from fedgrpo.server.selection.selectors import Selector
 from fedgrpo.server.tasks import TaskItem, TaskSuite
 from fedgrpo.server.zoo.evaluate import EvalResult, evaluate_on_suite
 

@@ -1,5 +1,5 @@
-"""Who the simulator asks in a round: the built-in expert selectors and the candidate
-dispatch (the same :func:`fedgrpo.rounds.plan_dispatch` the real server uses)."""
+"""Who the simulator asks in a round: the expert selectors and the candidate dispatch, both
+the real server's (:mod:`fedgrpo.selection`, :func:`fedgrpo.rounds.plan_dispatch`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.rounds import RoundPolicy, experts_to_ask, plan_dispatch
+from fedgrpo.selection import CompetenceSelector, RandomSelector
 from fedgrpo.sim.config import ClientSpec, WorkloadSpec
 
 __all__ = ["check_experts", "dispatch_round", "select_experts"]
@@ -21,27 +22,18 @@ def select_experts(
     policy: RoundPolicy,
     rng: np.random.Generator,
 ) -> list[list[int]]:
-    """Ranked experts per question (⌈M·(1+f)⌉ each), drawn from the round's server ``rng``.
+    """Ranked experts per question (⌈M·(1+f)⌉ each), drawn from the round's server ``rng``
+    by the selectors of :mod:`fedgrpo.selection` (the ones the server uses):
 
-    ``random``: distinct clients uniformly at random. ``top``: best competence on the
-    question's domain, ties broken by a per-round shuffle."""
-    n = len(clients)
+    ``random``: :class:`~fedgrpo.selection.RandomSelector`; ``top``:
+    :class:`~fedgrpo.selection.CompetenceSelector` over the clients' given competences."""
     n_ask = experts_to_ask(workload.experts_per_question, policy.over_selection)
+    selector: RandomSelector | CompetenceSelector
     if workload.selector == "random":
-        out = []
-        draws = rng.integers(0, n, size=(len(domains), n_ask + 4)).tolist()
-        for row in draws:
-            pick = list(dict.fromkeys(row))[:n_ask]
-            if len(pick) < n_ask:
-                pick = rng.permutation(n)[:n_ask].tolist()
-            out.append(pick)
-        return out
-    ranking: dict[str, list[int]] = {}
-    noise = rng.random(n)
-    for d in set(domains):
-        comp = np.array([c.competence_on(d) for c in clients])
-        ranking[d] = np.lexsort((noise, -comp))[:n_ask].tolist()
-    return [list(ranking[d]) for d in domains]
+        selector = RandomSelector(len(clients), M=n_ask)
+    else:
+        selector = CompetenceSelector(lambda d: [c.competence_on(d) for c in clients], M=n_ask)
+    return selector.select(None, domains, rng)
 
 
 def check_experts(r: int, experts: Sequence[Sequence[int]], questions: int, n: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ["edge", "rounds", "sim", "server", "scenarios", "experiments"]
+FOLDERS = ["edge", "rounds", "selection", "sim", "server", "scenarios", "experiments"]
 
 
 def test_every_top_level_folder_is_linked_into_the_namespace() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
+from fedgrpo.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
 
 
 def test_l2_normalise() -> None:

@@ -7,9 +7,10 @@ import pytest
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.rounds import plan_dispatch
-from fedgrpo.server.selection import (
+from fedgrpo.selection import (
     AllSelector,
     CompetenceMatrix,
+    CompetenceSelector,
     ConfidenceGraphSelector,
     OracleSelector,
     RandomSelector,
@@ -146,3 +147,24 @@ def test_server_and_simulator_deal_candidates_by_one_rule(g: int, m: int) -> Non
     sizes = [len(server.get(e, [])) for e in experts]
     assert sizes == sorted(sizes, reverse=True)  # the larger shares go to the best ranked
     assert sorted(c for cs in server.values() for c in cs) == list(range(g))
+
+
+def test_random_selector_with_available_picks_distinct_available_clients() -> None:
+    sel = RandomSelector(50, M=3)
+    out = sel.select(None, ["add"] * 200, np.random.default_rng(1), available=[4, 9, 17, 30])
+    assert all(len(set(p)) == 3 and set(p) <= {4, 9, 17, 30} for p in out)
+    counts = np.bincount([k for p in out for k in p], minlength=50)[[4, 9, 17, 30]]
+    assert counts.min() > 100  # roughly uniform: 600 picks over 4 clients
+
+
+def test_competence_selector_ranks_known_competence_and_breaks_ties_randomly() -> None:
+    table = {"add": [0.9, 0.5, 0.9, 0.1], "mul": [0.2, 0.8, 0.3, 0.8]}
+    sel = CompetenceSelector(lambda d: table[d], M=2)
+    firsts = set()
+    for seed in range(20):
+        add, mul = sel.select(None, ["add", "mul"], np.random.default_rng(seed))
+        assert set(add) == {0, 2} and set(mul) == {1, 3}
+        firsts.add(add[0])
+    assert firsts == {0, 2}  # the tie between clients 0 and 2 goes either way
+    only = sel.select(None, ["add"], np.random.default_rng(0), available=[1, 3])
+    assert only == [[1, 3]]

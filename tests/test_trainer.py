@@ -10,10 +10,10 @@ import pytest
 
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
 from fedgrpo.errors import ConfigError
+from fedgrpo.selection.selectors import RandomSelector
 from fedgrpo.server.gathering.base import CentralGatherer
 from fedgrpo.server.gathering.inprocess import DirectGatherer
 from fedgrpo.server.grpo.config import GRPOConfig
-from fedgrpo.server.selection.selectors import RandomSelector
 from fedgrpo.server.tasks import build_suite
 from fedgrpo.server.trainer import FedGRPOTrainer
 from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model

@@ -4,11 +4,12 @@ Clients are row indices 0..K-1 of the competence matrix; ``CompetenceMatrix.clie
 maps them to names. Every random choice takes an explicit ``numpy.random.Generator``.
 """
 
-from fedgrpo.server.selection.competence import CompetenceMatrix
-from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
-from fedgrpo.server.selection.selectors import (
+from fedgrpo.selection.competence import CompetenceMatrix
+from fedgrpo.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
+from fedgrpo.selection.selectors import (
     SELECTORS,
     AllSelector,
+    CompetenceSelector,
     ConfidenceGraphSelector,
     OracleSelector,
     RandomSelector,
@@ -20,6 +21,7 @@ __all__ = [
     "SELECTORS",
     "AllSelector",
     "CompetenceMatrix",
+    "CompetenceSelector",
     "ConfidenceGraphSelector",
     "OracleSelector",
     "RandomSelector",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.server.selection.competence import CompetenceMatrix
-from fedgrpo.server.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
+from fedgrpo.selection.competence import CompetenceMatrix
+from fedgrpo.selection.graph import competence_scores, cosine_neighbours, l2_normalise, top_m
 
 SELECTORS = ("confidence_graph", "random", "oracle", "all")
 
@@ -92,7 +92,11 @@ class ConfidenceGraphSelector:
 
 
 class RandomSelector:
-    """M clients uniformly at random per question (what the official code does)."""
+    """M distinct clients uniformly at random per question (what the official code does).
+
+    Drawn by rejection, ``M + 4`` ids per question in one call and the first M distinct kept
+    (a permutation if that falls short), so a round costs O(Q·M), not O(Q·K): the simulator
+    uses this selector with 10k+ clients."""
 
     def __init__(self, num_clients: int, M: int = 2) -> None:
         _check_m(M)
@@ -106,9 +110,46 @@ class RandomSelector:
         available: Collection[int] | None = None,
     ) -> list[list[int]]:
         avail = _available(self.num_clients, available)
-        m = min(self.M, avail.size)
+        n, m = int(avail.size), min(self.M, int(avail.size))
         q = _num_questions(question_embeddings, question_domains)
-        return [rng.choice(avail, size=m, replace=False).tolist() for _ in range(q)]
+        out = []
+        for row in rng.integers(0, max(n, 1), size=(q, m + 4)).tolist():
+            pick = list(dict.fromkeys(row))[:m]
+            if len(pick) < m:
+                pick = rng.permutation(n)[:m].tolist()
+            out.append(pick if available is None else avail[pick].tolist())
+        return out
+
+
+class CompetenceSelector:
+    """Top-M clients by *known* competence on the question's domain, ties broken by one
+    shuffle per call: the simulator's ``top`` selector for timing studies, where each
+    client's competence is a given number rather than something the server estimates."""
+
+    def __init__(self, competence_on: Callable[[str], Sequence[float]], M: int = 2) -> None:
+        _check_m(M)
+        self.competence_on, self.M = competence_on, M
+
+    def select(
+        self,
+        question_embeddings: np.ndarray | None,
+        question_domains: Sequence[str | None] | None,
+        rng: np.random.Generator,
+        available: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        if question_domains is None:
+            raise ConfigError("the competence selector needs question_domains")
+        ranking: dict[str | None, list[int]] = {}
+        noise: np.ndarray | None = None
+        for d in dict.fromkeys(question_domains):
+            comp = np.asarray(self.competence_on(str(d)), dtype=np.float64)
+            if noise is None:
+                noise = rng.random(comp.size)
+            if available is not None:
+                comp = np.where(np.isin(np.arange(comp.size), list(available)), comp, -np.inf)
+            order = np.lexsort((noise, -comp))
+            ranking[d] = [int(k) for k in order if np.isfinite(comp[k])][: self.M]
+        return [list(ranking[d]) for d in question_domains]
 
 
 class OracleSelector:
