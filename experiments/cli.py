@@ -30,16 +30,6 @@ from fedgrpo.errors import FedGRPOError
 SERVER_EXTRA = "pip install 'fedgrpo[server]'"
 
 
-def _help_of(parser: argparse.ArgumentParser) -> Any:
-    """A handler that prints ``parser``'s help (a group command given no subcommand)."""
-
-    def show(args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 0
-
-    return show
-
-
 def _models_build(args: argparse.Namespace) -> int:
     from fedgrpo.server.zoo.commands import build_default_zoo
 
@@ -90,14 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     add_common_flags(parser)
-    parser.set_defaults(func=_help_of(parser))
+
+    from fedgrpo.experiments.commands import help_handler, register
+
+    parser.set_defaults(func=help_handler(parser))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
     _add_models(sub)
     _add_graph(sub)
-
-    from fedgrpo.experiments.commands import register
-
     register(sub)
     return parser
 
@@ -119,12 +109,14 @@ def _add_demo(sub: Any) -> None:
 
 
 def _add_models(sub: Any) -> None:
+    from fedgrpo.experiments.commands import help_handler
+
     models = sub.add_parser(
         "models",
         formatter_class=DefaultsHelpFormatter,
         help="build and evaluate the offline model zoo",
     )
-    models.set_defaults(func=_help_of(models))
+    models.set_defaults(func=help_handler(models))
     msub = models.add_subparsers(dest="models_command", metavar="COMMAND")
     build = msub.add_parser(
         "build",
@@ -162,14 +154,14 @@ def _add_models(sub: Any) -> None:
 
 
 def _add_graph(sub: Any) -> None:
-    from fedgrpo.experiments.commands import add_out
+    from fedgrpo.experiments.commands import add_out, help_handler
 
     graph = sub.add_parser(
         "graph",
         formatter_class=DefaultsHelpFormatter,
         help="inspect the confidence graph (expert selection)",
     )
-    graph.set_defaults(func=_help_of(graph))
+    graph.set_defaults(func=help_handler(graph))
     gsub = graph.add_subparsers(dest="graph_command", metavar="COMMAND")
     show = gsub.add_parser(
         "show",

@@ -228,10 +228,20 @@ def register(subparsers: Any) -> None:
     _add_scenarios(subparsers)
 
 
+def help_handler(parser: argparse.ArgumentParser) -> Any:
+    """A handler printing ``parser``'s help (``fedgrpo scenarios`` with no subcommand)."""
+
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return show
+
+
 def _add_scenarios(subparsers: Any) -> None:
     p = _parser(subparsers, "scenarios", "list the shipped scenarios or copy one to edit")
     sub = p.add_subparsers(dest="scenarios_command", metavar="COMMAND")
-    p.set_defaults(func=lambda args: p.print_help() or 0)
+    p.set_defaults(func=help_handler(p))
     ls = _parser(sub, "list", "names and descriptions of the shipped scenarios")
     ls.set_defaults(func=cmd_scenarios_list)
     cp = _parser(sub, "copy", "write a shipped scenario to a file you can edit")

@@ -163,7 +163,7 @@ def _drop(data: Any, loc: Sequence[str | int]) -> bool:
 def _repaired(data: dict[str, Any], exc: ValidationError) -> tuple[Scenario | None, list[str]]:
     """The scenario with every invalid value left at its default (None when that is not
     possible, e.g. a required key is missing) and the dotted paths that were dropped."""
-    work, dropped = copy.deepcopy(data), []
+    work, dropped = copy.deepcopy(data), list[str]()
     for _ in range(4):
         for err in exc.errors():
             loc = tuple(err["loc"])
@@ -192,7 +192,7 @@ def scenario_problems(
     empty_sections_to_defaults(data)
     try:
         scenario: Scenario | None = Scenario.model_validate(data)
-        lines, dropped = [], []
+        lines, dropped = list[str](), list[str]()
     except ValidationError as exc:
         lines = validation_problems(exc, source)
         scenario, dropped = _repaired(data, exc)

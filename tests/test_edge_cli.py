@@ -83,3 +83,14 @@ def test_serve_process_health_infer_and_sigterm(gpt2_build: TinyBuild) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_info_takes_model_like_serve_and_score(
+    gpt2_build: TinyBuild, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = str(gpt2_build.export_dir)
+    assert main(["info", "--model", export, "--verify"]) == 0
+    by_flag = capsys.readouterr()
+    assert json.loads(by_flag.out)["variants"] and "ok:" in by_flag.err
+    assert main(["info", export]) == 0  # the older positional form still works
+    assert capsys.readouterr().out == by_flag.out

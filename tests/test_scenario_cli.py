@@ -115,3 +115,54 @@ def test_sweep_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "| sim.dropout.offline | ok | failed |" in out
     assert (next((tmp_path / "dropout-sweep-sweep").iterdir()) / "comparison.png").exists()
+
+
+def test_sweep_rounds_and_old_out_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["sweep", str(LIBRARY / "dropout-sweep.yaml"), "--grid", "seed=0,1",
+                     "--workers", "0", "--rounds", "3", "--out-root", str(tmp_path)])
+    assert code == 0
+    assert [c[1] for c in CALLS] == [3, 3]
+    assert "--out-root is deprecated; use --out" in capsys.readouterr().err
+
+
+def test_validate_reports_everything_in_one_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_TOKEN_VAR", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nrounds: 0\nserver: {model: ./nowhere/model}\n"
+        "round_policy: {quorum: 50}\n"  # cross-field: quorum > group_size
+        "clients:\n  groups:\n  - {name: a, model: /no/such/dir}\n"
+    )
+    assert cli.main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: rounds: 0 is out of range" in err
+    assert f"{bad}: round_policy.quorum: 50 is larger than server.grpo.group_size" in err
+    assert f"{bad}: server.model: './nowhere/model' does not exist on this machine" in err
+    assert f"{bad}: clients.groups[0].model: '/no/such/dir' does not exist" in err
+    live = tmp_path / "live.yaml"
+    live.write_text(
+        "name: l\nmode: live\nselection: {M: 1}\nclients:\n  groups:\n"
+        "  - {name: a, url: 'http://10.0.0.2:8000', token_env: NO_SUCH_TOKEN_VAR}\n"
+    )
+    assert cli.main(["validate", str(live)]) == 1
+    err = capsys.readouterr().err
+    assert "clients.groups[0].token_env: environment variable NO_SUCH_TOKEN_VAR is not set" in err
+    monkeypatch.setenv("NO_SUCH_TOKEN_VAR", "t")
+    assert cli.main(["validate", str(live)]) == 0
+    # run refuses before creating a run directory
+    monkeypatch.delenv("NO_SUCH_TOKEN_VAR")
+    assert cli.main(["run", str(live), "--out", str(tmp_path / "runs")]) == 2
+    assert not (tmp_path / "runs").exists() and not CALLS
+
+
+def test_empty_sections_mean_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "empty.yaml"
+    f.write_text("name: e\nserver:\n  grpo:\nselection:\nround_policy:\n")
+    assert cli.main(["validate", str(f)]) == 0
+    f.write_text("name: e\nserver: 3\n")
+    assert cli.main(["validate", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "server: 3 has the wrong type; expected a section" in err
+    assert "ServerSection" not in err

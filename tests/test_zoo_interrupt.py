@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = '''
+SCRIPT = """
 import sys, time
 from fedgrpo.server.zoo.build import build_zoo
 from fedgrpo.server.zoo.recipes import ZooSpec
@@ -28,7 +28,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         sys.exit(130)
-'''
+"""
 
 
 def _partial(models: Path) -> list[Path]:
