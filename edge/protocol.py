@@ -239,6 +239,11 @@ def parse_request(
     request_id = body.get("id", "")
     if not isinstance(request_id, str):
         raise ProtocolError(f"'id' must be a string, got {type(request_id).__name__}")
+    if not _is_unicode(request_id):
+        raise ProtocolError(
+            "'id' contains an unpaired surrogate (e.g. \\ud800), which is not valid Unicode; "
+            "send a UTF-8 string"
+        )
     parameters = body.get("parameters", {}) or {}
     if not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")
@@ -272,12 +277,28 @@ def parse_request(
     weight = parameters.get("format_weight", 0.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ProtocolError(f"parameters.format_weight must be a number, got {weight!r}", 422)
+    try:
+        weight_value = float(weight)
+    except OverflowError:
+        raise ProtocolError(
+            f"parameters.format_weight must be a number in [0, 1], got an integer of "
+            f"{int(weight).bit_length()} bits (too large for a float)",
+            422,
+        ) from None
     extra = {
         k: v for k, v in parameters.items() if k not in ("task", "reward_mode", "format_weight")
     }
     return ScoreRequest(
-        request_id, inputs["question"], inputs["completion"], str(mode), float(weight), extra
+        request_id, inputs["question"], inputs["completion"], str(mode), weight_value, extra
     )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_response(body: Any, expected_len: int, expected_id: str | None = None) -> RewardResponse:

@@ -20,10 +20,15 @@ Design choices, and why:
 - Every error is ``{"error": "..."}`` JSON with a meaningful status; no traceback ever
   leaves the device (it goes to the log with the request id).
 - Optional bearer token, compared in constant time; health endpoints stay open for probes.
-- Shutdown: readiness flips to 503, the listener closes, in-flight requests finish (up to
-  ``shutdown_timeout``), then the pool is drained.
+- Shutdown (:func:`stop_server`), bounded by ``shutdown_timeout`` in all: readiness flips to
+  503 for ``drain_grace`` seconds, the listener closes, in-flight requests finish, then the
+  pool is released without waiting for a stuck thread.
+- Slow or silent clients are cut off (``keepalive_timeout``, ``header_timeout``,
+  ``body_timeout``); errors of aiohttp's HTTP parser are JSON too (:mod:`.service_http`).
 
-This module is the aiohttp side (middlewares, handlers, app, server); admission control and
+This module holds the handlers, the app and the server's start and stop; the middlewares
+live in :mod:`fedgrpo.edge.service_middleware`, the connection level (JSON parser errors,
+header deadline) in :mod:`fedgrpo.edge.service_http`; admission control and
 the pool live in :mod:`fedgrpo.edge.service_state`, request decoding, validation and reply
 encoding in :mod:`fedgrpo.edge.service_requests`.
 """
@@ -32,15 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import hmac
 import logging
 import math
-import re
 import signal
-import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -53,53 +53,39 @@ from fedgrpo.edge.protocol import (
     REWARD_MODES,
     REWARD_OUTPUT,
     SCORE_INPUTS,
-    ProtocolError,
     RewardResponse,
-    dumps,
     encode_response,
     parse_request,
 )
 from fedgrpo.edge.service_config import RewardModel, ServiceConfig
+from fedgrpo.edge.service_http import SERVER_NAME, EdgeRunner
+from fedgrpo.edge.service_middleware import (
+    Handler,
+    auth,
+    errors,
+    expect,
+    json_response,
+    observe,
+    state_of,
+)
 from fedgrpo.edge.service_requests import (
     binary_reply,
     check_outputs,
     check_unicode,
     decode_body,
+    fp32,
     scoring_work,
 )
 from fedgrpo.edge.service_state import STATE, ServiceError, ServiceState
 
 log = logging.getLogger("fedgrpo.edge.service")
-access_log = logging.getLogger("fedgrpo.edge.access")
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
-REQUEST_ID_HEADER = "X-Request-Id"
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-# Each request runs in its own task, so a context variable is per-request state.
-_CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="?")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _json(
-    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=dumps(body), status=status, content_type="application/json", headers=headers
-    )
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return _json({"error": message}, status, headers)
-
-
-def _state(request: web.Request) -> ServiceState:
-    return request.app[STATE]
+# --------------------------------------------------------------------------- handlers
 
 
 def _check_model(request: web.Request) -> ServiceState:
-    state = _state(request)
+    state = state_of(request)
     name = request.match_info.get("name")
     version = request.match_info.get("version")
     if name != state.config.model_name or (
@@ -112,105 +98,20 @@ def _check_model(request: web.Request) -> ServiceState:
     return state
 
 
-def _request_id(request: web.Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex[:16]
-
-
-def _route_label(request: web.Request) -> str:
-    route = request.match_info.route
-    resource = getattr(route, "resource", None)
-    return resource.canonical if resource is not None else "unmatched"
-
-
-# --------------------------------------------------------------------------- middlewares
-
-
-@web.middleware
-async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: request id, latency histogram, request counter, access log line."""
-    request_id = _request_id(request)
-    _CURRENT_REQUEST_ID.set(request_id)
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers[REQUEST_ID_HEADER] = request_id
-        return response
-    finally:
-        elapsed = time.perf_counter() - start
-        _state(request).metrics.observe(_route_label(request), status, elapsed)
-        access_log.info(
-            "%s %s %s %d %.1fms rid=%s",
-            request.remote,
-            request.method,
-            request.path,
-            status,
-            elapsed * 1000,
-            request_id,
-        )
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into OIP-style JSON; log (never send) unexpected tracebacks."""
-    try:
-        return await handler(request)
-    except ServiceError as exc:
-        return _error(exc.status, exc.message, exc.headers)
-    except ProtocolError as exc:
-        return _error(exc.status, exc.message)
-    except web.HTTPRequestEntityTooLarge:
-        limit = _state(request).config.max_body_bytes
-        _state(request).metrics.reject("too_large")
-        return _error(413, f"request body exceeds the {limit}-byte limit")
-    except web.HTTPException as exc:
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
-        return _error(exc.status, exc.reason, headers)
-    except Exception:
-        request_id = _CURRENT_REQUEST_ID.get()
-        log.exception("unhandled error in %s %s (rid=%s)", request.method, request.path, request_id)
-        return _error(500, f"internal error; see the device log for request id {request_id}")
-
-
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer-token check (constant-time) on everything but the health probes."""
-    token = _state(request).config.token
-    if token is None or request.path in OPEN_PATHS:
-        return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-    ):
-        _state(request).metrics.reject("unauthorized")
-        raise ServiceError(
-            401,
-            "missing or wrong bearer token",
-            {"WWW-Authenticate": 'Bearer realm="fedgrpo-edge"'},
-        )
-    return await handler(request)
-
-
-# --------------------------------------------------------------------------- handlers
-
-
 async def server_metadata(request: web.Request) -> web.Response:
-    return _json(
+    return json_response(
         {"name": "fedgrpo-edge", "version": __version__, "extensions": ["binary_tensor_data"]}
     )
 
 
 async def live(request: web.Request) -> web.Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 async def ready(request: web.Request) -> web.Response:
-    if _state(request).draining:
-        return _json({"ready": False}, 503)
-    return _json({"ready": True})
+    if state_of(request).draining:
+        return json_response({"ready": False}, 503)
+    return json_response({"ready": True})
 
 
 async def model_metadata(request: web.Request) -> web.Response:
@@ -221,7 +122,7 @@ async def model_metadata(request: web.Request) -> web.Response:
         return {"name": name, "datatype": datatype, "shape": [-1]}
 
     inputs = [tensor(n, "BYTES") for n in dict.fromkeys((*SCORE_INPUTS, *COMPETENCE_INPUTS))]
-    return _json(
+    return json_response(
         {
             "name": config.model_name,
             "versions": [config.model_version],
@@ -241,17 +142,33 @@ async def model_metadata(request: web.Request) -> web.Response:
 async def model_ready(request: web.Request) -> web.Response:
     state = _check_model(request)
     if state.draining:
-        return _json({"name": state.config.model_name, "ready": False}, 503)
-    return _json({"name": state.config.model_name, "ready": True})
+        return json_response({"name": state.config.model_name, "ready": False}, 503)
+    return json_response({"name": state.config.model_name, "ready": True})
 
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
-        text=_state(request).metrics.render(),
+        text=state_of(request).metrics.render(),
         content_type="text/plain",
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+async def _read_body(request: web.Request, config: ServiceConfig) -> bytes:
+    """The whole body, within ``body_timeout`` (a slow sender gets 408, not a held slot)."""
+    if request.content_length is not None and request.content_length > config.max_body_bytes:
+        raise ServiceError(413, f"request body exceeds the {config.max_body_bytes}-byte limit")
+    try:
+        return await asyncio.wait_for(request.read(), config.body_timeout)
+    except asyncio.TimeoutError:
+        state_of(request).metrics.reject("body_timeout")
+        raise ServiceError(
+            408,
+            f"request body not complete within {config.body_timeout:g} s (body_timeout); "
+            "send the whole body at once",
+            {"Connection": "close"},
+        ) from None
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -259,10 +176,7 @@ async def infer(request: web.Request) -> web.Response:
     config = state.config
     if state.draining:
         raise ServiceError(503, "device is shutting down", {"Retry-After": "5"})
-    if request.content_length is not None and request.content_length > config.max_body_bytes:
-        state.metrics.reject("too_large")
-        raise ServiceError(413, f"request body exceeds the {config.max_body_bytes}-byte limit")
-    body = decode_body(await request.read(), request.headers.get(HEADER_LENGTH))
+    body = decode_body(await _read_body(request, config), request.headers.get(HEADER_LENGTH))
     parsed = parse_request(body, config.max_batch, config.max_string_chars)
     check_unicode(parsed)
     work, output_name, task = scoring_work(state.scorer, parsed)
@@ -274,12 +188,13 @@ async def infer(request: web.Request) -> web.Response:
         )
         raise ServiceError(500, "the scorer produced an invalid result")
     state.metrics.scored(task, len(values))
+    values = [fp32(v) for v in values]  # what the FP32 tensor holds, JSON or binary
     response = RewardResponse(
         parsed.request_id, config.model_name, tuple(values), output_name, config.model_version
     )
     payload = encode_response(response)
     if not wants_binary_output(body, output_name):
-        return _json(payload)
+        return json_response(payload)
     data, header_length = binary_reply(payload, values)
     return web.Response(
         body=data,
@@ -294,40 +209,60 @@ async def infer(request: web.Request) -> web.Response:
 def create_app(scorer: RewardModel, config: ServiceConfig) -> web.Application:
     """The aiohttp application (run it with ``AppRunner`` or aiohttp's test server)."""
     app = web.Application(
-        client_max_size=config.max_body_bytes, middlewares=[_observe, _errors, _auth]
+        client_max_size=config.max_body_bytes, middlewares=[observe, errors, auth]
     )
     app[STATE] = ServiceState(scorer, config)
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
-    app.router.add_get("/v2", server_metadata)
-    app.router.add_get("/v2/health/live", live)
-    app.router.add_get("/v2/health/ready", ready)
+    routes: list[tuple[str, str, Handler]] = [
+        ("GET", "/v2", server_metadata),
+        ("GET", "/v2/health/live", live),
+        ("GET", "/v2/health/ready", ready),
+        ("GET", "/metrics", metrics),
+    ]
     for base in (model, versioned):
-        app.router.add_get(base, model_metadata)
-        app.router.add_get(f"{base}/ready", model_ready)
-        app.router.add_post(f"{base}/infer", infer)
-    app.router.add_get("/metrics", metrics)
+        routes += [
+            ("GET", base, model_metadata),
+            ("GET", f"{base}/ready", model_ready),
+            ("POST", f"{base}/infer", infer),
+        ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler, expect_handler=expect)
 
     async def start_draining(app: web.Application) -> None:
         app[STATE].draining = True
 
     async def stop_pool(app: web.Application) -> None:
-        await asyncio.to_thread(app[STATE].executor.shutdown, True)
+        # In-flight requests have finished or been given up on by now; a thread still
+        # running is not waited for (that is what left shutdown unbounded).
+        app[STATE].executor.shutdown(wait=False, cancel_futures=True)
 
+    app.on_response_prepare.append(_server_header)
     app.on_shutdown.append(start_draining)
     app.on_cleanup.append(stop_pool)
     return app
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_NAME  # not aiohttp's "Python/3.x aiohttp/3.x"
+
+
 async def start_server(
     scorer: RewardModel, config: ServiceConfig, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, int]:
-    """Start listening; returns the runner (``await runner.cleanup()`` to stop) and the port."""
-    runner = web.AppRunner(
-        create_app(scorer, config),
+    """Start listening; returns the runner (``await runner.cleanup()`` or
+    :func:`stop_server` to stop) and the port."""
+    app = create_app(scorer, config)
+    runner = EdgeRunner(
+        app,
+        header_timeout=config.header_timeout,
+        metrics=app[STATE].metrics,
         access_log=None,
-        shutdown_timeout=config.shutdown_timeout,
+        # aiohttp's wait for in-flight handlers; stop_server bounds the rest of the shutdown.
+        shutdown_timeout=0.8 * (config.shutdown_timeout - config.drain_grace),
         handle_signals=False,
+        keepalive_timeout=config.keepalive_timeout,
+        lingering_time=min(1.0, config.body_timeout),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -338,6 +273,26 @@ async def start_server(
     return runner, int(bound)
 
 
+async def stop_server(runner: web.AppRunner, config: ServiceConfig) -> None:
+    """Graceful shutdown, bounded by ``shutdown_timeout`` in all: readiness answers 503 at
+    once and for ``drain_grace`` seconds with the listener still open, then the listener
+    closes and in-flight requests get the rest of the budget; a scorer thread still busy
+    after that is abandoned (logged), not waited for."""
+    state = runner.app[STATE]
+    state.draining = True
+    await asyncio.sleep(config.drain_grace)
+    try:
+        await asyncio.wait_for(runner.cleanup(), config.shutdown_timeout - config.drain_grace)
+    except asyncio.TimeoutError:
+        log.warning(
+            "shutdown did not finish within shutdown_timeout=%gs; abandoning %d in-flight "
+            "request(s)",
+            config.shutdown_timeout,
+            state.pending,
+        )
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+
 async def serve_forever(
     scorer: RewardModel,
     config: ServiceConfig,
@@ -345,7 +300,7 @@ async def serve_forever(
     port: int,
     on_started: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    """Serve until SIGINT/SIGTERM, then shut down gracefully (:func:`stop_server`)."""
     runner, bound = await start_server(scorer, config, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -358,4 +313,4 @@ async def serve_forever(
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight requests (up to %gs)", config.shutdown_timeout)
-        await runner.cleanup()
+        await stop_server(runner, config)

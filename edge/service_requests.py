@@ -9,6 +9,7 @@ raises :class:`~fedgrpo.edge.protocol.ProtocolError` for a bad request.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,26 @@ from fedgrpo.edge.protocol import (
 )
 from fedgrpo.edge.service_config import RewardModel
 
-__all__ = ["binary_reply", "check_outputs", "check_unicode", "decode_body", "scoring_work"]
+__all__ = [
+    "binary_reply",
+    "check_outputs",
+    "check_unicode",
+    "decode_body",
+    "fp32",
+    "scoring_work",
+]
+
+
+def fp32(value: float) -> float:
+    """``value`` as an FP32 tensor holds it, as the shortest decimal that reads back to that
+    float32 (``0.1``, not ``0.10000000149011612``): JSON replies carry float32 precision, and
+    the JSON and binary replies hold the same numbers."""
+    (single,) = struct.unpack("<f", struct.pack("<f", value))
+    for digits in range(6, 10):  # 9 significant digits always round-trip a float32
+        short = float(f"{single:.{digits}g}")
+        if struct.pack("<f", short) == struct.pack("<f", single):
+            return short
+    return float(single)
 
 
 def decode_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
@@ -41,6 +61,11 @@ def decode_body(raw: bytes, header_length: str | None) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise ProtocolError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over sys.get_int_max_str_digits()
+        raise ProtocolError(
+            f"malformed JSON: a number this server cannot read ({str(exc)[:80]}); "
+            "send ordinary JSON numbers"
+        ) from None
     if not isinstance(body, dict):
         raise ProtocolError("request body must be a JSON object")
     if header_length is not None:
