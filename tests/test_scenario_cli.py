@@ -66,7 +66,7 @@ def test_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_run_with_overrides_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "runs"
     code = cli.main(["run", str(LIBRARY / "quickstart.yaml"), "--set", "selection.M=1",
-                     "--rounds", "3", "--out-root", str(root)])
+                     "--rounds", "3", "--out", str(root)])
     assert code == 0
     assert CALLS == [("quickstart", 3, False)]
     (run_dir,) = (root / "quickstart").iterdir()
@@ -96,7 +96,7 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     root = tmp_path / "runs"
     for seed in (0, 1):
         cli.main(["run", str(LIBRARY / "quickstart.yaml"), "--rounds", "2", "--set", f"seed={seed}",
-                  "--out-root", str(root)])
+                  "--out", str(root)])
     dirs = sorted(str(p) for p in (root / "quickstart").iterdir())
     out_dir = tmp_path / "cmp"
     capsys.readouterr()
