@@ -143,13 +143,18 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except (ConnectionResetError, ClientConnectionResetError):
         raise
     except (HttpProcessingError, web.RequestPayloadError) as exc:
-        # e.g. a gzip/deflate/br body that does not decode
+        # e.g. a gzip/deflate/br body that does not decode: the rest of the body is garbage,
+        # so end it here (aiohttp would read on after the reply and log a traceback) and
+        # close the connection after the reply.
+        request.content.feed_eof()
         encoding = request.headers.get("Content-Encoding", "identity")
-        return error_response(
+        response = error_response(
             400,
             f"request body could not be read ({client_text(str(exc))}); check that it is "
             f"really encoded as Content-Encoding {client_text(encoding, 40)!r}",
         )
+        response.force_close()
+        return response
     except Exception:
         request_id = _CURRENT_REQUEST_ID.get()
         log.exception(

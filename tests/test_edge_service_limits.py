@@ -139,7 +139,12 @@ BAD_INPUT = [
     ("label", "body", "headers", "status", "fragment"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT]
 )
 async def test_bad_input_is_a_json_4xx_before_any_scoring(
-    label: str, body: bytes, headers: tuple[str, ...], status: int, fragment: str
+    label: str,
+    body: bytes,
+    headers: tuple[str, ...],
+    status: int,
+    fragment: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with _live() as live:
         got, head, payload = _split(
@@ -151,6 +156,7 @@ async def test_bad_input_is_a_json_4xx_before_any_scoring(
         assert fragment in error and "internal" not in error
         assert live.scorer.calls == 0
         assert 'status="500"' not in await live.metrics()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
 async def test_well_encoded_bodies_still_work() -> None:
