@@ -89,7 +89,7 @@ def run_case(num_clients: int, rounds: int, seed: int) -> dict[str, Any]:
         num_clients,
         MIX,
         seed=seed,
-        policy=RoundPolicy(deadline_s=20.0, over_selection=0.5, max_retries=1),
+        policy=RoundPolicy(deadline_s=20.0, over_selection=1, max_retries=1),
         workload=WorkloadSpec(questions_per_round=max(1, num_clients // 4), group_size=8),
     )
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from fedgrpo.edge.protocol import ScoreRequest
 from fedgrpo.errors import ConfigError
-from fedgrpo.rounds.policy import RoundPolicy, experts_to_ask
+from fedgrpo.rounds.policy import RoundPolicy
 
 __all__ = ["Assignment", "RoundPlan", "build_plan", "request_builder"]
 
@@ -107,15 +107,11 @@ def build_plan(
         raise ConfigError(f"num_candidates has {len(sizes)} entries for {groups} questions")
     assignments: list[Assignment] = []
     need: list[tuple[int, ...]] = []
-    extra_for: dict[int, int] = {}  # M → extras to ask
     for q in range(groups):
         dq = dispatch[q]
         counts, shards = _primary_shards(q, sizes[q], dq)
         need.append(tuple(counts))
-        m = len(dq)
-        extra = extra_for.get(m)
-        if extra is None:
-            extra = extra_for[m] = experts_to_ask(m, policy.over_selection) - m
+        extra = policy.over_selection
         reserve = [int(e) for e in experts[q] if e not in dq]
         reserve = list(dict.fromkeys(reserve))[:extra]
         _add_assignments(assignments, f"{round_id}-q{q}-c", q, shards, reserve)

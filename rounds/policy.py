@@ -23,7 +23,8 @@ class RoundPolicy:
     * ``quorum``: minimum rewarded candidates for a group to carry signal (SPEC: 2).
     * ``round_quorum``: if set, the round closes early as soon as this fraction of groups has
       reached ``quorum`` (outstanding work is cancelled).
-    * ``over_selection``: ask ⌈M·(1+f)⌉ experts per question instead of M.
+    * ``over_selection``: extra experts asked per question on top of its M primaries (a
+      count, as in the scenario file: M + over_selection are asked).
     * ``max_retries``: re-sends per assignment after a failure; a retry happens only if more than
       ``retry_backoff_s + retry_min_remaining_s`` remain before the deadline.
     * ``retry_invalid``: also retry after an invalid result (off by default: a device that sent
@@ -35,7 +36,7 @@ class RoundPolicy:
     deadline_s: float = 30.0
     quorum: int = 2
     round_quorum: float | None = None
-    over_selection: float = 0.0
+    over_selection: int = 0
     max_retries: int = 0
     retry_backoff_s: float = 0.0
     retry_min_remaining_s: float = 0.0
@@ -55,8 +56,14 @@ class RoundPolicy:
             raise bad("quorum", self.quorum, "an integer >= 1 (rewarded candidates per group)")
         if self.round_quorum is not None and not (0.0 < self.round_quorum <= 1.0):
             raise bad("round_quorum", self.round_quorum, "None or a fraction in (0, 1]")
-        if not (math.isfinite(self.over_selection) and self.over_selection >= 0):
-            raise bad("over_selection", self.over_selection, "a factor >= 0 (0.5 = 50% extra)")
+        if (
+            isinstance(self.over_selection, bool)
+            or not isinstance(self.over_selection, int)
+            or self.over_selection < 0
+        ):
+            raise bad(
+                "over_selection", self.over_selection, "an integer >= 0 (extra experts per question)"
+            )
         if (
             isinstance(self.max_retries, bool)
             or not isinstance(self.max_retries, int)
@@ -72,11 +79,11 @@ class RoundPolicy:
             raise bad("reward_range", self.reward_range, "finite (lo, hi) with lo <= hi")
 
 
-def experts_to_ask(m: int, over_selection: float) -> int:
-    """⌈M·(1+f)⌉, robust to float noise (10·1.1 asks 11, not 12)."""
+def experts_to_ask(m: int, over_selection: int) -> int:
+    """M primaries plus ``over_selection`` extras."""
     if m < 0:
         raise ConfigError(f"experts per question M={m}; allowed >= 0")
-    return math.ceil(m * (1.0 + over_selection) - 1e-9)
+    return m + over_selection
 
 
 def validate_values(

@@ -8,11 +8,11 @@
 * each client's reward settings (:func:`client_rewards`): every request to a client carries
   its own group's ``reward_mode`` and ``format_weight``, in every mode.
 
-Units: ``round_policy.over_selection`` is a COUNT in YAML (extra experts per question on top
-of ``selection.M``). The runtime :class:`~fedgrpo.rounds.RoundPolicy` wants a factor; the only
-conversion is :func:`round_policy` (``factor = count / primaries``), and :func:`experts_ranked`
-/ :func:`reserve_per_question` give the selector's and the async gatherer's counts, so sim,
-emulate and live ask the same ``primaries + extras`` experts per question.
+Units: ``round_policy.over_selection`` is a COUNT in YAML and at runtime alike (extra experts
+per question on top of ``selection.M``; :class:`~fedgrpo.rounds.RoundPolicy` takes the same
+number). :func:`experts_ranked` / :func:`reserve_per_question` give the selector's and the
+async gatherer's counts, so sim, emulate and live ask the same ``primaries + extras``
+experts per question.
 
 :func:`runtime_targets` declares, per runtime dataclass, which scenario path feeds each field
 and why the others are not user-settable; ``tests/test_config_parity.py`` walks it.
@@ -71,7 +71,7 @@ def experts_ranked(s: Scenario) -> int:
 
 
 def round_policy(s: Scenario) -> RoundPolicy:
-    """The round policy in :mod:`fedgrpo.rounds` terms; over_selection count -> factor."""
+    """The round policy in :mod:`fedgrpo.rounds` terms (the same names and units)."""
     from fedgrpo.rounds import RoundPolicy
 
     rp = s.round_policy
@@ -79,7 +79,7 @@ def round_policy(s: Scenario) -> RoundPolicy:
         deadline_s=rp.deadline_s,
         quorum=s.quorum,
         round_quorum=rp.round_quorum,
-        over_selection=reserve_per_question(s) / primaries_per_question(s),
+        over_selection=reserve_per_question(s),
         max_retries=rp.max_retries,
     )
 

@@ -194,9 +194,7 @@ class SimConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"SimConfig.{name}={v!r}; give seconds >= 0")
-        n_ask = math.ceil(
-            self.workload.experts_per_question * (1 + self.policy.over_selection) - 1e-9
-        )
+        n_ask = self.workload.experts_per_question + self.policy.over_selection
         if n_ask > len(self.clients):
             raise ConfigError(
                 f"each question asks {n_ask} experts (M={self.workload.experts_per_question}, "

@@ -1,7 +1,7 @@
 """Ready-made stragglers/dropouts studies; ``python -m fedgrpo.sim.studies`` regenerates the README plots.
 
 * :func:`coverage_vs_dropout`: reward coverage as the per-request dropout probability grows,
-  for several over-selection factors.
+  for several over-selection counts (extra experts per question on top of M = 2).
 * :func:`duration_by_over_selection`: round-duration distributions for the same settings.
 """
 
@@ -25,7 +25,7 @@ MIX = ("rpi4", "rpi5", "phone-4g", "phone-wifi", "laptop")
 
 
 def _config(
-    num_clients: int, dropout: float, over: float, deadline_s: float, seed: int
+    num_clients: int, dropout: float, over: int, deadline_s: float, seed: int
 ) -> SimConfig:
     base = SimConfig.mixed(num_clients, list(MIX), seed=seed)
     clients = tuple(
@@ -41,7 +41,7 @@ def _config(
 
 def coverage_vs_dropout(
     dropouts: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4),
-    over_selection: Sequence[float] = (0.0, 0.5, 1.0),
+    over_selection: Sequence[int] = (0, 1, 2),
     num_clients: int = 200,
     rounds: int = 20,
     deadline_s: float = 10.0,
@@ -55,12 +55,12 @@ def coverage_vs_dropout(
         for p in dropouts:
             res = run_simulation(_config(num_clients, p, f, deadline_s, seed), rounds, seed=seed)
             ys.append(float(np.mean(res.column("coverage_mean"))))
-        out[f"over-selection {f:g}"] = ys
+        out[f"M = 2, +{f} extra"] = ys
     return out
 
 
 def duration_by_over_selection(
-    over_selection: Sequence[float] = (0.0, 0.5, 1.0),
+    over_selection: Sequence[int] = (0, 1, 2),
     dropout: float = 0.1,
     num_clients: int = 200,
     rounds: int = 40,
@@ -68,7 +68,7 @@ def duration_by_over_selection(
     seed: int = 0,
 ) -> dict[str, SimResult]:
     return {
-        f"over-selection {f:g}": run_simulation(
+        f"M = 2, +{f} extra": run_simulation(
             _config(num_clients, dropout, f, deadline_s, seed), rounds, seed=seed
         )
         for f in over_selection

@@ -117,7 +117,7 @@ def test_over_selection_reserve_and_wrong_token(services: Any) -> None:
     _, urls = services
     eps = endpoints(urls)
     eps[0] = ClientEndpoint(0, urls[0], "c0", "wrong")  # 401 on every request
-    policy = RoundPolicy(deadline_s=5.0, over_selection=0.5, max_retries=0)
+    policy = RoundPolicy(deadline_s=5.0, over_selection=1, max_retries=0)
     with AsyncGatherer(eps, policy, reserve_per_question=1) as gatherer:
         result = gatherer.gather(request(b=1, experts=[[0, 1, 2]]), np.random.default_rng(1))
     r = result.rewards[0]

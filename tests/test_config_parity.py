@@ -77,7 +77,7 @@ CASES: dict[tuple[str, str], tuple[Expect, list[tuple[Any, Expect]]]] = {
     ("RoundPolicy", "round_policy.quorum"): (2, [(3, 3)]),
     ("RoundPolicy", "round_policy.round_quorum"): (None, [(0.5, 0.5)]),
     # a count of extra experts in YAML, a factor of M (= 2) at runtime
-    ("RoundPolicy", "round_policy.over_selection"): (0.0, [(1, 0.5), (2, 1.0)]),
+    ("RoundPolicy", "round_policy.over_selection"): (0, [(1, 1), (2, 2)]),  # one unit: a count
     ("RoundPolicy", "round_policy.max_retries"): (0, [(2, 2)]),
     ("SimConfig", "round_policy.async"): ("sync", [(True, "async")]),
     ("SimConfig", "round_policy.max_staleness"): (1, [(3, 3)]),

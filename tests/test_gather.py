@@ -117,7 +117,7 @@ async def test_inprocess_retry_same_request_id() -> None:
 
 
 async def test_inprocess_over_selection_cancels_slow_extra() -> None:
-    pol = RoundPolicy(deadline_s=3.0, over_selection=1.0)
+    pol = RoundPolicy(deadline_s=3.0, over_selection=2)
     plan = split_plan([(0, 1)], pol, reserve=[[2, 3]])
     tr = InProcessTransport(
         {

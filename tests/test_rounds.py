@@ -62,7 +62,8 @@ def send_all(st: RoundState, t: float) -> None:
         ("quorum", 0),
         ("round_quorum", 0.0),
         ("round_quorum", 1.5),
-        ("over_selection", -0.1),
+        ("over_selection", -1),
+        ("over_selection", 0.5),
         ("max_retries", -1),
         ("retry_backoff_s", -1.0),
         ("reward_range", (1.0, 0.0)),
@@ -73,13 +74,12 @@ def test_policy_validation_names_the_field(field: str, value: object) -> None:
         RoundPolicy(**{field: value})  # type: ignore[arg-type]
 
 
-def test_experts_to_ask_is_float_robust() -> None:
-    assert experts_to_ask(2, 0.0) == 2
-    assert experts_to_ask(2, 0.5) == 3
-    assert experts_to_ask(10, 0.1) == 11
-    assert experts_to_ask(2, 0.01) == 3
+def test_experts_to_ask_is_m_plus_the_over_selection_count() -> None:
+    assert experts_to_ask(2, 0) == 2
+    assert experts_to_ask(2, 1) == 3
+    assert experts_to_ask(10, 1) == 11
     with pytest.raises(ConfigError):
-        experts_to_ask(-1, 0.0)
+        experts_to_ask(-1, 0)
 
 
 def test_plan_ids_are_deterministic_and_idempotent() -> None:
@@ -102,7 +102,7 @@ def test_plan_rejects_bad_dispatch() -> None:
 
 
 def test_over_selection_extras_mirror_shards() -> None:
-    pol = RoundPolicy(over_selection=1.0)
+    pol = RoundPolicy(over_selection=2)
     st = make(policy=pol, reserve=3)
     a = st.plan.assignments
     assert [(x.client_id, x.candidates, x.primary) for x in a] == [
@@ -312,7 +312,7 @@ def test_pending_retry_at_deadline_is_failed() -> None:
 
 
 def test_over_selection_cancels_extras_once_covered() -> None:
-    st = make(policy=RoundPolicy(deadline_s=10.0, over_selection=1.0), reserve=2)
+    st = make(policy=RoundPolicy(deadline_s=10.0, over_selection=2), reserve=2)
     send_all(st, 100.0)
     p0, p1, x0, x1 = (a.assignment_id for a in st.plan.assignments)
     # the extra for shard 0 answers first; the primary for shard 0 is no longer needed
@@ -336,7 +336,7 @@ def test_over_selection_cancels_extras_once_covered() -> None:
 
 
 def test_over_selection_broadcast_first_m_answers_count() -> None:
-    pol = RoundPolicy(deadline_s=10.0, over_selection=0.5)
+    pol = RoundPolicy(deadline_s=10.0, over_selection=1)
     st = make(mode="broadcast", policy=pol, reserve=1)
     assert len(st.plan.assignments) == 3
     send_all(st, 100.0)

@@ -68,7 +68,7 @@ def test_deadline_shorter_than_every_service_time_gives_no_update() -> None:
 # --------------------------------------------------------------------------- dropout
 
 
-def _coverage(over: float, crash: float, seed: int) -> float:
+def _coverage(over: int, crash: float, seed: int) -> float:
     prof = get_profile("rpi5", crash_prob=crash)
     cfg = SimConfig(
         tuple(ClientSpec(profile=prof, availability=ALWAYS) for _ in range(40)),
@@ -80,13 +80,13 @@ def _coverage(over: float, crash: float, seed: int) -> float:
 
 
 def test_over_selection_raises_coverage_under_dropout() -> None:
-    base = _coverage(0.0, 0.3, seed=1)
-    over = _coverage(1.0, 0.3, seed=1)
+    base = _coverage(0, 0.3, seed=1)
+    over = _coverage(2, 0.3, seed=1)
     # split dispatch: a shard is covered unless all its askers drop: ≈ 1-p vs ≈ 1-p²
     assert base == pytest.approx(0.7, abs=0.05)
     assert over == pytest.approx(0.91, abs=0.04)
     assert over > base + 0.1
-    assert _coverage(0.0, 0.0, seed=1) == 1.0
+    assert _coverage(0, 0.0, seed=1) == 1.0
 
 
 def test_markov_availability_matches_stationary_fraction() -> None:
@@ -257,7 +257,7 @@ def _small(profile_0: str = "rpi5", mode: str = "sync") -> SimConfig:
     specs[0] = ClientSpec(profile=profile_0)
     return SimConfig(
         tuple(specs),
-        policy=RoundPolicy(deadline_s=8.0, over_selection=0.5, max_retries=1),
+        policy=RoundPolicy(deadline_s=8.0, over_selection=1, max_retries=1),
         workload=WorkloadSpec(questions_per_round=6),
         mode=mode,
     )
@@ -370,7 +370,7 @@ def test_config_validation_names_fields() -> None:
     with pytest.raises(ConfigError, match="unknown field"):
         get_profile("rpi4", warp_speed=1)
     with pytest.raises(ConfigError, match="only 2 clients"):
-        SimConfig(clients(2), policy=RoundPolicy(over_selection=1.0))
+        SimConfig(clients(2), policy=RoundPolicy(over_selection=2))
     with pytest.raises(ConfigError, match="mode"):
         SimConfig(clients(4), mode="turbo")
     with pytest.raises(ConfigError, match="dispatch"):

@@ -32,17 +32,17 @@ MIX = {"rpi4": 1, "rpi5": 1, "phone-4g": 1, "phone-5g": 1, "phone-wifi": 1, "lap
 
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "sync": (
-        dict(deadline_s=20.0, over_selection=0.5, max_retries=1),
+        dict(deadline_s=20.0, over_selection=1, max_retries=1),
         {},
         "4e4635c31f4e32a68f971a7f445e79cd5c9737d2ef64bbe7f30a2abf5fdfed4a",
     ),
     "round_quorum": (
-        dict(deadline_s=20.0, over_selection=0.5, round_quorum=0.8, max_retries=1),
+        dict(deadline_s=20.0, over_selection=1, round_quorum=0.8, max_retries=1),
         {},
         "ebcbc5c449ecec2e014bd67c6de44cf202003f2e8bba25ec610837f060b6fb5d",
     ),
     "async_backoff": (
-        dict(deadline_s=8.0, over_selection=0.5, max_retries=2, retry_backoff_s=0.5),
+        dict(deadline_s=8.0, over_selection=1, max_retries=2, retry_backoff_s=0.5),
         dict(mode="async", max_staleness=2),
         "42ffdb58f1b51657e97c03a7ec11a729963bab2356373ca22ee2cfa0f96a3b84",
     ),
