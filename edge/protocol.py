@@ -228,6 +228,33 @@ def _bytes_input(
     return name, tuple(values)
 
 
+def _request_id(body: dict[str, Any]) -> str:
+    request_id = body.get("id", "")
+    if not isinstance(request_id, str):
+        raise ProtocolError(f"'id' must be a string, got {type(request_id).__name__}")
+    try:
+        request_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            "'id' contains an unpaired surrogate (e.g. \\ud800), which is not valid Unicode; "
+            "send a UTF-8 string"
+        ) from None
+    return request_id
+
+
+def _format_weight(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ProtocolError(f"parameters.format_weight must be a number, got {weight!r}", 422)
+    try:
+        return float(weight)
+    except OverflowError:
+        raise ProtocolError(
+            f"parameters.format_weight must be a number in [0, 1], got an integer of "
+            f"{int(weight).bit_length()} bits (too large for a float)",
+            422,
+        ) from None
+
+
 def parse_request(
     body: Any,
     max_batch: int = DEFAULT_MAX_BATCH,
@@ -236,14 +263,7 @@ def parse_request(
     """Validate a decoded JSON body and build the request; :class:`ProtocolError` otherwise."""
     if not isinstance(body, dict):
         raise ProtocolError("request body must be a JSON object")
-    request_id = body.get("id", "")
-    if not isinstance(request_id, str):
-        raise ProtocolError(f"'id' must be a string, got {type(request_id).__name__}")
-    if not _is_unicode(request_id):
-        raise ProtocolError(
-            "'id' contains an unpaired surrogate (e.g. \\ud800), which is not valid Unicode; "
-            "send a UTF-8 string"
-        )
+    request_id = _request_id(body)
     parameters = body.get("parameters", {}) or {}
     if not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")
@@ -274,31 +294,13 @@ def parse_request(
     if task == "competence":
         return CompetenceRequest(request_id, inputs["question"], inputs["reference_answer"])
     mode = parameters.get("reward_mode", "auto")
-    weight = parameters.get("format_weight", 0.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise ProtocolError(f"parameters.format_weight must be a number, got {weight!r}", 422)
-    try:
-        weight_value = float(weight)
-    except OverflowError:
-        raise ProtocolError(
-            f"parameters.format_weight must be a number in [0, 1], got an integer of "
-            f"{int(weight).bit_length()} bits (too large for a float)",
-            422,
-        ) from None
+    weight_value = _format_weight(parameters.get("format_weight", 0.0))
     extra = {
         k: v for k, v in parameters.items() if k not in ("task", "reward_mode", "format_weight")
     }
     return ScoreRequest(
         request_id, inputs["question"], inputs["completion"], str(mode), weight_value, extra
     )
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_response(body: Any, expected_len: int, expected_id: str | None = None) -> RewardResponse:

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import brotli
 import pytest
 from edge_reference import TinyBuild
 from hypothesis import HealthCheck, event, given, settings
@@ -162,7 +161,13 @@ def near_valid_bodies(draw: st.DrawFn) -> Any:
     return body  # fmt: skip
 
 
-ENCODINGS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}
+ENCODINGS: dict[str, Any] = {"gzip": gzip.compress, "deflate": zlib.compress}
+try:  # aiohttp decodes br only with Brotli installed; without it "br" is a JSON 400 anyway
+    import brotli
+
+    ENCODINGS["br"] = brotli.compress
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
 
 
 @st.composite
@@ -183,7 +188,7 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
     encoding = draw(st.sampled_from([None, None, None, None, "gzip", "deflate", "br"]))
     if encoding is not None:
         headers["Content-Encoding"] = encoding
-        if kind == "valid" or draw(st.booleans()):  # encoded for real, or a lie
+        if encoding in ENCODINGS and (kind == "valid" or draw(st.booleans())):  # real, or a lie
             raw = ENCODINGS[encoding](raw)
     if kind != "valid" and draw(st.integers(0, 4)) == 0:
         length = draw(st.integers(-5, len(raw) + 5) | HEADER_TEXT)
