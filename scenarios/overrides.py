@@ -99,7 +99,24 @@ def type_at(path: Sequence[str | int], root: type[BaseModel] = Scenario) -> Any:
     return _unwrap(cur)
 
 
+#: TRL ``GRPOConfig`` names of ``server.grpo`` fields (beta, loss_type, temperature, top_p and
+#: num_iterations are spelled the same). One name per concept here: a TRL name gets a hint.
+TRL_NAMES = {
+    "num_generations": "group_size",
+    "max_completion_length": "max_new_tokens",
+    "learning_rate": "lr",
+    "epsilon": "eps_low",
+    "epsilon_high": "eps_high",
+    "scale_rewards": "scale",
+    "max_grad_norm": "grad_clip",
+    "warmup_steps": "warmup_rounds",
+}
+
+
 def did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    ours = TRL_NAMES.get(word)
+    if ours in candidates:
+        return f"; TRL's {word!r} is {ours!r} here"
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

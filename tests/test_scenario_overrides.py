@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fedgrpo.scenarios.loader import load_scenario, with_overrides
+from fedgrpo.scenarios.loader import load_scenario, validate_dict, with_overrides
 from fedgrpo.scenarios.overrides import apply_overrides, parse_value, split_path
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
@@ -106,3 +106,21 @@ def test_with_overrides_on_a_model() -> None:
     assert s.selection.M == 2  # original untouched
     with pytest.raises(ScenarioError, match="quorum: 9 is larger"):
         with_overrides(s, ["round_policy.quorum=9"])
+
+
+@pytest.mark.parametrize(
+    ("trl", "ours"),
+    [
+        ("num_generations", "group_size"),
+        ("max_completion_length", "max_new_tokens"),
+        ("learning_rate", "lr"),
+        ("epsilon", "eps_low"),
+        ("epsilon_high", "eps_high"),
+        ("scale_rewards", "scale"),
+    ],
+)
+def test_trl_names_get_our_name_in_the_error(trl: str, ours: str) -> None:
+    with pytest.raises(ScenarioError, match=f"TRL's '{trl}' is '{ours}' here"):
+        validate_dict({"name": "x", "server": {"grpo": {trl: 4}}})
+    with pytest.raises(ScenarioError, match=f"TRL's '{trl}' is '{ours}' here"):
+        with_overrides(validate_dict({"name": "x"}), [f"server.grpo.{trl}=4"])
