@@ -197,6 +197,13 @@ async def test_http_parser_errors_are_json(label: str, raw: bytes, status: int) 
             assert r.status == 200
 
 
+async def test_expect_100_continue_still_works() -> None:
+    async with _live() as live:
+        response = await live.session.post(live.url + INFER, data=GOOD, expect100=True)
+        assert response.status == 200 and live.scorer.calls == 1
+        response.release()
+
+
 async def test_server_header_discloses_no_versions() -> None:
     async with _live() as live:
         for path in ("/v2", "/v2/health/live", "/nothing", INFER):
