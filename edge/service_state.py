@@ -6,9 +6,12 @@ type every handler raises to answer ``{"error": message}``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
+import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -16,7 +19,7 @@ from aiohttp import web
 from fedgrpo.edge.metrics import Metrics
 from fedgrpo.edge.service_config import RewardModel, ServiceConfig
 
-__all__ = ["STATE", "ServiceError", "ServiceState"]
+__all__ = ["STATE", "DaemonPool", "ServiceError", "ServiceState"]
 
 T = TypeVar("T")
 
@@ -31,6 +34,52 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class DaemonPool(Executor):
+    """A fixed pool of *daemon* worker threads. ``ThreadPoolExecutor``'s threads are joined
+    at interpreter exit, so one stuck scorer call would hold the process long after a
+    bounded shutdown; these are not (the process exits when the service is done)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[ThreadFuture[Any], Callable[[], Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ThreadFuture[T]:
+        if self._closed:
+            raise RuntimeError("the scoring pool is shut down")
+        future: ThreadFuture[T] = ThreadFuture()
+        self._jobs.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the waiting request, never lost
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            with contextlib.suppress(queue.Empty):
+                while (job := self._jobs.get_nowait()) is not None:
+                    job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 class ServiceState:
     """Everything the handlers share: scorer, limits, metrics, pool and admission counter."""
 
@@ -38,9 +87,7 @@ class ServiceState:
         self.scorer = scorer
         self.config = config
         self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(
-            max_workers=config.max_concurrency, thread_name_prefix="edge-score"
-        )
+        self.executor = DaemonPool(config.max_concurrency, "edge-score")
         self.slots = asyncio.Semaphore(config.max_concurrency)
         self.pending = 0
         self.draining = False
