@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def test_record_has_every_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("FEDGRPO_")]:  # e.g. make test's
+        monkeypatch.delenv(name)
     monkeypatch.setenv("FEDGRPO_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("FEDGRPO_EDGE_TOKEN", "secret")
     monkeypatch.setattr(sys, "argv", ["fedgrpo", "run", "quick start.yaml", "--rounds", "2"])
