@@ -88,6 +88,10 @@ class _EdgeRequestHandler(RequestHandler):
                 self._edge_header_timeout, self._header_deadline, waiter
             )
         super().data_received(data)
+        handle = self._edge_header_handle
+        if handle is not None and (waiter is None or waiter.done()):
+            handle.cancel()  # the request's headers are complete: next request, next deadline
+            self._edge_header_handle = None
 
     def _header_deadline(self, waiter: asyncio.Future[None] | None) -> None:
         self._edge_header_handle = None
