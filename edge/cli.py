@@ -89,6 +89,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
         max_string_chars=args.max_string_chars,
+        keepalive_timeout=args.keepalive_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        drain_grace=args.drain_grace,
         parameters=(("variant", scorer.config.variant), ("me_mode", scorer.config.me_mode)),
     )
 

@@ -306,6 +306,30 @@ def _add_serve_parser(sub: Subparsers) -> None:
         "--token", default=None, help=f"bearer token (prefer ${TOKEN_ENV}: not in ps output)"
     )
     _add_serve_limits(serve)
+    _add_serve_timeouts(serve)
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds >= 0")
+    return value
+
+
+def _add_serve_timeouts(serve: argparse.ArgumentParser) -> None:
+    """``serve``: how long slow or silent connections are held, and the shutdown budget."""
+    for flag, default, text in (
+        ("--keepalive-timeout", 15.0, "close a connection that sends nothing for this long"),
+        ("--header-timeout", 10.0, "close a connection whose headers are not complete in time"),
+        ("--body-timeout", 30.0, "answer 408 when a request body has not arrived in time"),
+        ("--shutdown-timeout", 30.0, "after SIGTERM, exit within this many seconds"),
+        ("--drain-grace", 1.0, "after SIGTERM, answer readiness 503 this long before closing"),
+    ):
+        serve.add_argument(flag, type=_seconds, default=default, help=text)
 
 
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:

@@ -94,3 +94,34 @@ def test_info_takes_model_like_serve_and_score(
     assert json.loads(by_flag.out)["variants"] and "ok:" in by_flag.err
     assert main(["info", export]) == 0  # the older positional form still works
     assert capsys.readouterr().out == by_flag.out
+
+
+def test_serve_timeout_flags_parse_and_reject_bad_values(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fedgrpo.edge.cli_parser import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--model",
+            "m",
+            "--keepalive-timeout",
+            "5",
+            "--header-timeout",
+            "2",
+            "--body-timeout",
+            "7",
+            "--shutdown-timeout",
+            "9",
+            "--drain-grace",
+            "0.5",
+        ]
+    )
+    assert (args.keepalive_timeout, args.header_timeout, args.body_timeout) == (5.0, 2.0, 7.0)
+    assert (args.shutdown_timeout, args.drain_grace) == (9.0, 0.5)
+    defaults = build_parser().parse_args(["serve", "--model", "m"])
+    assert (defaults.keepalive_timeout, defaults.header_timeout) == (15.0, 10.0)
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["serve", "--model", "m", "--header-timeout", "-1"])
+    assert exc.value.code == 2 and "seconds >= 0" in capsys.readouterr().err
