@@ -71,22 +71,17 @@ def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+#: the result columns of both tables (one run per row, or one scenario's runs per row)
+RESULT_COLUMNS = (
+    "acc start", "acc final", "acc best", "wall s", "virtual s", "bytes", "LoRA bytes",
+)  # fmt: skip
+
+
 def summary_table(run_dirs: Iterable[str | os.PathLike[str]]) -> str:
     """Plain-text table, one row per run: accuracy before/after/best, rounds, time, bytes."""
     runs = [load_run(d) for d in run_dirs]
     _label_runs(runs)
-    header = [
-        "run",
-        "status",
-        "rounds",
-        "acc start",
-        "acc final",
-        "acc best",
-        "wall s",
-        "virtual s",
-        "bytes",
-        "LoRA bytes",
-    ]
+    header = ["run", "status", "rounds", *RESULT_COLUMNS]
     rows = []
     for r in runs:
         s = r.summary
@@ -200,18 +195,7 @@ _KINDS = {"wall_s": "s", "virtual_s": "s", "total_bytes": "bytes", "lora_total_b
 
 def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """:func:`comparison_rows` as a Markdown table (mean ± std where a scenario has several runs)."""
-    header = [
-        "scenario",
-        "runs",
-        "seeds",
-        "acc start",
-        "acc final",
-        "acc best",
-        "wall s",
-        "virtual s",
-        "bytes",
-        "LoRA bytes",
-    ]
+    header = ["scenario", "runs", "seeds", *RESULT_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         n = int(row["runs"])
