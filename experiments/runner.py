@@ -9,6 +9,7 @@ with injected faults) and ``live`` (real devices). Ctrl-C checkpoints and leaves
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -307,21 +308,24 @@ def _round_loop(run: _Run) -> None:
     s, trainer = run.s, run.trainer
     if not run.evals and s.eval.at_start:
         _evaluate(run, 0.0)
+    tty = s.outputs.progress and sys.stderr.isatty()
     bar = tqdm(
-        total=s.rounds,
-        initial=trainer.state.round,
-        desc=s.name,
-        unit="round",
-        disable=not s.outputs.progress,
+        total=s.rounds, initial=trainer.state.round, desc=s.name, unit="round", disable=not tty
     )
+    every = s.eval.every or 10  # not a TTY: one line per this many rounds instead of a bar
     while trainer.state.round < s.rounds:
         rec = _one_round(run)
+        status = {
+            "reward": f"{rec['reward_mean'] or 0:.2f}",
+            "cov": f"{rec['coverage']:.2f}",
+            "acc": f"{run.evals[-1]['mean_accuracy']:.3f}" if run.evals else "-",
+        }
         bar.update(1)
-        bar.set_postfix(
-            reward=f"{rec['reward_mean'] or 0:.2f}",
-            cov=f"{rec['coverage']:.2f}",
-            acc=f"{run.evals[-1]['mean_accuracy']:.3f}" if run.evals else "-",
-        )
+        bar.set_postfix(**status)
+        r = trainer.state.round
+        if s.outputs.progress and not tty and (r % every == 0 or r == s.rounds):
+            line = " ".join(f"{k}={v}" for k, v in status.items())
+            print(f"[{s.name}] round {r}/{s.rounds} {line}", file=sys.stderr, flush=True)
     bar.close()
 
 

@@ -214,7 +214,7 @@ def run_sweep(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(variants), desc="sweep", unit="run")
+        bar = tqdm(total=len(variants), desc="sweep", unit="run", disable=None)  # TTY only
     results: list[VariantResult] = []
 
     def record(v: Variant, outcome: Outcome) -> None:

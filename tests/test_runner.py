@@ -190,3 +190,17 @@ def test_resume_is_exact_in_async_mode_and_under_stragglers(
         return [{k: v for k, v in json.loads(x).items() if k != "compute_s"} for x in lines]
 
     assert rows(tmp_path / "a") == rows(tmp_path / "b")
+
+
+def test_progress_is_a_bar_on_a_tty_only_else_one_line_per_eval(
+    tiny_zoo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedgrpo.experiments.runner import run_scenario
+
+    s = _shrunk("quickstart", ["rounds=3", "eval.every=2", "outputs.progress=true"])
+    run_scenario(s, tmp_path / "run")  # capsys: stderr is not a TTY
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err and "round/s" not in err  # no tqdm bar
+    lines = [ln for ln in err.splitlines() if ln.startswith("[quickstart] round ")]
+    assert [ln.split()[2] for ln in lines] == ["2/3", "3/3"]  # every eval.every rounds + last
+    assert all("reward=" in ln and "acc=" in ln for ln in lines)

@@ -18,7 +18,7 @@ def build_default_zoo(models_dir: Path, spec: ZooSpec | None = None, workers: in
     spec = spec or ZooSpec()
     recipes = spec.recipes()
     start = time.perf_counter()
-    with tqdm(total=len(recipes), desc="models", unit="model") as bar:
+    with tqdm(total=len(recipes), desc="models", unit="model", disable=None) as bar:  # TTY only
 
         def done(result: CacheResult) -> None:
             bar.set_postfix_str(f"{result.recipe.name}: {result.status}")
