@@ -47,6 +47,7 @@ from fedgrpo.rounds.outcome import (
 )
 from fedgrpo.rounds.plan import Assignment, RoundPlan, build_plan, request_builder
 from fedgrpo.rounds.policy import RoundPolicy, experts_to_ask, validate_values
+from fedgrpo.rounds.record import RoundStats, round_stats
 from fedgrpo.rounds.state import RoundState
 
 __all__ = [
@@ -61,9 +62,11 @@ __all__ = [
     "RoundPlan",
     "RoundPolicy",
     "RoundState",
+    "RoundStats",
     "build_plan",
     "experts_to_ask",
     "plan_dispatch",
     "request_builder",
+    "round_stats",
     "validate_values",
 ]

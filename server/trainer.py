@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedgrpo.errors import ConfigError
+from fedgrpo.rounds.record import flat
 from fedgrpo.selection.competence import CompetenceMatrix
 from fedgrpo.selection.selectors import Selector
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult, RewardGatherer
@@ -149,7 +150,7 @@ class FedGRPOTrainer:
         record: dict[str, Any] = {
             "event": "round",
             "round": r,
-            **{k: v for k, v in result.stats.items()},
+            **flat(result.stats),
             "coverage": float(rewarded.mean()) if rewarded.size else 0.0,
             "groups": len(items),
             "groups_with_signal": int(update.pop("groups_with_signal")),

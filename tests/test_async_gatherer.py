@@ -188,7 +188,7 @@ def test_proxy_crash_closes_connection_and_is_counted(services: Any) -> None:
             res = g.gather(request(b=2, experts=[[0, 1], [1, 0]]), np.random.default_rng(0))
         assert np.isnan(res.rewards).all()
         assert res.stats["failed"] == 4 and res.stats["retries"] == 4
-        assert res.stats["crashed"] == 8 == res.stats["injected_crashed"]
+        assert res.stats["crashed"] == 8 == res.stats["extra"]["injected_crashed"]
     finally:
         host.stop()
 
@@ -211,7 +211,7 @@ def test_proxy_offline_device_fails_after_connect_timeout(services: Any) -> None
         assert res.stats["offline"] == 1
         assert 0.05 <= wall < 0.3  # connect timeout 5 s x 0.01, not the 0.3 s deadline
         # the request never reached an (offline) device: no bytes sent, as in sim mode
-        assert res.stats["injected_offline_bytes"] > 0 and res.stats["bytes_sent"] == 0
+        assert res.stats["extra"]["injected_offline_bytes"] > 0 and res.stats["bytes_sent"] == 0
     finally:
         host.stop()
 

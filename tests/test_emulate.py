@@ -192,7 +192,7 @@ def test_emulate_end_to_end_with_a_killed_edge(
             assert np.isnan(r[q, :, e]).all()  # the dead client's rewards are missing, not 0
         assert result.stats["failed"] >= len(request.experts)
         assert "rpi4" not in result.stats["participation"]
-        assert result.stats["edge_processes_alive"] == 2
+        assert result.stats["extra"]["edge_processes_alive"] == 2
         # the other two clients still answered: 2 of the 3 candidates of each group rewarded
         for q in range(r.shape[0]):
             assert (~np.isnan(r[q]).all(axis=1)).sum() == 2

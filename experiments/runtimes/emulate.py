@@ -232,7 +232,9 @@ class EmulateGatherer(AsyncGatherer):
                 )
         self._warned_dead = warned
         result = super().gather(request, rng)
-        result.stats["edge_processes_alive"] = len(self.fleet.edges) - len(self.fleet.dead())
+        result.stats["extra"]["edge_processes_alive"] = len(self.fleet.edges) - len(
+            self.fleet.dead()
+        )
         return result
 
 

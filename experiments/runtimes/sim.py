@@ -18,31 +18,27 @@ from typing import Any
 import numpy as np
 
 from fedgrpo.experiments.context import Context, load_scorers, per_client_reward_fn
-from fedgrpo.rounds import RoundOutcome
+from fedgrpo.rounds import RoundOutcome, RoundStats, round_stats
 from fedgrpo.scenarios.mapping import sim_config
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult
 
 
-def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> dict[str, Any]:
-    """The metrics-file fields of one simulated round."""
-    participation = {p: v["answered"] for p, v in record.get("participation", {}).items()}
-    return {
-        "asked": record.get("asked", 0),
-        "answered": record.get("answered", 0),
-        "late": record.get("late", 0),
-        "failed": record.get("failed", 0),
-        "offline": record.get("offline", 0),
-        "crashed": record.get("crashed", 0),
-        "cancelled": record.get("cancelled", 0),
-        "bytes_sent": int(record.get("bytes_sent", 0)),
-        "bytes_received": int(record.get("bytes_received", 0)),
-        "duration_s": float(record.get("duration_s", 0.0)),
-        "wasted_device_s": float(record.get("wasted_device_s", 0.0)),
-        "closed_by": record.get("closed_by"),
-        "stale_used": record.get("stale_used", 0),
-        "participation": participation,
-    }
+def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> RoundStats:
+    """The one per-round record of a simulated round (its counts from ``outcome``, the device
+    side from the simulator's ``record``)."""
+    return round_stats(
+        outcome.counts(),
+        offline=record.get("offline", 0),
+        crashed=record.get("crashed", 0),
+        closed_by=record.get("closed_by"),
+        duration_s=record.get("duration_s", 0.0),
+        wasted_device_s=record.get("wasted_device_s", 0.0),
+        bytes_sent=record.get("bytes_sent", 0),
+        bytes_received=record.get("bytes_received", 0),
+        participation={p: v["answered"] for p, v in record.get("participation", {}).items()},
+        stale_used=record.get("stale_used", 0),
+    )
 
 
 _JOURNAL_KEYS = ("round_index", "questions", "candidates", "experts", "domains", "answers")
@@ -123,7 +119,7 @@ class SimGatherer:
         assert self._outcome is not None
         rewards = self._outcome.rewards_by_expert(request.experts)
         stats = outcome_stats(self._outcome, self._record)
-        stats["virtual_now_s"] = float(self.sim.env.now)
+        stats["extra"]["virtual_now_s"] = float(self.sim.env.now)
         return GatherResult(rewards, stats)
 
     def competence(

@@ -29,8 +29,10 @@ from fedgrpo.rounds import (
     AssignmentStatus,
     RoundOutcome,
     RoundPolicy,
+    RoundStats,
     build_plan,
     request_builder,
+    round_stats,
 )
 from fedgrpo.rounds.dispatch import plan_dispatch
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult
@@ -110,7 +112,7 @@ def scale_policy(policy: RoundPolicy, time_scale: float) -> RoundPolicy:
 
 def outcome_record(
     outcome: RoundOutcome, labels: Sequence[str], time_scale: float = 1.0
-) -> dict[str, Any]:
+) -> RoundStats:
     """The metrics-file fields of one real round (same keys as the simulator's)."""
     reports = list(outcome.assignments)
     participation: dict[str, int] = {}
@@ -127,17 +129,17 @@ def outcome_record(
         if rep.status is not AssignmentStatus.ANSWERED and rep.first_sent_at is not None:
             end = rep.resolved_at if rep.resolved_at is not None else outcome.t_close
             wasted += max(0.0, end - rep.first_sent_at)
-    return {
-        **outcome.counts(),  # asked, answered, failed, ... : one definition for every mode
-        "offline": offline,
-        "crashed": crashed,
-        "closed_by": outcome.closed_by,
+    return round_stats(
+        outcome.counts(),
+        offline=offline,
+        crashed=crashed,
+        closed_by=outcome.closed_by,
         # in device-profile seconds (wall / time_scale), comparable with sim mode
-        "duration_s": wall / time_scale,
-        "wall_duration_s": wall,
-        "wasted_device_s": wasted / time_scale,
-        "participation": participation,
-    }
+        duration_s=wall / time_scale,
+        wasted_device_s=wasted / time_scale,
+        participation=participation,
+        wall_duration_s=wall,
+    )
 
 
 class AsyncGatherer:
@@ -224,11 +226,12 @@ class AsyncGatherer:
             delta = {k: v - self._extra_last.get(k, 0) for k, v in now.items()}
             self._extra_last = now
             for k, v in delta.items():
-                stats[f"injected_{k}"] = v
+                stats["extra"][f"injected_{k}"] = v
             # the fault layer knows what it injected better than the failure messages tell
-            for k in ("offline", "crashed"):
-                if k in delta:
-                    stats[k] = delta[k]
+            if "offline" in delta:
+                stats["offline"] = delta["offline"]
+            if "crashed" in delta:
+                stats["crashed"] = delta["crashed"]
             # requests to an emulated offline device were never transmitted (bytes count
             # only what was sent, as in sim mode)
             stats["bytes_sent"] -= delta.get("offline_bytes", 0)

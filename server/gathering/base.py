@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from fedgrpo.edge.protocol import (
     RewardResponse,
     ScoreRequest,
 )
+from fedgrpo.rounds.record import RoundStats, round_stats
 
 
 @dataclass
@@ -39,7 +40,7 @@ class GatherRequest:
 @dataclass
 class GatherResult:
     rewards: np.ndarray  # [B, G, E], NaN = missing
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: RoundStats = field(default_factory=round_stats)  # the one per-round record
 
 
 class RewardGatherer(Protocol):
@@ -53,27 +54,6 @@ class RewardGatherer(Protocol):
 ScoreFn = Callable[[ScoreRequest | CompetenceRequest], RewardResponse]
 
 
-def _empty_stats() -> dict[str, Any]:
-    """A round in which no client was involved (the same keys as every gatherer's)."""
-    return {
-        "asked": 0,
-        "answered": 0,
-        "failed": 0,
-        "cancelled": 0,
-        "late": 0,
-        "retried": 0,
-        "retries": 0,
-        "ignored": 0,
-        "offline": 0,
-        "crashed": 0,
-        "bytes_sent": 0,
-        "bytes_received": 0,
-        "duration_s": 0.0,
-        "wasted_device_s": 0.0,
-        "participation": {},
-    }
-
-
 class CentralGatherer:
     """Ground-truth rewards computed by the server itself (upper-bound baseline)."""
 
@@ -83,7 +63,7 @@ class CentralGatherer:
         for i, (cands, answer) in enumerate(zip(request.candidates, request.answers)):
             for j, text in enumerate(cands):
                 rewards[i, j, 0] = float(is_correct(text, answer))
-        return GatherResult(rewards, _empty_stats())
+        return GatherResult(rewards, round_stats())  # no client was involved
 
     def competence(
         self, clients: Sequence[int], questions: Sequence[str], answers: Sequence[str]
