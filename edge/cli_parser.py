@@ -334,42 +334,16 @@ def _add_serve_timeouts(serve: argparse.ArgumentParser) -> None:
 
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     """``serve``: admission, time and size limits."""
-    serve.add_argument(
-        "--max-concurrency",
-        type=positive_int,
-        default=1,
-        help="requests scored at once",
+    limits: tuple[tuple[str, Any, Any, str], ...] = (
+        ("--max-concurrency", positive_int, 1, "requests scored at once"),
+        ("--max-queue", non_negative_int, 4, "requests waiting for a slot before 503"),
+        ("--timeout", float, 30.0, "per-request limit in seconds -> 504"),
+        ("--max-body-bytes", positive_int, 4 * 1024 * 1024, "-> 413 above this (default 4 MiB)"),
+        ("--max-batch", positive_int, DEFAULT_MAX_BATCH, "items per request"),
+        ("--max-string-chars", positive_int, DEFAULT_MAX_STRING_CHARS, "characters per string"),
     )
-    serve.add_argument(
-        "--max-queue",
-        type=non_negative_int,
-        default=4,
-        help="requests waiting for a slot before 503",
-    )
-    serve.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="per-request limit in seconds -> 504",
-    )
-    serve.add_argument(
-        "--max-body-bytes",
-        type=positive_int,
-        default=4 * 1024 * 1024,
-        help="-> 413 above this (default 4 MiB)",
-    )
-    serve.add_argument(
-        "--max-batch",
-        type=positive_int,
-        default=DEFAULT_MAX_BATCH,
-        help="items per request",
-    )
-    serve.add_argument(
-        "--max-string-chars",
-        type=positive_int,
-        default=DEFAULT_MAX_STRING_CHARS,
-        help="characters per string",
-    )
+    for flag, kind, default, text in limits:
+        serve.add_argument(flag, type=kind, default=default, help=text)
 
 
 def _add_score_parser(sub: Subparsers) -> None:
