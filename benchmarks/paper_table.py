@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -79,7 +80,7 @@ class Result:
     wall_s: float
     p_value: float | None
     curve: list[tuple[int, float]] = field(default_factory=list)
-    correct_items: str = ""
+    correct_items: Sequence[int] | str = ""  # 0/1 per test item ("0101" from older runs)
 
     @property
     def gain(self) -> float:
@@ -201,7 +202,8 @@ def summarise(rows: list[Row], results: list[Result]) -> list[dict[str, Any]]:
             vs = {x.seed: x for x in by_row["population-random"]}
             entry["vs_random_p_values"] = [
                 paired_sign_test(
-                    [c == "1" for c in vs[x.seed].correct_items], [c == "1" for c in x.correct_items]
+                    [bool(int(c)) for c in vs[x.seed].correct_items],
+                    [bool(int(c)) for c in x.correct_items],
                 ).p_value
                 for x in runs
                 if x.seed in vs

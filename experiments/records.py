@@ -124,7 +124,7 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping):
             out.update(_flatten(value, name + "."))
         else:
-            out[name] = value
+            out[name] = _cell(value) if isinstance(value, (list, tuple)) else value
     return out
 
 
@@ -349,14 +349,24 @@ def run_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return load_run(run_dir).summary
 
 
+def _cell(value: Any) -> Any:
+    """None as empty; lists and dicts as JSON (``json.loads`` reads them back, and pandas
+    keeps them as text instead of parsing ``0101`` as the number 101)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Rows as a CSV (columns in first-seen order, None as empty), written atomically."""
+    """Rows as a CSV (columns in first-seen order; see :func:`_cell`), written atomically."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])
+    writer.writerows([{k: _cell(v) for k, v in row.items()} for row in rows])
     atomic_write(path, buf.getvalue())
     return path

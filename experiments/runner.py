@@ -123,8 +123,9 @@ def _eval_record(trainer: Any, s: Scenario, time_s: float) -> dict[str, Any]:
         "mean_accuracy": result.mean_accuracy,
         "format_rate": result.format_rate,
         "accuracy_given_format": result.accuracy_given_format,
-        # per test item, in order, "1" = correct: lets any two evaluations be compared paired
-        "correct_items": "".join("1" if c else "0" for c in result.correct),
+        # per test item, in order, 1 = correct: lets any two evaluations be compared paired
+        # (a list, so pandas and CSV readers keep every item; runs before 0.2 wrote "0101")
+        "correct_items": [1 if c else 0 for c in result.correct],
     }
 
 
@@ -135,7 +136,7 @@ def _paired_change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
     before, after = first.get("correct_items"), last.get("correct_items")
     if not before or not after or len(before) != len(after):
         return None
-    cmp = paired_sign_test([c == "1" for c in before], [c == "1" for c in after])
+    cmp = paired_sign_test([bool(int(c)) for c in before], [bool(int(c)) for c in after])
     return {
         "gained": cmp.gained,
         "lost": cmp.lost,

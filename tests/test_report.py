@@ -264,3 +264,14 @@ def test_torn_last_line_is_dropped_before_appending(tmp_path: Path) -> None:
     with (tmp_path / "metrics.csv").open() as fh:
         assert [int(row["round"]) for row in csv.DictReader(fh)] == [1, 2, 3, 4]
     assert load_run(tmp_path).summary["rounds_completed"] == 4
+
+
+def test_per_item_flags_survive_the_csv(tmp_path: Path) -> None:
+    """A list (per-item 0/1 flags) is a JSON cell: a CSV reader cannot read "0011" as 11."""
+    with MetricsWriter(tmp_path) as w:
+        w.eval({**eval_record(0, 0.0, 0.5), "correct_items": [0, 0, 1, 1]})
+    (rec,) = [json.loads(line) for line in (tmp_path / METRICS_JSONL).read_text().splitlines()]
+    assert rec["correct_items"] == [0, 0, 1, 1]
+    with (tmp_path / METRICS_CSV).open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["correct_items"] == "[0,0,1,1]" and json.loads(row["correct_items"]) == [0, 0, 1, 1]
