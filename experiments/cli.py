@@ -26,6 +26,7 @@ from fedgrpo.edge.cli_parser import (
     positive_int,
 )
 from fedgrpo.errors import FedGRPOError
+from fedgrpo.experiments.models_dir import add_models_dir, resolve_models_dir
 
 SERVER_EXTRA = "pip install 'fedgrpo[server]'"
 
@@ -39,15 +40,15 @@ def _models_build(args: argparse.Namespace) -> int:
         from fedgrpo.scenarios.loader import load_scenario
 
         spec = zoo_spec(load_scenario(Path(args.scenario)))
-    build_default_zoo(Path(args.models_dir), spec, workers=args.workers)
+    build_default_zoo(args.models_dir, spec, workers=args.workers)
     return 0
 
 
 def _models_eval(args: argparse.Namespace) -> int:
     from fedgrpo.server.zoo.commands import build_default_zoo, evaluate_zoo
 
-    results = build_default_zoo(Path(args.models_dir), workers=args.workers)
-    out = Path(args.out) if args.out else Path(args.models_dir) / "eval.json"
+    results = build_default_zoo(args.models_dir, workers=args.workers)
+    out = Path(args.out) if args.out else args.models_dir / "eval.json"
     evaluate_zoo(results, per_domain=args.per_domain, out_json=out)
     return 0
 
@@ -61,12 +62,9 @@ def _graph_show(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """``fedgrpo demo``: ``fedgrpo run SCENARIO`` with the model cache in ``--models-dir``."""
-    import os
-
     from fedgrpo.experiments.commands import main as scenario_main
     from fedgrpo.scenarios.loader import scenario_file
 
-    os.environ.setdefault("FEDGRPO_MODELS_DIR", args.models_dir)
     scenario = str(scenario_file(args.scenario))
     print(f"[fedgrpo] demo: running {scenario} (models cached in {args.models_dir})")
     return scenario_main(["run", scenario, "--out", args.out])
@@ -103,7 +101,7 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument(
         "--scenario", default="quickstart", help="scenario file or shipped scenario name"
     )
-    demo.add_argument("--models-dir", default="models", help="model cache directory")
+    add_models_dir(demo)
     add_out(demo, "runs", "parent of OUT/<scenario>/<timestamp>", "--out-root")
     demo.set_defaults(func=_demo)
 
@@ -129,7 +127,7 @@ def _add_models(sub: Any) -> None:
         metavar="SCENARIO",
         help="build the models this scenario uses (default: the default zoo)",
     )
-    build.add_argument("--models-dir", default="models", help="model cache directory")
+    add_models_dir(build)
     build.add_argument(
         "--workers", type=positive_int, default=2, help="parallel training processes"
     )
@@ -139,7 +137,7 @@ def _add_models(sub: Any) -> None:
         formatter_class=DefaultsHelpFormatter,
         help="accuracy of every model on every domain (table + JSON)",
     )
-    ev.add_argument("--models-dir", default="models", help="model cache directory")
+    add_models_dir(ev)
     ev.add_argument(
         "--workers",
         type=positive_int,
@@ -178,6 +176,7 @@ def _add_graph(sub: Any) -> None:
         "--neighbours", type=positive_int, default=5, help="neighbours printed per question"
     )
     show.add_argument("--set", action="append", metavar="KEY=VALUE", help="scenario override")
+    add_models_dir(show)
     add_out(show, None, "also write the competence matrix (JSON) to this file", "--save")
     show.set_defaults(func=_graph_show)
 
@@ -205,6 +204,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args)
+    resolve_models_dir(args)
     try:
         return int(args.func(args))
     except FedGRPOError as exc:

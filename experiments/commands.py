@@ -21,6 +21,7 @@ from fedgrpo.edge.cli_parser import (
     non_negative_int,
     positive_int,
 )
+from fedgrpo.experiments.models_dir import add_models_dir
 from fedgrpo.scenarios.checks import environment_errors
 from fedgrpo.scenarios.loader import (
     load_run_scenario,
@@ -264,6 +265,7 @@ def _add_run(subparsers: Any) -> None:
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     _add_rounds(p)
+    add_models_dir(p)
     add_out(p, "runs", "parent of OUT/<scenario>/<timestamp>", "--out-root")
     p.set_defaults(func=cmd_run)
 
@@ -291,6 +293,7 @@ def _add_sweep(subparsers: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every variant")
     _add_rounds(p)
     p.add_argument("--metric", default="final_mean_accuracy", help="summary key to compare")
+    add_models_dir(p)
     add_out(p, "runs", "parent of OUT/<scenario>-sweep/<timestamp>", "--out-root")
     p.set_defaults(func=cmd_sweep)
 
