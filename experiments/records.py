@@ -273,6 +273,9 @@ class RunData:
     evals: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    # the resolved scenario as the run wrote it (scenario.yaml); reports group runs whose
+    # config differs only in the seed
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def num(value: Any) -> float | None:
@@ -340,8 +343,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     derived = derive_summary(name, mode, seed, rounds, evals)
     merged = {**derived, **{k: v for k, v in summary.items() if v is not None or k not in derived}}
     return RunData(
-        path=path, name=name, seed=seed, mode=mode, rounds=rounds, evals=evals, summary=merged
-    )
+        path=path, name=name, seed=seed, mode=mode, rounds=rounds, evals=evals, summary=merged,
+        config=scen,
+    )  # fmt: skip
 
 
 def run_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

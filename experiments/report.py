@@ -3,7 +3,9 @@
 :func:`summary_table` is the one-row-per-run text table ``fedgrpo run`` and ``fedgrpo report``
 print; :func:`before_after_text` the per-domain accuracy before/after a run;
 :func:`make_report` draws the plots (:mod:`fedgrpo.experiments.plots`) and, for several runs,
-writes ``comparison.md|csv`` with seeds of one scenario grouped (mean ± std). The files a run
+writes ``comparison.md|csv`` with the seeds of one resolved config grouped (mean ± std;
+runs that differ in anything but the seed, e.g. by ``--set``, are separate rows; failed and
+empty runs are left out with a note). The files a run
 writes and their format are in :mod:`fedgrpo.experiments.records`.
 """
 
@@ -170,15 +172,62 @@ def _pm(mean: float | None, std: float | None, n: int, kind: str) -> str:
     return f"{_fmt(mean, kind)} ± {_fmt(std, kind)}"
 
 
-def comparison_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
-    """One row per scenario name (seeds grouped): n, seeds and mean/std of COMPARISON_METRICS."""
-    groups: dict[str, list[RunData]] = defaultdict(list)
+def _flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_groups(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    """Runs grouped by resolved config minus the seed; a group's label is the scenario name,
+    plus the settings that tell it apart from the name's other configs (``--set`` variants)."""
+    by_config: dict[str, list[RunData]] = defaultdict(list)
+    flat: dict[str, dict[str, Any]] = {}
     for r in runs:
-        groups[r.name].append(r)
+        cfg = {k: v for k, v in _flat_config(r.config).items() if k not in ("seed", "description")}
+        key = repr(sorted(cfg.items(), key=lambda kv: kv[0]))
+        flat.setdefault(key, cfg)
+        by_config[key].append(r)
+    names: dict[str, list[str]] = defaultdict(list)
+    for key, members in by_config.items():
+        names[members[0].name].append(key)
+    groups: dict[str, list[RunData]] = {}
+    for key, members in by_config.items():
+        siblings = names[members[0].name]
+        label = members[0].name
+        if len(siblings) > 1:
+            others = [flat[k] for k in siblings if k != key]
+            differ = sorted({p for o in others for p in set(o) | set(flat[key])
+                             if o.get(p) != flat[key].get(p)})  # fmt: skip
+            label += " (" + ", ".join(f"{p}={flat[key].get(p)}" for p in differ[:3]) + ")"
+        groups[label] = members
+    return groups
+
+
+def usable(runs: Sequence[RunData]) -> tuple[list[RunData], list[str]]:
+    """Runs that completed rounds, and one note per run left out (failed or empty)."""
+    kept, notes = [], []
+    for r in runs:
+        status, done = r.summary.get("status"), r.summary.get("rounds_completed") or len(r.rounds)
+        if status == "failed" or not done:
+            why = f"failed: {r.summary.get('error')}" if status == "failed" else "no rounds"
+            notes.append(f"skipped {r.path} ({why})")
+        else:
+            kept.append(r)
+    return kept, notes
+
+
+def comparison_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
+    """One row per resolved config (seeds grouped; failed and empty runs left out, see
+    :func:`usable`): n, seeds and mean/std of COMPARISON_METRICS."""
     rows = []
-    for name, members in groups.items():
+    for label, members in _config_groups(usable(runs)[0]).items():
         row: dict[str, Any] = {
-            "scenario": name,
+            "scenario": label,
             "runs": len(members),
             "seeds": " ".join(str(m.seed) for m in members),
         }
@@ -231,6 +280,7 @@ def make_report(
     if len(runs) > 1:
         rows = comparison_rows(runs)
         md = out / "comparison.md"
-        atomic_write(md, comparison_markdown(rows))
+        notes = "".join(f"\n* {n}" for n in usable(runs)[1])
+        atomic_write(md, comparison_markdown(rows) + (f"\nLeft out:{notes}\n" if notes else ""))
         written += [md, write_csv(out / "comparison.csv", rows)]
     return written

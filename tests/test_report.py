@@ -275,3 +275,27 @@ def test_per_item_flags_survive_the_csv(tmp_path: Path) -> None:
     with (tmp_path / METRICS_CSV).open() as fh:
         (row,) = list(csv.DictReader(fh))
     assert row["correct_items"] == "[0,0,1,1]" and json.loads(row["correct_items"]) == [0, 0, 1, 1]
+
+
+def test_report_groups_by_resolved_config_and_leaves_out_failed_runs(tmp_path: Path) -> None:
+    ten = [make_run(tmp_path / "a", "alpha", s, [0.2, 0.3, 0.4], rounds=10) for s in (0, 1)]
+    four = make_run(tmp_path / "b", "alpha", 0, [0.2, 0.5, 0.6], rounds=4)  # a --set variant
+    dead = make_run(tmp_path / "c", "alpha", 1, [0.2, 0.2], rounds=2, summary=False)
+    nothing = dict.fromkeys(
+        ["initial_mean_accuracy", "final_mean_accuracy", "best_mean_accuracy", "virtual_s"]
+    )
+    write_summary(
+        dead,
+        {**nothing, "scenario": "alpha", "mode": "sim", "seed": 1, "status": "failed",
+         "rounds_completed": 0, "error": "RuntimeError: boom", "total_bytes": 0,
+         "lora_total_bytes": 0, "wall_s": 0.1},
+    )  # fmt: skip
+
+    out = tmp_path / "cmp"
+    make_report([*ten, four, dead], out)
+    with (out / "comparison.csv").open() as fh:
+        rows = {r["scenario"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"alpha (rounds=10)", "alpha (rounds=4)"}
+    assert rows["alpha (rounds=10)"]["runs"] == "2" and rows["alpha (rounds=4)"]["runs"] == "1"
+    md = (out / "comparison.md").read_text()
+    assert f"skipped {dead} (failed: RuntimeError: boom)" in md
