@@ -283,6 +283,8 @@ def _train(run: _Run) -> dict[str, Any]:
     status, error = "finished", None
     try:
         _round_loop(run)
+        if s.outputs.save_model:
+            _save_policy(run)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see sigterm_as_interrupt)
         status = "interrupted"
         run.checkpoint()
@@ -295,6 +297,19 @@ def _train(run: _Run) -> dict[str, Any]:
         summary = _summary(run, status, error)
         write_summary(run.run_dir, summary)
     return summary
+
+
+def _save_policy(run: _Run) -> None:
+    """RUN_DIR/final_model: the trained policy and its tokenizer, loadable anywhere with
+    ``AutoModelForCausalLM.from_pretrained`` (written aside, then renamed into place)."""
+    import shutil
+
+    final, tmp = run.run_dir / "final_model", run.run_dir / ".final_model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.trainer.model.save_pretrained(tmp)
+    run.trainer.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
 
 
 def _evaluate(run: _Run, time_s: float) -> None:

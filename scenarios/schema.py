@@ -273,6 +273,8 @@ class OutputsSection(_Section):
     plots: bool = True
     csv: bool = True
     progress: bool = True
+    # the final policy as a Hugging Face directory (RUN_DIR/final_model, save_pretrained)
+    save_model: bool = True
 
 
 class EmulateSection(_Section):

@@ -84,6 +84,10 @@ def test_shipped_scenario_runs(name: str, tiny_zoo: None, tmp_path: Path) -> Non
         assert change["items"] == 2 * len(s.tasks.domains)
         assert 0.0 <= change["p_value"] <= 1.0
         assert (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+        from transformers import AutoModelForCausalLM
+
+        final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final_model")
+        assert final.num_parameters() > 0  # the trained policy, as a HF directory
         if s.selection.selector == "confidence_graph":
             matrix = json.loads((tmp_path / "run" / "competence.json").read_text())
             assert matrix  # the graph's K x |D_aux| competence matrix is saved with the run
