@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from fedgrpo.errors import ConfigError
 from fedgrpo.experiments.context import Context, auxiliary_set, build_context, resolve_model
 from fedgrpo.experiments.provenance import write_provenance
 from fedgrpo.experiments.records import MetricsWriter, write_summary
+from fedgrpo.experiments.signals import sigterm_as_interrupt
 from fedgrpo.scenarios.mapping import experts_ranked, grpo_config
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
@@ -146,27 +145,6 @@ def _paired_change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
     }
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (what ``timeout``, SLURM and ``docker stop`` send) raises KeyboardInterrupt, so
-    a terminated run checkpoints and writes its summary exactly like Ctrl-C."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) ``scenario`` into ``run_dir``; returns the summary written there."""
     write_provenance(scenario, run_dir, resume)  # provenance.json: commit, versions, models...
@@ -285,7 +263,7 @@ def _train(run: _Run) -> dict[str, Any]:
         _round_loop(run)
         if s.outputs.save_model:
             _save_policy(run)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see sigterm_as_interrupt)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see experiments/signals.py)
         status = "interrupted"
         run.checkpoint()
         raise
@@ -300,8 +278,7 @@ def _train(run: _Run) -> dict[str, Any]:
 
 
 def _save_policy(run: _Run) -> None:
-    """RUN_DIR/final_model: the trained policy and its tokenizer, loadable anywhere with
-    ``AutoModelForCausalLM.from_pretrained`` (written aside, then renamed into place)."""
+    """RUN_DIR/final_model: the policy + tokenizer as a HF directory (written aside, renamed)."""
     import shutil
 
     final, tmp = run.run_dir / "final_model", run.run_dir / ".final_model.tmp"

@@ -26,12 +26,7 @@ from typing import Any
 from fedgrpo.experiments.plots import pyplot, save_figure
 from fedgrpo.experiments.records import atomic_write, write_csv
 from fedgrpo.experiments.report import mean_std
-from fedgrpo.scenarios.loader import (
-    RESOLVED_NAME,
-    dump_scenario,
-    load_raw,
-    validate_dict,
-)
+from fedgrpo.scenarios.loader import RESOLVED_NAME, dump_scenario, load_raw, validate_dict
 from fedgrpo.scenarios.overrides import apply_override, parse_value, split_path
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
