@@ -5,7 +5,6 @@ Kept apart from the round loop so each piece is testable and the runner stays sh
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
 from fedgrpo.errors import ConfigError
+from fedgrpo.experiments.models_dir import current as models_dir_now
 from fedgrpo.scenarios.mapping import ClientRewards, client_rewards
 from fedgrpo.scenarios.schema import ZOO_PREFIX, ClientEntry, Scenario
 from fedgrpo.server.tasks import TaskSuite
@@ -28,7 +28,7 @@ SUITE_SEED = 0  # data is fixed across run seeds, so a seed sweep reuses the sam
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("FEDGRPO_MODELS_DIR", "models"))
+    return models_dir_now()
 
 
 def zoo_spec(s: Scenario) -> ZooSpec:

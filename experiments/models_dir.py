@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["ENV", "add_models_dir", "resolve_models_dir"]
+__all__ = ["ENV", "add_models_dir", "current", "resolve_models_dir"]
 
 ENV = "FEDGRPO_MODELS_DIR"
 
@@ -25,10 +25,15 @@ def add_models_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def current() -> Path:
+    """The model cache now: ``$FEDGRPO_MODELS_DIR`` if set (and not empty), else ``./models``."""
+    return Path(os.environ.get(ENV) or "models")
+
+
 def resolve_models_dir(args: argparse.Namespace) -> None:
     """Set ``args.models_dir`` (when the command has the flag) and export it."""
     if not hasattr(args, "models_dir"):
         return
-    chosen = args.models_dir or Path(os.environ.get(ENV) or "models")
+    chosen = args.models_dir or current()
     args.models_dir = chosen
     os.environ[ENV] = str(chosen)

@@ -117,12 +117,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys (``a.b``); lists as JSON cells (see :func:`_cell`)."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
+            out.update(flatten(value, name + "."))
         else:
             out[name] = _cell(value) if isinstance(value, (list, tuple)) else value
     return out
@@ -195,12 +196,12 @@ class MetricsWriter:
 
     def _rewrite_csv(self) -> None:
         """Append the new row; rewrite the whole file only when a new column appears."""
-        last = _flatten(self.records[-1])
+        last = flatten(self.records[-1])
         if self._csv_columns and set(last) <= set(self._csv_columns) and self.csv_path.exists():
             with self.csv_path.open("a", encoding="utf-8", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=self._csv_columns, lineterminator="\n").writerow(last)
             return
-        rows = [_flatten(r) for r in self.records]
+        rows = [flatten(r) for r in self.records]
         columns: list[str] = []
         for row in rows:
             for key in row:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.experiments.plots import draw_plots
-from fedgrpo.experiments.records import RunData, atomic_write, load_run, num, write_csv
+from fedgrpo.experiments.records import RunData, atomic_write, flatten, load_run, num, write_csv
 
 
 def _label_runs(runs: Sequence[RunData]) -> None:
@@ -172,23 +172,13 @@ def _pm(mean: float | None, std: float | None, n: int, kind: str) -> str:
     return f"{_fmt(mean, kind)} ± {_fmt(std, kind)}"
 
 
-def _flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            out.update(_flat_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _config_groups(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
     """Runs grouped by resolved config minus the seed; a group's label is the scenario name,
     plus the settings that tell it apart from the name's other configs (``--set`` variants)."""
     by_config: dict[str, list[RunData]] = defaultdict(list)
     flat: dict[str, dict[str, Any]] = {}
     for r in runs:
-        cfg = {k: v for k, v in _flat_config(r.config).items() if k not in ("seed", "description")}
+        cfg = {k: v for k, v in flatten(r.config).items() if k not in ("seed", "description")}
         key = repr(sorted(cfg.items(), key=lambda kv: kv[0]))
         flat.setdefault(key, cfg)
         by_config[key].append(r)

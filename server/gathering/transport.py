@@ -292,10 +292,7 @@ class HttpTransport:
         except asyncio.TimeoutError as exc:
             self._count(cid, len(payload), received)
             raise TransportTimeout(cid, f"no answer within {timeout.total:.3f} s") from exc
-        except aiohttp.ClientConnectionError as exc:
-            self._count(cid, len(payload), received)
-            raise ConnectError(cid, f"{type(exc).__name__}: {exc}") from exc
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientError as exc:  # incl. ClientConnectionError after connecting
             self._count(cid, len(payload), received)
             raise ConnectError(cid, f"{type(exc).__name__}: {exc}") from exc
         self._count(cid, len(payload), received)
