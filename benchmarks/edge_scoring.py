@@ -1,5 +1,8 @@
 """Edge scoring benchmark (issue 3): PyTorch fp32 vs onnxruntime fp32 / int8 / int4.
 
+(One script over ~400 lines on purpose: a stand-alone benchmark whose measurement steps run
+in order and share its child-process harness; it is not imported by the library.)
+
 For each model (a tiny trained GPT-2 and SmolLM2-135M-Instruct) the same candidate
 policies are scored by every backend in one run:
 
