@@ -279,6 +279,14 @@ class RunData:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+def time_clock(mode: str | None) -> str:
+    """The clock of a run's ``time_s``: ``"virtual"`` (sim), ``"wall"`` (emulate, live) or
+    ``"unknown"`` (no mode recorded). Times on different clocks never share an axis."""
+    if mode == "sim":
+        return "virtual"
+    return "wall" if mode in ("emulate", "live") else "unknown"
+
+
 def num(value: Any) -> float | None:
     """``value`` as a finite float, or None (missing, bool, non-numeric, NaN/inf)."""
     if isinstance(value, bool) or value is None:

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.experiments.plots import pyplot, save_figure
+from fedgrpo.experiments.plots import save_figure, sweep_figure
 from fedgrpo.experiments.records import atomic_write, write_csv
 from fedgrpo.experiments.report import mean_std
 from fedgrpo.scenarios.loader import RESOLVED_NAME, dump_scenario, load_raw, validate_dict
-from fedgrpo.scenarios.overrides import apply_override, parse_value, split_path
+from fedgrpo.scenarios.overrides import apply_override, apply_overrides, parse_value, split_path
 from fedgrpo.scenarios.schema import Scenario, ScenarioError
 
 Runner = Callable[[Scenario, Path, bool], Mapping[str, Any]]
@@ -189,8 +189,8 @@ def _run_variant(runner: Runner | None, scenario: Scenario, run_dir: Path) -> Ou
 
 
 def run_sweep(
-    path: str | os.PathLike[str],
-    grid_specs: Sequence[str],
+    path: str | os.PathLike[str] | Mapping[str, Any],
+    grid_specs: Sequence[str] | Mapping[str, Sequence[Any]],
     seeds: int = 1,
     workers: int = 2,
     out_root: str | os.PathLike[str] = "runs",
@@ -199,10 +199,19 @@ def run_sweep(
     metric: str = "final_mean_accuracy",
     progress: bool = True,
 ) -> SweepResult:
-    """Run the grid; ``workers=0`` runs variants in this process (debugging)."""
-    raw = load_raw(path, overrides)
-    grid = parse_grid(grid_specs)
-    variants = expand_grid(raw, grid, seeds, source=str(path))
+    """Run the grid; ``workers=0`` runs variants in this process (debugging). ``path`` may be
+    a raw scenario mapping and ``grid_specs`` a ``{key: values}`` mapping (the Python API)."""
+    if isinstance(path, Mapping):
+        import copy
+
+        raw, source = apply_overrides(copy.deepcopy(dict(path)), overrides), "<dict>"
+    else:
+        raw, source = load_raw(path, overrides), str(path)
+    if isinstance(grid_specs, Mapping):
+        grid = {k: list(v) for k, v in grid_specs.items()}
+    else:
+        grid = parse_grid(grid_specs)
+    variants = expand_grid(raw, grid, seeds, source=source)
     sweep_dir = _new_sweep_dir(Path(out_root) / f"{raw['name']}-sweep")
     run_dirs = _make_run_dirs(sweep_dir, variants)
     bar: Any = None
@@ -374,27 +383,5 @@ def write_sweep_outputs(
 def _plot_points(
     path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str
 ) -> Path | None:
-    drawn = [r for r in rows if r[f"{metric}_mean"] is not None]
-    if not drawn:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.7 * len(rows)), 4.2))
-    numeric = len(keys) == 1 and all(
-        isinstance(r[keys[0]], (int, float)) and not isinstance(r[keys[0]], bool) for r in drawn
-    )
-    ys = [r[f"{metric}_mean"] for r in drawn]
-    errs = [r[f"{metric}_std"] or 0.0 for r in drawn]
-    if numeric:
-        xs = [float(r[keys[0]]) for r in drawn]
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=4)
-        ax.set_xlabel(keys[0])
-    else:
-        labels = [str(r["point"]) for r in drawn]
-        ax.errorbar(range(len(drawn)), ys, yerr=errs, marker="o", linestyle="none", capsize=4)
-        ax.set_xticks(range(len(drawn)))
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
-        ax.set_xlabel("grid point")
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.set_title(f"sweep: {metric}")
-    return save_figure(fig, path)
+    fig = sweep_figure(rows, keys, metric)
+    return None if fig is None else save_figure(fig, path)

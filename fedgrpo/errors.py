@@ -23,6 +23,10 @@ class ModelSourceError(FedGRPOError):
     """A model id, path or built-in source cannot be loaded."""
 
 
+class RunDirError(FedGRPOError, FileNotFoundError):
+    """A run directory is missing or holds no run records."""
+
+
 class MissingExtraError(FedGRPOError, ImportError):
     """An optional dependency group is not installed."""
 
