@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from fedgrpo.errors import MissingExtraError, RunDirError
 from fedgrpo.experiments.records import RunData
@@ -49,10 +49,10 @@ __all__ = ["RunResult", "SweepRuns", "load_run", "run_scenario", "sweep"]
 
 #: a scenario: a YAML path, a shipped scenario's name ("quickstart"), a raw mapping or a
 #: validated Scenario
-ScenarioLike = Union[str, "os.PathLike[str]", Mapping[str, Any], Scenario]
+ScenarioLike = str | os.PathLike[str] | Mapping[str, Any] | Scenario
 #: overrides: ``{"round_policy.deadline_s": 5}`` or ``["round_policy.deadline_s=5"]`` (``--set``)
-Overrides = Union[Mapping[str, Any], Sequence[str], None]
-PathLike = Union[str, "os.PathLike[str]"]
+Overrides = Mapping[str, Any] | Sequence[str] | None
+PathLike = str | os.PathLike[str]
 
 
 def _pandas() -> Any:

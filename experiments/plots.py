@@ -206,7 +206,7 @@ def participation_figure(runs: Sequence[RunData]) -> Figure | None:
     drawn = [d for d in drawn if d[2] > 0]
     if not drawn:
         return None
-    cats = sorted({p for _, s, _ in drawn for p in s if p != NOT_ANSWERED}) + [NOT_ANSWERED]
+    cats = [*sorted({p for _, s, _ in drawn for p in s if p != NOT_ANSWERED}), NOT_ANSWERED]
     fig = new_figure(max(6.4, 0.55 * len(cats) * len(drawn) ** 0.5 + 2.5), 4.2)
     ax = fig.subplots()
     width = 0.8 / len(drawn)
