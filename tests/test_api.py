@@ -30,15 +30,18 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 def test_run_scenario_is_fedgrpo_run(tmp_path: Path) -> None:
     from fedgrpo.experiments.cli import main
 
-    assert main(["run", str(FLEET), "--set", "rounds=3", "--out", str(tmp_path / "cli")]) == 0
+    # plots off on both sides (cheaper): tests/test_notebook.py sees run_scenario draw them
+    sets = ["--set", "rounds=3", "--set", "outputs.plots=false"]
+    assert main(["run", str(FLEET), *sets, "--out", str(tmp_path / "cli")]) == 0
     (cli_dir,) = (tmp_path / "cli" / "dropout-sweep").iterdir()
-    result = fedgrpo.run_scenario("dropout-sweep", {"rounds": 3}, out=tmp_path / "api")
+    overrides = {"rounds": 3, "outputs.plots": False}
+    result = fedgrpo.run_scenario("dropout-sweep", overrides, out=tmp_path / "api")
     assert result.run_dir.parent == tmp_path / "api" / "dropout-sweep"
     assert _records(result.run_dir) == _records(cli_dir)
     body = lambda d: (d / "scenario.yaml").read_text().split("\n", 1)[1]  # noqa: E731 (after the dated header)
     assert body(result.run_dir) == body(cli_dir)
-    assert sorted(p.name for p in (result.run_dir / "plots").iterdir()) == sorted(
-        p.name for p in (cli_dir / "plots").iterdir()
+    assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(
+        p.name for p in cli_dir.iterdir()
     )
     cli_summary = json.loads((cli_dir / "summary.json").read_text())
     assert {k: v for k, v in result.summary.items() if k != "wall_s"} == {
