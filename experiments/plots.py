@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from fedgrpo.experiments.records import RunData, num, time_clock
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: how each clock is named on a time axis
@@ -92,9 +91,25 @@ def _label(r: RunData) -> str:
     return r.label or r.name
 
 
-def _legend(ax: Axes) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+def _color(runs: Sequence[RunData], r: RunData) -> str:
+    """A run's colour, the same on every panel of a figure."""
+    return f"C{next(i for i, x in enumerate(runs) if x is r) % 10}"
+
+
+def _legend(fig: Figure) -> None:
+    """One legend under the panels (constrained layout makes room for it), so it covers no
+    data, tick or axis label however long the run labels are."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        ncols = 1 if max(len(lab) for lab in labels) > 40 else min(3, len(labels))
+        fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncols=ncols)
+        rows = -(-len(labels) // ncols)
+        fig.set_figheight(fig.get_figheight() + 0.16 * rows)  # the panels keep their height
 
 
 def _by_clock(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
@@ -129,12 +144,12 @@ def accuracy_figure(runs: Sequence[RunData], x: str = "round") -> Figure | None:
     zoomed = limits != (0.0, 1.0)
     for ax, (clock, members) in zip(axes, series.items()):
         for r, xs, acc in members:
-            ax.plot(xs, acc, marker="o", markersize=3, label=_label(r))
+            ax.plot(xs, acc, marker="o", markersize=3, label=_label(r), color=_color(runs, r))
         ax.set_xlabel("round" if x == "round" else CLOCK_LABELS[clock])
         ax.set_ylim(*limits)
         ax.grid(alpha=0.3)
-        _legend(ax)
-    axes[0].set_ylabel("mean accuracy" + (f" ({ZOOMED})" if zoomed else ""))
+    _legend(fig)
+    axes[0].set_ylabel("mean accuracy" + (f"\n({ZOOMED})" if zoomed else ""))
     fig.suptitle("held-out accuracy vs " + x)
     return fig
 
@@ -151,11 +166,11 @@ def duration_cdf_figure(runs: Sequence[RunData]) -> Figure | None:
             ds = sorted(d for d in (num(x.get("duration_s")) for x in r.rounds) if d is not None)
             if ds:
                 ax.step(ds, [(i + 1) / len(ds) for i in range(len(ds))], where="post",
-                        label=_label(r))  # fmt: skip
+                        label=_label(r), color=_color(runs, r))  # fmt: skip
         ax.set_xlabel(DURATION_LABELS[clock])
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        _legend(ax)
+    _legend(fig)
     axes[0].set_ylabel("fraction of rounds")
     fig.suptitle("round-duration CDF")
     return fig
@@ -177,7 +192,7 @@ def coverage_figure(runs: Sequence[RunData]) -> Figure | None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("reward coverage per round")
     ax.grid(alpha=0.3)
-    _legend(ax)
+    _legend(fig)
     return fig
 
 
@@ -223,7 +238,7 @@ def participation_figure(runs: Sequence[RunData]) -> Figure | None:
     ax.set_ylabel("share of requests asked")
     ax.set_title("participation by device profile (whole run)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    _legend(fig)
     return fig
 
 
@@ -249,7 +264,7 @@ def bytes_figure(runs: Sequence[RunData]) -> Figure | None:
     ax.set_ylabel("bytes per round (log scale)")
     ax.set_title("communication per round" + (" vs LoRA exchange" if lora_drawn else ""))
     ax.grid(alpha=0.3, which="both")
-    _legend(ax)
+    _legend(fig)
     return fig
 
 

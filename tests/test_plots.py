@@ -32,7 +32,7 @@ def test_accuracy_axis_is_zoomed_to_the_data_and_says_so() -> None:
     lo, hi = ax.get_ylim()
     assert 0.28 <= lo < 0.33 and 0.39 < hi <= 0.44
     assert (0.39 - 0.33) / (hi - lo) >= 0.5  # the gain fills most of the axis
-    assert ax.get_ylabel() == "mean accuracy (axis zoomed to the data)"
+    assert ax.get_ylabel() == "mean accuracy\n(axis zoomed to the data)"
     assert ax.get_xlabel() == "round"
     full = plots.accuracy_figure([run("sim", [0.0, 0.5, 1.0])])
     assert full is not None
@@ -55,6 +55,8 @@ def test_time_axes_never_mix_virtual_and_wall_clock_seconds() -> None:
         "wall-clock time (s)": ["emu", "live"],
     }
     assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()  # one accuracy scale
+    colours = [ln.get_color() for ax in fig.axes for ln in ax.get_lines()]
+    assert len(set(colours)) == 3  # a run keeps its own colour across panels
     cdf = plots.duration_cdf_figure([sim, emu])
     assert cdf is not None
     assert [ax.get_xlabel() for ax in cdf.axes] == [
@@ -132,3 +134,7 @@ def test_no_label_is_clipped() -> None:
     for name, fig in figures.items():
         assert fig is not None, name
         assert _outside(fig) == [], name
+        renderer = fig.canvas.get_renderer()
+        for legend in fig.legends:  # the legend covers no panel, tick or axis label
+            box = legend.get_window_extent(renderer)
+            assert not any(box.overlaps(ax.get_tightbbox(renderer)) for ax in fig.axes), name
