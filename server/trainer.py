@@ -112,12 +112,12 @@ class FedGRPOTrainer:
         )
         experts = self._select(items, npg)
         result = self._gather(r, items, batch, experts, npg)
-        combined = self._combine(result, len(items), r)
-        rewarded = ~np.isnan(combined)
+        fresh = self._combine(result, len(items), r)
+        rewarded = ~np.isnan(fresh)
         late_fields: dict[str, Any] = {}
-        merged = None
+        combined, merged = fresh, None
         if self.late_groups is not None:
-            combined, merged, late_fields = self._late(r, batch, result, combined)
+            combined, merged, late_fields = self._late(r, batch, result, fresh)
         update = self._update(merged or batch, combined, merged is not None)
         record: dict[str, Any] = {
             "event": "round",
@@ -126,7 +126,7 @@ class FedGRPOTrainer:
             "coverage": float(rewarded.mean()) if rewarded.size else 0.0,
             "groups": len(items),
             "groups_with_signal": int(update.pop("groups_with_signal")),
-            "reward_mean": float(np.nanmean(combined)) if rewarded.any() else None,
+            "reward_mean": float(np.nanmean(fresh)) if rewarded.any() else None,
             "true_accuracy_of_samples": sample_accuracy(batch.completions, items, cfg.group_size),
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from fedgrpo.experiments.context import Context, load_scorers, per_client_reward_fn
-from fedgrpo.rounds import AssignmentStatus, RoundOutcome, RoundStats, round_stats
+from fedgrpo.rounds import RoundOutcome, RoundStats, round_stats
 from fedgrpo.scenarios.mapping import sim_config
 from fedgrpo.scenarios.schema import Scenario
-from fedgrpo.server.gathering.base import GatherRequest, GatherResult, LateReward, idle_clients
-from fedgrpo.sim.result import StaleResult
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult, idle_clients
+from fedgrpo.server.gathering.late import late_rewards, outstanding_slots
 
 
 def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> RoundStats:
@@ -41,28 +41,6 @@ def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> RoundStats:
         participation={p: v["answered"] for p, v in record.get("participation", {}).items()},
         stale_used=record.get("stale_used", 0),
     )
-
-
-def outstanding_slots(
-    outcome: RoundOutcome, shape: tuple[int, ...], experts: list[list[int]]
-) -> np.ndarray:
-    """[B, G, E] True where an assignment was still out at the close (its reward may come
-    late); slot e = position of the expert in ``experts[b]`` (as ``rewards_by_expert``)."""
-    out = np.zeros(shape, dtype=bool)
-    for a, st in zip(outcome.plan.assignments, outcome.statuses):
-        if st is AssignmentStatus.LATE:
-            out[a.group, list(a.candidates), experts[a.group].index(a.client_id)] = True
-    return out
-
-
-def late_rewards(res: StaleResult, experts: list[list[int]]) -> list[LateReward]:
-    """A simulator's stale result as the trainer's late rewards (one per candidate)."""
-    a = res.assignment
-    slot = experts[a.group].index(a.client_id)
-    return [
-        LateReward(res.origin_round, a.group, c, slot, float(v))
-        for c, v in zip(a.candidates, res.values)
-    ]
 
 
 _JOURNAL_KEYS = ("round_index", "questions", "candidates", "experts", "domains", "answers")
@@ -153,7 +131,9 @@ class SimGatherer:
         late = [
             reward
             for res in self.sim.stale_used[self._stale_seen :]
-            for reward in late_rewards(res, self._experts[res.origin_round])
+            for reward in late_rewards(
+                res.origin_round, res.assignment, res.values, self._experts[res.origin_round]
+            )
         ]
         self._stale_seen = len(self.sim.stale_used)
         for old in [k for k in self._experts if k < r - self.sim.config.max_staleness]:
