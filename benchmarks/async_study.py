@@ -58,6 +58,8 @@ def _overrides(args: argparse.Namespace, condition: str, seed: int) -> list[str]
         f"eval.per_domain={args.per_domain}",
         f"server.grpo.questions_per_round={args.questions}",
         f"server.grpo.lr={args.lr}",
+        f"selection.aux_size={args.aux}",
+        f"selection.L={min(20, args.aux // 4)}",
         "checkpoint.every=0",
         "outputs.progress=false",
         "outputs.plots=false",
@@ -223,18 +225,19 @@ def plot(path: Path, runs: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--sync-rounds", type=int, default=15)
+    ap.add_argument("--sync-rounds", type=int, default=12)
     ap.add_argument("--async-rounds", type=int, default=18)
     ap.add_argument("--eval-every", type=int, default=3)
-    ap.add_argument("--per-domain", type=int, default=40, help="eval items per domain (5 domains)")
+    ap.add_argument("--per-domain", type=int, default=30, help="eval items per domain (5 domains)")
     ap.add_argument("--questions", type=int, default=8, help="questions per round")
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--aux", type=int, default=40, help="auxiliary set size (competence cost)")
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "async_study_accuracy.png")
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    jobs = [(c, s) for s in range(args.seeds) for c in CONDITIONS]
+    jobs = [(c, s) for c in CONDITIONS for s in range(args.seeds)]
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
         max_workers=args.workers, mp_context=get_context("spawn")
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "seeds": list(range(args.seeds)),
         "settings": f"sync {args.sync_rounds} rounds, async {args.async_rounds} rounds, "
-        f"{args.questions} questions/round, lr {args.lr}, eval every {args.eval_every} rounds on "
+        f"{args.questions} questions/round, lr {args.lr}, aux set {args.aux}, eval every {args.eval_every} rounds on "
         f"{5 * args.per_domain} items",
         "wall_s": time.perf_counter() - start,
     }
