@@ -86,6 +86,7 @@ class Simulator(RequestSteps):
         self.stale_used: list[StaleResult] = []
         # async: (origin round, job) of stragglers left running at a close, until too stale
         self._late_jobs: list[tuple[int, Job]] = []
+        self._stale_cancelled = 0  # counted as stale_dropped by the next round's record
         self._init_requests(config.clients)
         self._closed_state = RoundState(build_plan([], [], 0, self.policy), self.policy, 0.0)
 
@@ -110,6 +111,8 @@ class Simulator(RequestSteps):
         for origin, job in self._late_jobs:
             if r - origin > self.config.max_staleness:
                 job.cancelled = True
+                if not job.values:  # not computed yet: its result is dropped unseen
+                    self._stale_cancelled += 1
             else:
                 keep.append((origin, job))
         self._late_jobs = keep
@@ -175,9 +178,10 @@ class Simulator(RequestSteps):
 
     def _take_stale(self, index: int) -> tuple[list[StaleResult], int]:
         """Async mode: the buffered late results round ``index`` uses, and how many were too
-        stale (their compute counts as wasted in the round that asked)."""
+        stale (their compute counts as wasted in the round that asked; stragglers cancelled as
+        too stale before they finished count here too)."""
         used: list[StaleResult] = []
-        dropped = 0
+        dropped, self._stale_cancelled = self._stale_cancelled, 0
         if self.config.mode != "async":
             return used, dropped
         for origin, a, values, compute in self.stale_buffer:
