@@ -7,6 +7,9 @@ the model, the optimizer, the round counter and the competence matrix.
 Where this departs from the paper's description (see also ``server.grpo``):
 missing rewards are masked rather than zeroed, and the auxiliary-set embeddings come from
 the *initial* (frozen) server model so they never drift during training.
+
+Async rounds (``late``): incomplete groups wait for their late rewards in
+:mod:`server.late_groups` and enter a later update through :mod:`server.grpo.offpolicy`.
 """
 
 from __future__ import annotations
@@ -69,7 +72,6 @@ class FedGRPOTrainer:
         available_clients: Callable[[int], Sequence[int] | None] | None = None,
         late: LateRewardConfig | None = None,
     ) -> None:
-
         if baseline not in BASELINES:
             raise ConfigError(
                 f"baseline {baseline!r} is unknown; use one of {', '.join(BASELINES)}"
