@@ -22,7 +22,7 @@ from fedgrpo.experiments.context import Context, auxiliary_set, build_context, r
 from fedgrpo.experiments.provenance import write_provenance
 from fedgrpo.experiments.records import MetricsWriter, write_summary
 from fedgrpo.experiments.signals import sigterm_as_interrupt
-from fedgrpo.scenarios.mapping import experts_ranked, grpo_config
+from fedgrpo.scenarios.mapping import experts_ranked, grpo_config, late_rewards
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
 
@@ -225,6 +225,7 @@ def _prepare(
         seed=s.seed,
         baseline=s.server.baseline,
         question_embedder=embed,
+        late=late_rewards(s) if s.round_policy.async_ else None,
     )
     trainer.competence = competence
     lora = lora_bytes_per_round(model.config, rank=8, clients_per_round=1)

@@ -30,6 +30,7 @@ from fedgrpo.scenarios.schema import ClientEntry, GRPOSection, Scenario
 if TYPE_CHECKING:
     from fedgrpo.rounds import RoundPolicy
     from fedgrpo.server.grpo.config import GRPOConfig
+    from fedgrpo.server.grpo.offpolicy import LateRewardConfig
     from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
@@ -82,6 +83,14 @@ def round_policy(s: Scenario) -> RoundPolicy:
         over_selection=reserve_per_question(s),
         max_retries=rp.max_retries,
     )
+
+
+def late_rewards(s: Scenario) -> LateRewardConfig:
+    """How late rewards enter the update (the trainer uses it only with ``async: true``)."""
+    from fedgrpo.server.grpo.offpolicy import LateRewardConfig
+
+    rp = s.round_policy
+    return LateRewardConfig(rp.max_staleness, rp.correction, rp.is_cap, rp.min_coverage)
 
 
 # --------------------------------------------------------------------------- rewards per client
@@ -292,6 +301,13 @@ def _client_target() -> RuntimeTarget:
     )
 
 
+def _late_rewards_target() -> RuntimeTarget:
+    from fedgrpo.server.grpo.offpolicy import LateRewardConfig
+
+    names = ("max_staleness", "correction", "is_cap", "min_coverage")
+    return RuntimeTarget(LateRewardConfig, late_rewards, {n: (f"round_policy.{n}",) for n in names})
+
+
 def runtime_targets() -> dict[str, RuntimeTarget]:
     """Every runtime dataclass a scenario configures, by class name."""
     return {
@@ -300,6 +316,7 @@ def runtime_targets() -> dict[str, RuntimeTarget]:
         "SimConfig": _sim_config_target(),
         "WorkloadSpec": _workload_target(),
         "ClientSpec": _client_target(),
+        "LateRewardConfig": _late_rewards_target(),
     }
 
 

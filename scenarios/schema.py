@@ -256,6 +256,11 @@ class RoundPolicySection(_Section):
     async_: bool = Field(False, alias="async")
     # async: rewards for a policy at most this many versions old are still used
     max_staleness: NonNegInt = 1
+    # async: late groups enter the update with a truncated importance weight (truncated_is,
+    # cap is_cap) or as if on-policy (none); a group below min_coverage at its close waits
+    correction: Literal["truncated_is", "none"] = "truncated_is"
+    is_cap: Annotated[float, Field(gt=0.0)] = 2.0
+    min_coverage: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
 
 class EvalSection(_Section):

@@ -7,12 +7,14 @@ the model, the optimizer, the round counter and the competence matrix.
 Where this departs from the paper's description (see also ``server.grpo``):
 missing rewards are masked rather than zeroed, and the auxiliary-set embeddings come from
 the *initial* (frozen) server model so they never drift during training.
+
+Async rounds (``late``): incomplete groups wait for their late rewards in
+:mod:`server.late_groups` and enter a later update through :mod:`server.grpo.offpolicy`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +32,11 @@ from fedgrpo.server.gathering.base import GatherRequest, GatherResult, RewardGat
 from fedgrpo.server.generation import SamplingParams
 from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
 from fedgrpo.server.grpo.config import GRPOConfig
+from fedgrpo.server.grpo.offpolicy import LateRewardConfig, offpolicy_grpo_loss
 from fedgrpo.server.grpo.rewards import shuffle_within_groups, signal_groups
+from fedgrpo.server.late_groups import LateGroups, MergedBatch, late_record, merge_rows
 from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout
+from fedgrpo.server.schedule import lr_factor, make_optimizer, round_rngs, sample_accuracy
 from fedgrpo.server.tasks import TaskItem, TaskSuite
 from fedgrpo.server.zoo.evaluate import EvalResult, evaluate_on_suite
 
@@ -42,35 +47,10 @@ if TYPE_CHECKING:
 BASELINES = ("fedgrpo", "central_grpo", "zero_shot")
 
 
-def round_rngs(
-    seed: int, round_index: int
-) -> tuple[random.Random, np.random.Generator, torch.Generator]:
-    """Independent generators for one round, a pure function of (seed, round)."""
-    import torch
-
-    py = random.Random(f"{seed}:{round_index}:questions")
-    npg = np.random.default_rng([seed, round_index, 1])
-    tg = torch.Generator().manual_seed(
-        int(np.random.default_rng([seed, round_index, 2]).integers(2**62))
-    )
-    return py, npg, tg
-
-
-def sample_accuracy(
-    completions: Sequence[str], items: Sequence[TaskItem], group_size: int
-) -> float:
-    """Fraction of the round's sampled completions that are right (completion k answers
-    question ``k // group_size``): the ground truth the server never sees while training."""
-    from fedgrpo.edge.answer_format import is_correct
-
-    return float(
-        np.mean([is_correct(t, items[k // group_size].answer) for k, t in enumerate(completions)])
-    )
-
-
 @dataclass
 class TrainerState:
     round: int = 0
+    version: int = 0  # policy versions: optimizer updates so far (staleness is counted in them)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -90,9 +70,8 @@ class FedGRPOTrainer:
         baseline: str = "fedgrpo",
         question_embedder: Callable[[Sequence[str]], np.ndarray] | None = None,
         available_clients: Callable[[int], Sequence[int] | None] | None = None,
+        late: LateRewardConfig | None = None,
     ) -> None:
-        import torch
-
         if baseline not in BASELINES:
             raise ConfigError(
                 f"baseline {baseline!r} is unknown; use one of {', '.join(BASELINES)}"
@@ -105,24 +84,15 @@ class FedGRPOTrainer:
         self.embed = question_embedder
         self.available_clients = available_clients
         self.question_pool: list[TaskItem] = suite.train()
-        self.optimizer: torch.optim.Optimizer
-        if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(
-                model.parameters(), lr=config.lr, momentum=config.sgd_momentum
-            )
-        else:
-            self.optimizer = torch.optim.AdamW(
-                model.parameters(),
-                lr=config.lr,
-                weight_decay=0.0,
-                betas=(config.adam_beta1, config.adam_beta2),
-            )
+        self.optimizer: torch.optim.Optimizer = make_optimizer(model, config)
         self.reference = copy.deepcopy(model).eval() if config.beta > 0 else None
         if self.reference is not None:
             for p in self.reference.parameters():
                 p.requires_grad_(False)
         self.state = TrainerState()
         self.competence: CompetenceMatrix | None = None
+        # async rounds: groups waiting for late rewards (None: late rewards are not used)
+        self.late_groups = LateGroups(late) if late is not None else None
 
     # ------------------------------------------------------------------ one round
     def step(self) -> dict[str, Any]:
@@ -144,9 +114,13 @@ class FedGRPOTrainer:
         )
         experts = self._select(items, npg)
         result = self._gather(r, items, batch, experts, npg)
-        combined = self._combine(result, len(items), r)
-        update = self._update(batch, combined)
-        rewarded = ~np.isnan(combined)
+        fresh = self._combine(result, len(items), r)
+        rewarded = ~np.isnan(fresh)
+        late_fields: dict[str, Any] = {}
+        combined, merged = fresh, None
+        if self.late_groups is not None:
+            combined, merged, late_fields = self._late(r, batch, result, fresh)
+        update = self._update(merged or batch, combined, merged is not None)
         record: dict[str, Any] = {
             "event": "round",
             "round": r,
@@ -154,13 +128,15 @@ class FedGRPOTrainer:
             "coverage": float(rewarded.mean()) if rewarded.size else 0.0,
             "groups": len(items),
             "groups_with_signal": int(update.pop("groups_with_signal")),
-            "reward_mean": float(np.nanmean(combined)) if rewarded.any() else None,
+            "reward_mean": float(np.nanmean(fresh)) if rewarded.any() else None,
             "true_accuracy_of_samples": sample_accuracy(batch.completions, items, cfg.group_size),
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),
+            **late_fields,
             **update,
         }
         self.state.round += 1
+        self.state.version += int(bool(update["updated"]))
         self.state.history.append(record)
         return record
 
@@ -169,6 +145,9 @@ class FedGRPOTrainer:
             return [[] for _ in items]
         embeddings = self.embed([i.question for i in items]) if self.embed is not None else None
         available = self.available_clients(self.state.round) if self.available_clients else None
+        idle = getattr(self.gatherer, "idle_clients", None)
+        if self.late_groups is not None and idle is not None:
+            available = idle(available)  # stragglers' devices are not asked again (issue 14)
         return self.selector.select(embeddings, [i.domain for i in items], rng, available=available)
 
     def _gather(
@@ -206,7 +185,34 @@ class FedGRPOTrainer:
             combined = shuffle_within_groups(combined, np.random.default_rng([self.seed, r, 3]))
         return combined
 
-    def _update(self, batch: Any, combined: np.ndarray) -> dict[str, Any]:
+    def _late(
+        self, r: int, batch: RolloutBatch, result: GatherResult, combined: np.ndarray
+    ) -> tuple[np.ndarray, MergedBatch | None, dict[str, Any]]:
+        """Async rounds: hold this round's incomplete groups, fill held groups with the late
+        rewards, and add the due ones (with signal) to the update; (combined rewards of the
+        update's groups, their merged batch or None if only fresh groups, record fields)."""
+        lg, v = self.late_groups, self.state.version
+        assert lg is not None
+        lg.deliver(result.late)
+        held = lg.split(r, v, batch, result.rewards, result.outstanding)
+        combined = np.where(held[:, None], np.nan, combined)
+        rows, used, dropped = [combined], [], 0
+        parts: list[tuple[RolloutBatch, Sequence[int], int]] = [(batch, range(len(combined)), 0)]
+        for g in lg.take(v, r):
+            c = self._combine(GatherResult(g.rewards[None]), 1, g.round_index)
+            if int((~np.isnan(c)).sum()) < 2:  # no group to be relative to: dropped
+                dropped += 1
+                continue
+            rows.append(c)
+            parts.append((g.batch, [g.question], v - g.version))
+            used.append(v - g.version)
+        fields = late_record(int(held.sum()), used, dropped, *lg.counters())
+        if not used:
+            return combined, None, fields
+        merged = merge_rows(parts, self.tokenizer.pad_token_id)
+        return np.concatenate(rows), merged, fields
+
+    def _update(self, batch: Any, combined: np.ndarray, stale: bool = False) -> dict[str, Any]:
         import torch
 
         cfg = self.config
@@ -225,13 +231,14 @@ class FedGRPOTrainer:
         if self.baseline == "zero_shot" or not bool(seq_mask.any()):
             return out
         ref = self._reference_logps(batch)
+        prox = self._proximal_logps(batch) if stale else None
         if cfg.warmup_rounds > 0 or cfg.lr_decay_rounds > 0:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * self.lr_factor(self.state.round)
         losses: list[float] = []
         norms: list[float] = []
         for _ in range(cfg.num_iterations):
-            loss, grad_norm, metrics = self._optimise(batch, ref, adv_t, seq_mask)
+            loss, grad_norm, metrics = self._optimise(batch, ref, adv_t, seq_mask, prox)
             norms.append(grad_norm)
             losses.append(loss)
         out.update(
@@ -258,15 +265,28 @@ class FedGRPOTrainer:
                 cfg.temperature,
             )
 
+    def _proximal_logps(self, batch: MergedBatch) -> torch.Tensor:
+        """π_prox of the decoupled loss: the policy before this update (the behaviour
+        log-probs on fresh rows, where the two are the same policy)."""
+        import torch
+
+        with torch.no_grad():
+            now = completion_logps(
+                self.model, batch.input_ids, batch.attention_mask, batch.completion_length,
+                self.config.temperature,
+            )  # fmt: skip
+        return torch.where((batch.staleness == 0)[:, None], batch.old_logps, now)
+
     def _optimise(
         self,
         batch: Any,
         ref: torch.Tensor | None,
         adv_t: torch.Tensor,
         seq_mask: torch.Tensor,
+        prox: torch.Tensor | None = None,
     ) -> tuple[float, float, dict[str, float]]:
-        """One optimizer step on the GRPO loss: (loss, gradient norm before clipping, the
-        loss's metrics)."""
+        """One optimizer step on the GRPO loss (the off-policy one when ``prox`` is given
+        for a batch with late groups): (loss, gradient norm before clipping, its metrics)."""
         import torch
 
         cfg = self.config
@@ -277,19 +297,24 @@ class FedGRPOTrainer:
             batch.completion_length,
             cfg.temperature,
         )
-        loss, metrics = grpo_loss(
-            logps,
-            batch.old_logps,
-            ref,
-            adv_t,
-            batch.completion_mask,
-            seq_mask,
+        common: dict[str, Any] = dict(
             eps_low=cfg.eps_low,
             eps_high=cfg.eps_high,
             beta=cfg.beta,
             loss_type=cfg.loss_type,
             max_completion_length=cfg.max_new_tokens,
         )
+        if prox is None:
+            loss, metrics = grpo_loss(
+                logps, batch.old_logps, ref, adv_t, batch.completion_mask, seq_mask, **common
+            )
+        else:
+            late = self.late_groups.config if self.late_groups is not None else LateRewardConfig()
+            loss, metrics = offpolicy_grpo_loss(
+                logps, prox, batch.old_logps, ref, adv_t, batch.completion_mask, seq_mask,
+                batch.staleness, max_staleness=late.max_staleness, correction=late.correction,
+                is_cap=late.is_cap, **common,
+            )  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
@@ -297,16 +322,8 @@ class FedGRPOTrainer:
         return float(loss.item()), grad_norm, metrics
 
     def lr_factor(self, round_index: int) -> float:
-        """Learning-rate multiplier at ``round_index``: linear warmup, then optional cosine decay."""
-        cfg = self.config
-        factor = 1.0
-        if cfg.warmup_rounds > 0:
-            factor = min(1.0, (round_index + 1) / cfg.warmup_rounds)
-        if cfg.lr_decay_rounds > 0:
-            progress = min(1.0, round_index / cfg.lr_decay_rounds)
-            floor = cfg.lr_final_fraction
-            factor *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        return factor
+        """Learning-rate multiplier at ``round_index`` (:func:`server.schedule.lr_factor`)."""
+        return lr_factor(self.config, round_index)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, per_domain: int | None = None) -> EvalResult:
@@ -328,6 +345,8 @@ class FedGRPOTrainer:
             "optimizer": self.optimizer.state_dict(),
             "config": asdict(self.config),
             "competence": self.competence.to_json() if self.competence is not None else None,
+            "version": self.state.version,
+            "late_groups": self.late_groups,
             "python_random": random.getstate(),
             "torch_rng": torch.get_rng_state(),
             "extra": extra or {},
@@ -359,6 +378,9 @@ class FedGRPOTrainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state.round = int(payload["round"])
+        self.state.version = int(payload.get("version", self.state.round))
+        if self.late_groups is not None and payload.get("late_groups") is not None:
+            self.late_groups = payload["late_groups"]
         if payload.get("competence"):
             loaded_competence = CompetenceMatrix.from_json(payload["competence"])
             if self.competence is None:

@@ -23,9 +23,9 @@ from typing import Any
 import simpy
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.rounds import RoundOutcome, RoundState, build_plan
+from fedgrpo.rounds import AssignmentStatus, RoundOutcome, RoundState, build_plan
 from fedgrpo.sim.config import SimConfig
-from fedgrpo.sim.events import Env, RoundRun
+from fedgrpo.sim.events import Env, Job, RoundRun
 from fedgrpo.sim.gcfreeze import GcFreezer
 from fedgrpo.sim.requests import RequestSteps, StaleEntry
 from fedgrpo.sim.result import SimResult, StaleResult, round_record, settle_records
@@ -84,21 +84,58 @@ class Simulator(RequestSteps):
         self.runs: list[RoundRun] = []
         self.stale_buffer: list[StaleEntry] = []
         self.stale_used: list[StaleResult] = []
+        # async: (origin round, job) of stragglers left running at a close, until too stale
+        self._late_jobs: list[tuple[int, Job]] = []
+        self._stale_cancelled = 0  # counted as stale_dropped by the next round's record
         self._init_requests(config.clients)
         self._closed_state = RoundState(build_plan([], [], 0, self.policy), self.policy, 0.0)
 
     # ----------------------------------------------------------------- rounds
 
+    def busy_clients(self) -> set[int]:
+        """Async mode: clients still working on (or queueing) an earlier round's straggler.
+        Asking them again would queue the new request behind the old one, so both arrive
+        late (the crowd-out of issue 14); selection skips them. Empty in sync mode."""
+        if self.config.mode != "async":
+            return set()
+        return {
+            i
+            for i, dev in enumerate(self.devices)
+            if dev.busy or any(not j.cancelled for j in dev.queue)
+        }
+
+    def _cancel_too_stale(self, r: int) -> None:
+        """Async mode: stragglers whose result could only arrive more than ``max_staleness``
+        rounds late are cancelled (dropped if not started; running work still runs out)."""
+        keep = []
+        for origin, job in self._late_jobs:
+            if r - origin > self.config.max_staleness:
+                job.cancelled = True
+                if not job.values:  # not computed yet: its result is dropped unseen
+                    self._stale_cancelled += 1
+            else:
+                keep.append((origin, job))
+        self._late_jobs = keep
+
+    def _idle_experts(self, domains: list[str]) -> list[list[int]]:
+        """The simulator's own selection, over idle clients in async mode when enough are."""
+        busy = self.busy_clients()
+        n_ask = self.w.experts_per_question + self.policy.over_selection
+        idle = [i for i in range(self.n) if i not in busy]
+        return select_experts(
+            domains, self.config.clients, self.w, self.policy, self.rng,
+            available=idle if busy and len(idle) >= n_ask else None,
+        )  # fmt: skip
+
     def _start_round(self, r: int) -> RoundRun:
         self._gc.refreeze()
         self.rng = server_rng(self.seed, r)
+        self._cancel_too_stale(r)
         inp = self.round_source(r, self.rng)
         if inp.experts is not None:
             experts = inp.experts
         else:
-            experts = select_experts(
-                inp.domains, self.config.clients, self.w, self.policy, self.rng
-            )
+            experts = self._idle_experts(inp.domains)
         check_experts(r, experts, len(inp.questions), self.n)
         dispatch = dispatch_round(experts, self.w, self.rng)
         plan = build_plan(experts, dispatch, self.w.group_size, self.policy, round_id=f"r{r}")
@@ -141,9 +178,10 @@ class Simulator(RequestSteps):
 
     def _take_stale(self, index: int) -> tuple[list[StaleResult], int]:
         """Async mode: the buffered late results round ``index`` uses, and how many were too
-        stale (their compute counts as wasted in the round that asked)."""
+        stale (their compute counts as wasted in the round that asked; stragglers cancelled as
+        too stale before they finished count here too)."""
         used: list[StaleResult] = []
-        dropped = 0
+        dropped, self._stale_cancelled = self._stale_cancelled, 0
         if self.config.mode != "async":
             return used, dropped
         for origin, a, values, compute in self.stale_buffer:
@@ -158,6 +196,12 @@ class Simulator(RequestSteps):
 
     def _finish_round(self, rr: RoundRun) -> None:
         out = rr.state.outcome()
+        if self.config.mode == "async":
+            late = AssignmentStatus.LATE
+            for a, st in zip(out.plan.assignments, out.statuses):
+                job = rr.jobs[a.index]
+                if st is late and job is not None and not job.cancelled:
+                    self._late_jobs.append((rr.index, job))
         stale_used, stale_dropped = self._take_stale(rr.index)
         record = round_record(rr, out, self.profile_names, stale_used, stale_dropped)
         if self.on_round_end is not None:

@@ -21,6 +21,7 @@ def select_experts(
     workload: WorkloadSpec,
     policy: RoundPolicy,
     rng: np.random.Generator,
+    available: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Ranked experts per question (⌈M·(1+f)⌉ each), drawn from the round's server ``rng``
     by the selectors of :mod:`fedgrpo.selection` (the ones the server uses):
@@ -33,7 +34,7 @@ def select_experts(
         selector = RandomSelector(len(clients), M=n_ask)
     else:
         selector = CompetenceSelector(lambda d: [c.competence_on(d) for c in clients], M=n_ask)
-    return selector.select(None, domains, rng)
+    return selector.select(None, domains, rng, available=available)
 
 
 def check_experts(r: int, experts: Sequence[Sequence[int]], questions: int, n: int) -> None:

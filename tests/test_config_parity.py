@@ -81,6 +81,10 @@ CASES: dict[tuple[str, str], tuple[Expect, list[tuple[Any, Expect]]]] = {
     ("RoundPolicy", "round_policy.max_retries"): (0, [(2, 2)]),
     ("SimConfig", "round_policy.async"): ("sync", [(True, "async")]),
     ("SimConfig", "round_policy.max_staleness"): (1, [(3, 3)]),
+    ("LateRewardConfig", "round_policy.max_staleness"): (1, [(3, 3)]),
+    ("LateRewardConfig", "round_policy.correction"): ("truncated_is", [("none", "none")]),
+    ("LateRewardConfig", "round_policy.is_cap"): (2.0, [(5.0, 5.0)]),
+    ("LateRewardConfig", "round_policy.min_coverage"): (1.0, [(0.5, 0.5)]),
     ("WorkloadSpec", "tasks.domains"): (
         ("add", "sub", "mul", "mod", "sort"),
         [(["add", "sub"], ("add", "sub"))],

@@ -302,6 +302,7 @@ def make_emulate_gatherer(ctx: Context) -> tuple[Any, Any]:
             time_scale=s.emulate.time_scale,
             competence_timeout_s=max(120.0, s.emulate.startup_timeout_s),
             extra_stats=fleet.proxies.counters,
+            max_staleness=s.round_policy.max_staleness if s.round_policy.async_ else None,
         )
         gatherer.fleet = fleet
     except BaseException:

@@ -223,5 +223,6 @@ def make_live_gatherer(ctx: Any) -> tuple[Any, Any]:
         dispatch_mode=s.selection.dispatch,
         labels=[c.group.profile for c in ctx.clients],
         reserve_per_question=reserve_per_question(s),
+        max_staleness=s.round_policy.max_staleness if s.round_policy.async_ else None,
     )
     return gatherer, gatherer.close

@@ -12,6 +12,7 @@ The simulator's configuration comes from :func:`fedgrpo.scenarios.mapping.sim_co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from fedgrpo.experiments.context import Context, load_scorers, per_client_reward
 from fedgrpo.rounds import RoundOutcome, RoundStats, round_stats
 from fedgrpo.scenarios.mapping import sim_config
 from fedgrpo.scenarios.schema import Scenario
-from fedgrpo.server.gathering.base import GatherRequest, GatherResult
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult, idle_clients
+from fedgrpo.server.gathering.late import late_rewards, outstanding_slots
 
 
 def outcome_stats(outcome: RoundOutcome, record: dict[str, Any]) -> RoundStats:
@@ -59,6 +61,8 @@ class SimGatherer:
         rewards = ModelRewards(per_client_reward_fn(s, score_fns))
         self.sim = Simulator(sim_config(s), seed, rewards, self._source, self._on_end)
         self.sim_round = 0
+        self._experts: dict[int, list[list[int]]] = {}  # async: expert lists of recent rounds
+        self._stale_seen = 0
 
     def _source(self, r: int, rng: np.random.Generator) -> Any:
         return self._input
@@ -114,13 +118,33 @@ class SimGatherer:
             correct=None,
             experts=request.experts,
         )
-        self.sim.step_round(self.sim_round)
+        r = self.sim_round
+        self._experts[r] = request.experts
+        self.sim.step_round(r)
         self.sim_round += 1
         assert self._outcome is not None
         rewards = self._outcome.rewards_by_expert(request.experts)
         stats = outcome_stats(self._outcome, self._record)
         stats["extra"]["virtual_now_s"] = float(self.sim.env.now)
-        return GatherResult(rewards, stats)
+        if self.sim.config.mode != "async":
+            return GatherResult(rewards, stats)
+        late = [
+            reward
+            for res in self.sim.stale_used[self._stale_seen :]
+            for reward in late_rewards(
+                res.origin_round, res.assignment, res.values, self._experts[res.origin_round]
+            )
+        ]
+        self._stale_seen = len(self.sim.stale_used)
+        for old in [k for k in self._experts if k < r - self.sim.config.max_staleness]:
+            del self._experts[old]
+        waiting = outstanding_slots(self._outcome, rewards.shape, request.experts)
+        return GatherResult(rewards, stats, waiting, late)
+
+    def idle_clients(self, available: Sequence[int] | None) -> Sequence[int] | None:
+        """Async: ``available`` without the clients still busy with an earlier round's
+        straggler (:meth:`fedgrpo.sim.engine.Simulator.busy_clients`)."""
+        return idle_clients(available, self.sim.busy_clients(), self.sim.n)
 
     def competence(
         self, clients: Any, questions: Any, answers: Any

@@ -10,6 +10,12 @@ experts of each question (primaries), the rest of ``request.experts[q]`` is the 
 reserve, then :func:`fedgrpo.rounds.build_plan`; the pure :class:`fedgrpo.rounds.RoundState`
 decides what counts. Rewards come back in the trainer's layout via
 :meth:`RoundOutcome.rewards_by_expert`, NaN = missing (failed, late, cancelled, offline).
+
+Asynchronous rounds (``max_staleness`` given): stragglers are not cancelled at the close but
+keep running on the loop for up to ``max_staleness`` deadlines; their results come back with a
+later round's :class:`GatherResult` as ``late`` rewards (``outstanding`` marks what was still
+out at the close), a client still busy with one is not asked again (:meth:`idle_clients`),
+and stragglers more than ``max_staleness`` rounds old are cancelled.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 from fedgrpo.edge.protocol import CompetenceRequest
 from fedgrpo.rounds import (
+    Assignment,
     AssignmentStatus,
     RoundOutcome,
     RoundPolicy,
@@ -35,8 +42,9 @@ from fedgrpo.rounds import (
     round_stats,
 )
 from fedgrpo.rounds.dispatch import plan_dispatch
-from fedgrpo.server.gathering.base import GatherRequest, GatherResult
-from fedgrpo.server.gathering.http import gather_round
+from fedgrpo.server.gathering.base import GatherRequest, GatherResult, LateReward, idle_clients
+from fedgrpo.server.gathering.http import LateWork, gather_round
+from fedgrpo.server.gathering.late import late_rewards, outstanding_slots
 from fedgrpo.server.gathering.transport import (
     ClientEndpoint,
     HttpTransport,
@@ -142,6 +150,53 @@ def outcome_record(
     )
 
 
+class _LateBook:
+    """Async rounds' stragglers: their tasks, their rounds' expert lists, their results.
+    Results are appended on the loop thread and drained by the caller's, under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.results: list[LateReward] = []
+        self.experts: dict[int, list[list[int]]] = {}
+        self.tasks: dict[int, list[tuple[Assignment, asyncio.Task[None]]]] = {}
+        self.round = 0
+        self.max_staleness = 0
+
+    def open_round(
+        self, request: GatherRequest, max_staleness: int | None, deadline_s: float
+    ) -> LateWork | None:
+        if max_staleness is None:
+            return None
+        r = self.round = request.round_index
+        self.max_staleness = max_staleness
+        self.experts[r] = [list(x) for x in request.experts]
+        for old in [k for k in self.experts if k < r - max_staleness]:
+            del self.experts[old]
+
+        def on_result(a: Assignment, values: Sequence[float]) -> None:
+            if r in self.experts:
+                with self.lock:
+                    self.results.extend(late_rewards(r, a, values, self.experts[r]))
+
+        work = LateWork(keep_s=max_staleness * deadline_s, on_result=on_result)
+        self.tasks[r] = work.tasks
+        return work
+
+    def cancel_too_stale(self) -> None:
+        """On the loop: cancel stragglers whose result would be too stale to use."""
+        for k in [k for k in self.tasks if k < self.round - self.max_staleness]:
+            for _a, task in self.tasks.pop(k):
+                task.cancel()
+
+    def busy(self) -> set[int]:
+        return {a.client_id for ts in list(self.tasks.values()) for a, t in ts if not t.done()}
+
+    def drain(self) -> list[LateReward]:
+        with self.lock:
+            out, self.results = self.results, []
+        return out
+
+
 class AsyncGatherer:
     """The trainer's :class:`~fedgrpo.server.gathering.base.RewardGatherer` over a real async transport.
 
@@ -167,6 +222,7 @@ class AsyncGatherer:
         time_scale: float = 1.0,
         competence_timeout_s: float = 300.0,
         extra_stats: Callable[[], Mapping[str, int]] | None = None,
+        max_staleness: int | None = None,
     ) -> None:
         eps = list(endpoints.values()) if isinstance(endpoints, Mapping) else list(endpoints)
         self.endpoints = {ep.client_id: ep for ep in eps}
@@ -185,6 +241,8 @@ class AsyncGatherer:
         self.last_outcome: RoundOutcome | None = None
         self._loop = LoopThread("fedgrpo-gatherer")
         self._closed = False
+        self.max_staleness = max_staleness
+        self._late = _LateBook()
 
     # ----------------------------------------------------------------- rounds
 
@@ -213,8 +271,11 @@ class AsyncGatherer:
             request.questions, request.candidates, self.reward_mode, self.format_weight
         )
         sent0, recv0 = self._traffic()
+        late = self._late.open_round(request, self.max_staleness, self.policy.deadline_s)
+        if late is not None:
+            self._loop.loop.call_soon_threadsafe(self._late.cancel_too_stale)
         outcome = self._loop.run(
-            gather_round(plan, self.policy, self.transport, self.endpoints, build)
+            gather_round(plan, self.policy, self.transport, self.endpoints, build, late=late)
         )
         sent1, recv1 = self._traffic()
         self.last_outcome = outcome
@@ -238,7 +299,15 @@ class AsyncGatherer:
         for rep in outcome.assignments:
             if rep.failures:
                 log.debug("%s: %s", rep.assignment.assignment_id, "; ".join(rep.failures))
-        return GatherResult(outcome.rewards_by_expert(request.experts), stats)
+        rewards = outcome.rewards_by_expert(request.experts)
+        if late is None:
+            return GatherResult(rewards, stats)
+        waiting = outstanding_slots(outcome, rewards.shape, request.experts)
+        return GatherResult(rewards, stats, waiting, self._late.drain())
+
+    def idle_clients(self, available: Sequence[int] | None) -> Sequence[int] | None:
+        """Async: ``available`` without the clients still working on a straggler."""
+        return idle_clients(available, self._late.busy(), max(self.endpoints, default=-1) + 1)
 
     # ----------------------------------------------------------------- competence
 

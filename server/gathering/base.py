@@ -37,10 +37,39 @@ class GatherRequest:
     answers: list[str]  # ground truth: only the central baseline reads them
 
 
+@dataclass(frozen=True)
+class LateReward:
+    """A reward that arrived after its round closed (async rounds): expert slot ``slot`` of
+    question ``question`` of round ``round_index`` scored candidate ``candidate``."""
+
+    round_index: int
+    question: int
+    candidate: int
+    slot: int
+    value: float
+
+
 @dataclass
 class GatherResult:
     rewards: np.ndarray  # [B, G, E], NaN = missing
     stats: RoundStats = field(default_factory=round_stats)  # the one per-round record
+    # async rounds: [B, G, E] True where a reward may still arrive after the close (None = none)
+    outstanding: np.ndarray | None = None
+    # async rounds: rewards for earlier rounds' candidates that arrived during this round
+    late: list[LateReward] = field(default_factory=list)
+
+
+def idle_clients(
+    available: Sequence[int] | None, busy: set[int], num_clients: int
+) -> Sequence[int] | None:
+    """The clients to select from in an async round: ``available`` (None = all
+    ``num_clients``) without those still busy with an earlier round's straggler, so that a
+    new request never queues behind an old one; all of ``available`` if none is idle."""
+    if not busy:
+        return available
+    pool = range(num_clients) if available is None else available
+    idle = [k for k in pool if k not in busy]
+    return idle if idle else available
 
 
 class RewardGatherer(Protocol):

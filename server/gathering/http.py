@@ -3,7 +3,10 @@
 All decisions (what counts, when to retry, when to close, what to cancel) are taken by
 :class:`fedgrpo.rounds.RoundState`; this module only does the waiting. Stragglers are cancelled
 at the close (``Task.cancel``) and awaited for at most ``cancel_grace_s``, so a round never
-lasts much longer than its deadline whatever the devices do.
+lasts much longer than its deadline whatever the devices do — unless the round is
+asynchronous (``late=``): then the stragglers (assignments still out at the close) keep
+running on the loop for up to ``late.keep_s`` more seconds, their valid results go to
+``late.on_result`` and their tasks to ``late.tasks``, and the round returns at its close.
 """
 
 from __future__ import annotations
@@ -12,22 +15,34 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from fedgrpo.edge.protocol import CompetenceRequest, ScoreRequest
 from fedgrpo.errors import ConfigError
 from fedgrpo.rounds import (
     Assignment,
+    AssignmentStatus,
     Disposition,
     RoundOutcome,
     RoundPlan,
     RoundPolicy,
     RoundState,
+    validate_values,
 )
 from fedgrpo.server.gathering.transport import ClientEndpoint, Transport, TransportError
 
-__all__ = ["BuildRequest", "gather_round"]
+__all__ = ["BuildRequest", "LateWork", "gather_round"]
 
 BuildRequest = Callable[[Assignment], ScoreRequest | CompetenceRequest]
+
+
+@dataclass
+class LateWork:
+    """Async rounds: how long stragglers may outlive the close, where their results go."""
+
+    keep_s: float
+    on_result: Callable[[Assignment, Sequence[float]], None]
+    tasks: list[tuple[Assignment, asyncio.Task[None]]] = field(default_factory=list)
 
 
 def _endpoint_map(
@@ -46,6 +61,7 @@ async def gather_round(
     build_request: BuildRequest,
     clock: Callable[[], float] = time.monotonic,
     cancel_grace_s: float = 0.05,
+    late: LateWork | None = None,
 ) -> RoundOutcome:
     """Run one round: send every assignment concurrently, retry failures within budget (same
     request id), close at the deadline or early, cancel stragglers, return the outcome.
@@ -56,7 +72,7 @@ async def gather_round(
     eps = _endpoint_map(endpoints)
     requests = _build_requests(plan, eps, build_request)
     state = RoundState(plan, policy, clock())
-    driver = _RoundDriver(state, transport, eps, requests, clock)
+    driver = _RoundDriver(state, transport, eps, requests, clock, late)
     driver.start()
     try:
         await driver.wait_for_close()
@@ -97,7 +113,9 @@ class _RoundDriver:
         eps: Mapping[int, ClientEndpoint],
         requests: Mapping[str, ScoreRequest | CompetenceRequest],
         clock: Callable[[], float],
+        late: LateWork | None = None,
     ) -> None:
+        self.late = late
         self.state = state
         self.transport = transport
         self.eps = eps
@@ -124,23 +142,39 @@ class _RoundDriver:
                 wake.set()
                 return
             state.on_sent(a, now)
+            keep = self.late.keep_s if self.late is not None else 0.0
             try:
-                resp = await self.transport.score(ep, req, remaining)
+                resp = await self.transport.score(ep, req, remaining + keep)
             except TransportError as exc:
                 retry = state.on_failure(aid, f"{exc.kind}: {exc.message}", clock())
             except Exception as exc:  # a transport bug must not sink the round
                 retry = state.on_failure(aid, f"error: {type(exc).__name__}: {exc}", clock())
             else:
-                retry = state.on_result(aid, resp.values, clock()) is Disposition.RETRY
+                disp = state.on_result(aid, resp.values, clock())
+                retry = disp is Disposition.RETRY
+                if disp is Disposition.LATE and self.late is not None:
+                    self._late_result(a, resp.values)
             wake.set()
             if not retry:
                 return
             if state.policy.retry_backoff_s > 0:
                 await asyncio.sleep(state.policy.retry_backoff_s)
 
+    def _late_result(self, a: Assignment, values: Sequence[float]) -> None:
+        """A straggler's result after the close: handed on if valid, else dropped."""
+        assert self.late is not None
+        if validate_values(values, len(a.candidates), self.state.policy.reward_range) is None:
+            self.late.on_result(a, [float(v) for v in values])
+
+    def _keeps(self, a: Assignment) -> bool:
+        """Async rounds keep an assignment still out at the close running."""
+        return self.late is not None and self.state.status(a) is AssignmentStatus.LATE
+
     def cancel(self, assignments: Sequence[Assignment]) -> None:
-        """Cancel the tasks of ``assignments`` that are still running."""
+        """Cancel the tasks of ``assignments`` that are still running (not kept stragglers)."""
         for a in assignments:
+            if self._keeps(a):
+                continue
             task = self.tasks.get(a.assignment_id)
             if task is not None and not task.done():
                 task.cancel()
@@ -168,8 +202,15 @@ class _RoundDriver:
         if not state.is_closed():  # cancelled from outside
             state.close(self.clock(), "aborted")
         self.cancel(state.to_cancel())
-        live = [t for t in self.tasks.values() if not t.done()]
-        for t in live:
+        live = []
+        for aid, t in self.tasks.items():
+            if t.done():
+                continue
+            a = state.plan.by_id[aid]
+            if self.late is not None and self._keeps(a):
+                self.late.tasks.append((a, t))  # keeps running after the round returns
+                continue
             t.cancel()
+            live.append(t)
         if live:
             await asyncio.wait(live, timeout=cancel_grace_s)

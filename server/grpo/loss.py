@@ -119,6 +119,7 @@ def grpo_loss(
     loss_type: str = "grpo",
     max_completion_length: int | None = None,
     token_normalizer: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped GRPO loss and metrics; gradient flows through ``logps`` only.
 
@@ -129,6 +130,8 @@ def grpo_loss(
     bnpo = token sum / active tokens; dapo = bnpo, or token sum / ``token_normalizer``
     (global active-token count) when given; dr_grpo = token sum / (sequences · max length).
     Metrics (over active tokens): clip_low/clip_high/clip_region fractions, kl, ratio.
+    ``token_weights`` [N, T] (detached) multiply the clipped policy term, not the KL term
+    (the importance weights of :mod:`server.grpo.offpolicy`; None = 1).
     """
     _check(loss_type, beta, ref_logps is not None, max_completion_length, (eps_low, eps_high))
     _check_shapes(logps, completion_mask, advantages)
@@ -142,6 +145,8 @@ def grpo_loss(
     adv = torch.where(sm, advantages.detach().to(logps.dtype), 0.0)[:, None]
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach().to(logps.dtype)
     kl = None
     if ref_logps is not None:
         kl = _k3(torch.where(active, ref_logps.detach().to(logps.dtype) - logps, zero))

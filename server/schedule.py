@@ -1,0 +1,72 @@
+"""The trainer's per-round schedule and pure helpers: the round's random generators, the
+learning-rate multiplier, the optimizer, and the ground-truth accuracy of the samples."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedgrpo.server.grpo.config import GRPOConfig
+from fedgrpo.server.tasks import TaskItem
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+__all__ = ["lr_factor", "make_optimizer", "round_rngs", "sample_accuracy"]
+
+
+def round_rngs(
+    seed: int, round_index: int
+) -> tuple[random.Random, np.random.Generator, torch.Generator]:
+    """Independent generators for one round, a pure function of (seed, round)."""
+    import torch
+
+    py = random.Random(f"{seed}:{round_index}:questions")
+    npg = np.random.default_rng([seed, round_index, 1])
+    tg = torch.Generator().manual_seed(
+        int(np.random.default_rng([seed, round_index, 2]).integers(2**62))
+    )
+    return py, npg, tg
+
+
+def sample_accuracy(
+    completions: Sequence[str], items: Sequence[TaskItem], group_size: int
+) -> float:
+    """Fraction of the round's sampled completions that are right (completion k answers
+    question ``k // group_size``): the ground truth the server never sees while training."""
+    from fedgrpo.edge.answer_format import is_correct
+
+    return float(
+        np.mean([is_correct(t, items[k // group_size].answer) for k, t in enumerate(completions)])
+    )
+
+
+def lr_factor(cfg: GRPOConfig, round_index: int) -> float:
+    """Learning-rate multiplier at ``round_index``: linear warmup, then optional cosine decay."""
+    factor = 1.0
+    if cfg.warmup_rounds > 0:
+        factor = min(1.0, (round_index + 1) / cfg.warmup_rounds)
+    if cfg.lr_decay_rounds > 0:
+        progress = min(1.0, round_index / cfg.lr_decay_rounds)
+        floor = cfg.lr_final_fraction
+        factor *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def make_optimizer(model: PreTrainedModel, config: GRPOConfig) -> torch.optim.Optimizer:
+    """AdamW (weight decay 0) or SGD, as ``config.optimizer`` says."""
+    import torch
+
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum)
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=0.0,
+        betas=(config.adam_beta1, config.adam_beta2),
+    )
