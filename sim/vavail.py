@@ -1,0 +1,102 @@
+"""Every client's availability as arrays, for the vectorised simulator.
+
+The windows are the event engine's own: each client's process is built by
+:meth:`fedgrpo.sim.config.AvailabilitySpec.build` from its ``availability`` stream, and an on/off
+chain (:class:`~fedgrpo.sim.availability.MarkovAvailability`) is read out as its flip times
+(:meth:`~fedgrpo.sim.availability.MarkovAvailability.flips_until`) into one row of a table;
+the object is then dropped (a numpy generator per client would cost ~3 KB each at 1M clients).
+A row covers virtual time up to its last flip; a query past it rebuilds the chain (the same
+draws) further. Always-on clients need no row; other processes (traces) are asked one query
+at a time (:meth:`online_until` of the object, kept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedgrpo.sim.availability import Availability, MarkovAvailability
+from fedgrpo.sim.config import ClientSpec
+
+__all__ = ["AvailabilityTable"]
+
+_ALWAYS, _MARKOV, _OTHER = 0, 1, 2
+
+
+class AvailabilityTable:
+    """``online_until(clients, t)`` over arrays: NaN where offline, else when it goes offline."""
+
+    def __init__(self, clients: Sequence[ClientSpec], seed: int, horizon_s: float = 3600.0) -> None:
+        self._clients = clients
+        self._seed = seed
+        self._horizon = horizon_s
+        n = len(clients)
+        self.kind = np.empty(n, dtype=np.int8)
+        self._other: dict[int, Availability] = {}
+        for cid, spec in enumerate(clients):
+            a = spec.availability
+            always = a.kind == "always" or (a.kind == "profile" and spec.device.mean_on_s is None)
+            self.kind[cid] = _ALWAYS if always else (_OTHER if a.kind == "trace" else _MARKOV)
+        self._ready = np.zeros(n, dtype=bool)  # markov row drawn
+        self._online0 = np.zeros(n, dtype=bool)
+        self._last = np.full(n, -math.inf)  # rows are valid for t < last flip
+        self._flips = np.full((n, 0), math.inf)
+
+    def _build(self, cid: int) -> Availability:
+        spec = self._clients[cid]
+        return spec.availability.build(spec.device, self._seed, cid)
+
+    def _fill(self, cids: np.ndarray, until: np.ndarray) -> None:
+        """(Re)draw the chains of ``cids`` past the times ``until``."""
+        rows: list[list[float]] = []
+        for cid, t in zip(cids.tolist(), until.tolist()):
+            avail = self._build(cid)
+            assert isinstance(avail, MarkovAvailability)
+            online0, flips = avail.flips_until(max(t, self._horizon))
+            self._online0[cid] = online0
+            rows.append(flips)
+        width = max(len(r) for r in rows)
+        if width > self._flips.shape[1]:
+            pad = np.full((len(self._flips), width - self._flips.shape[1]), math.inf)
+            self._flips = np.concatenate([self._flips, pad], axis=1)
+        block = np.full((len(rows), self._flips.shape[1]), math.inf)
+        for i, r in enumerate(rows):
+            block[i, : len(r)] = r
+        self._flips[cids] = block
+        self._last[cids] = [r[-1] for r in rows]
+        self._ready[cids] = True
+
+    def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
+        out = np.full(len(clients), math.inf)
+        kind = self.kind[clients]
+        m = np.nonzero(kind == _MARKOV)[0]
+        if m.size:
+            out[m] = self._markov(clients[m], t[m])
+        for i in np.nonzero(kind == _OTHER)[0].tolist():
+            cid = int(clients[i])
+            avail = self._other.get(cid)
+            if avail is None:
+                avail = self._other[cid] = self._build(cid)
+            u = avail.online_until(float(t[i]))
+            out[i] = math.nan if u is None else u
+        return out
+
+    def _markov(self, cl: np.ndarray, t: np.ndarray) -> np.ndarray:
+        stale = ~self._ready[cl] | (t >= self._last[cl])
+        if stale.any():
+            idx = np.nonzero(stale)[0]
+            cids, inv = np.unique(cl[idx], return_inverse=True)
+            tmax = np.full(len(cids), -math.inf)
+            np.maximum.at(tmax, inv, t[idx])
+            self._fill(cids, tmax * 2.0)
+        rows = self._flips[cl]
+        k = (rows <= t[:, None]).sum(axis=1)  # flips at or before t
+        online = self._online0[cl] ^ (k % 2 == 1)
+        until = rows[np.arange(len(cl)), np.minimum(k, rows.shape[1] - 1)]
+        return np.where(online, until, math.nan)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._flips.nbytes + self._last.nbytes + self.kind.nbytes)
