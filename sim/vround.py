@@ -1,0 +1,370 @@
+"""One simulated round in closed form over arrays of requests (the vectorised timing path).
+
+The event engine (:mod:`fedgrpo.sim.requests`) steps each request through send → arrive →
+queue → compute → deliver and feeds results to :class:`fedgrpo.rounds.RoundState`. Here the
+same round is computed for all requests at once:
+
+* **device side** (:func:`timeline`): per attempt, the draws of its ``(seed, round, client,
+  "request")`` stream (the same indices the engine uses), uplink, availability at arrival,
+  the device's FIFO queue as a Lindley recursion ``start = max(arrival, previous end)``
+  (vectorised over devices, one step per queue position), crash / offline-mid-request /
+  done, downlink;
+* **server side** (:func:`server`): the round semantics of :mod:`fedgrpo.rounds` for a
+  timing-only round: a *unit* is the set of assignments that answer the same candidates (a
+  primary and the over-selected extras mirroring its shard; a whole group with
+  ``broadcast``) and is satisfied by its first ``need`` answers, which cancels the rest; group
+  quorum, round quorum, completion, deadline; retries after failures.
+
+The two depend on each other (a cancelled request frees its device for the next one; a
+freed device answers earlier...). :func:`simulate_round` iterates them to their fixed point,
+which is the causal trajectory: each pass gets every event right up to a later time, and the
+loop stops when nothing changes (2-4 passes in practice). Timing-only rewards are always
+valid values, so no result is ever invalid here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedgrpo.sim.rng import normal_at, uniform_at
+from fedgrpo.sim.vavail import AvailabilityTable
+
+__all__ = ["Attempts", "Fleet", "PlanArrays", "Rules", "Timeline", "simulate_round"]
+
+INF = math.inf
+# attempt fates (Timeline.code)
+DROPPED, OFFLINE, SKIPPED, LOST, CRASH, OFFLINE_MID, DONE, DONE_CANCELLED = range(8)
+MAX_PASSES = 200
+
+
+@dataclass
+class Fleet:
+    """Per-client constants (sim.devices.DeviceTiming as arrays) and availability."""
+
+    rtt_mu: np.ndarray
+    rtt_sigma: np.ndarray
+    speed_sigma: np.ndarray
+    sec_fixed: np.ndarray
+    sec_per_unit: np.ndarray
+    down_bps: np.ndarray
+    up_bps: np.ndarray
+    crash_p: np.ndarray
+    avail: AvailabilityTable
+
+
+@dataclass(frozen=True)
+class Rules:
+    deadline_s: float
+    connect_timeout_s: float
+    max_retries: int
+    backoff_s: float
+    min_remaining_s: float
+    quorum: int
+    round_quorum: float | None
+    close_early: bool
+    req_overhead: int
+    est_per_cand: int
+    resp_overhead: int
+    resp_per_value: int
+
+
+@dataclass
+class PlanArrays:
+    """A round's plan as arrays: assignment ``a`` = question ``a // per_q``, position
+    ``a % per_q`` (the primaries with a shard, then the over-selected extras: the layout of
+    :func:`fedgrpo.rounds.build_plan`)."""
+
+    client: np.ndarray  # [N]
+    unit: np.ndarray  # [N] the unit it answers for
+    k: np.ndarray  # [N] candidates it scores
+    unit_size: np.ndarray  # [U] candidates of a unit
+    groups: int
+    units_per_group: int
+    need: int  # answers a unit wants (1 split, M broadcast)
+    group_size: int
+
+    @property
+    def n(self) -> int:
+        return len(self.client)
+
+
+@dataclass
+class Attempts:
+    a: np.ndarray  # assignment
+    no: np.ndarray  # 1-based attempt number
+    t_send: np.ndarray
+    half: np.ndarray
+    compute: np.ndarray
+    crash_u: np.ndarray
+    crash_at: np.ndarray
+    req: np.ndarray
+    resp: np.ndarray
+    arrive: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+@dataclass
+class Timeline:
+    code: np.ndarray
+    start: np.ndarray
+    spent: np.ndarray  # device seconds used (started attempts)
+    done: np.ndarray  # compute finished (DONE*)
+    deliver: np.ndarray  # result at the server (DONE)
+    notice: np.ndarray  # failure seen by the server (OFFLINE, CRASH)
+    free: tuple[np.ndarray, np.ndarray]  # (devices, when each is free after this round)
+
+
+def make_attempts(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, a: np.ndarray,
+    no: np.ndarray, t_send: np.ndarray, draw: np.ndarray,
+) -> Attempts:  # fmt: skip
+    """Attempts of assignments ``a`` sent at ``t_send``, the ``draw``-th request of their
+    client this round (2 normals + 2 uniforms each, as :mod:`fedgrpo.sim.requests` draws)."""
+    cl = plan.client[a]
+    ka = keys[a]
+    i0, i1 = 2 * draw, 2 * draw + 1
+    z_rtt, z_speed = normal_at(ka, i0), normal_at(ka, i1)
+    k = plan.k[a]
+    # sim.devices.request_timing over arrays
+    half = np.exp(fleet.rtt_mu[cl] + fleet.rtt_sigma[cl] * z_rtt) / 2
+    compute = (fleet.sec_fixed[cl] + k * fleet.sec_per_unit[cl]) * np.exp(
+        fleet.speed_sigma[cl] * z_speed
+    )
+    req = rules.req_overhead + k * rules.est_per_cand
+    resp = rules.resp_overhead + k * rules.resp_per_value
+    arrive = t_send + (half + req / fleet.down_bps[cl])  # sim.devices.transfer_s
+    cu, ca = uniform_at(ka, i0), uniform_at(ka, i1)
+    return Attempts(a, no, t_send, half, compute, cu, ca, req, resp, arrive)
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a sorted key array: group id of each element and position within its group."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first = np.empty(len(keys), dtype=bool)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    gid = np.cumsum(first) - 1
+    pos = np.arange(len(keys)) - np.nonzero(first)[0][gid]
+    return gid, pos
+
+
+def timeline(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, att: Attempts, cancel: np.ndarray,
+    free_at: np.ndarray,
+) -> Timeline:  # fmt: skip
+    """What each attempt does on its device, given when its assignment is cancelled."""
+    n = len(att)
+    cl = plan.client[att.a]
+    code = np.full(n, DROPPED, dtype=np.int8)
+    start = np.full(n, np.nan)
+    spent = np.zeros(n)
+    done = np.full(n, np.nan)
+    deliver = np.full(n, np.nan)
+    notice = np.full(n, np.nan)
+    live = np.nonzero(cancel[att.a] >= att.arrive)[0]  # else dropped on arrival
+    until = fleet.avail.online_until(cl[live], att.arrive[live])
+    off = live[np.isnan(until)]
+    code[off] = OFFLINE
+    notice[off] = np.maximum(att.arrive[off], att.t_send[off] + rules.connect_timeout_s)
+    on = ~np.isnan(until)
+    qi, qu = live[on], until[on]
+    o = np.lexsort((att.arrive[qi], cl[qi]))
+    qi, qu = qi[o], qu[o]
+    gid, pos = _groups(cl[qi])
+    devs = cl[qi][pos == 0] if len(qi) else np.zeros(0, dtype=np.int64)
+    free = free_at[devs].copy()
+    by_pos = np.argsort(pos, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(pos))]) if len(qi) else np.zeros(1, int)
+    for p in range(len(bounds) - 1):
+        sl = by_pos[bounds[p] : bounds[p + 1]]
+        j, g, u = qi[sl], gid[sl], qu[sl]
+        s = np.maximum(att.arrive[j], free[g])
+        skip = cancel[att.a[j]] < s
+        lost = ~skip & (s > u)
+        run = ~skip & ~lost
+        e = s + att.compute[j]
+        t_crash = s + att.compute[j] * att.crash_at[j]
+        crash = run & (att.crash_u[j] < fleet.crash_p[cl[j]]) & (t_crash < u)
+        mid = run & ~crash & (u < e)
+        fin = run & ~crash & ~mid
+        end = np.where(crash, t_crash, np.where(mid, u, e))
+        free[g[run]] = end[run]
+        code[j[skip]] = SKIPPED
+        code[j[lost]] = LOST
+        code[j[crash]] = CRASH
+        code[j[mid]] = OFFLINE_MID
+        start[j[run]] = s[run]
+        spent[j[run]] = (end - s)[run]
+        notice[j[crash]] = t_crash[crash] + att.half[j[crash]]
+        jf = j[fin]
+        done[jf] = e[fin]
+        ok = cancel[att.a[jf]] >= e[fin]
+        code[jf[ok]] = DONE
+        code[jf[~ok]] = DONE_CANCELLED
+        deliver[jf[ok]] = e[fin][ok] + (
+            att.half[jf[ok]] + att.resp[jf[ok]] / fleet.up_bps[cl[jf[ok]]]
+        )
+    return Timeline(code, start, spent, done, deliver, notice, (devs, free))
+
+
+@dataclass
+class ServerView:
+    """The round semantics applied to a timeline (see the module docstring)."""
+
+    sat: np.ndarray  # [U] when the unit got its `need` answers (inf: never)
+    first: np.ndarray  # [U] its first answer
+    t_close: float
+    closed_by: str
+    status: np.ndarray  # [N] final AssignmentStatus codes (STATUS order)
+    attempts: np.ndarray  # [N]
+    accepted: np.ndarray  # attempt indices whose answer counted (acceptance order in a unit)
+    retry: tuple[np.ndarray, np.ndarray, np.ndarray]  # (assignment, attempt no, send time)
+    ignored: int
+    late: np.ndarray  # attempt indices delivered after the close
+
+
+#: status codes of ServerView.status (AssignmentStatus values)
+STATUS = ("answered", "failed", "cancelled", "late")
+ANSWERED, FAILED, CANCELLED, LATE = range(4)
+
+
+def _answers(plan: PlanArrays, tl: Timeline, att: Attempts) -> tuple[np.ndarray, ...]:
+    """Deliveries sorted by (unit, time): attempt index, unit, time, rank in the unit."""
+    dv = np.nonzero(tl.code == DONE)[0]
+    du, dd = plan.unit[att.a[dv]], tl.deliver[dv]
+    o = np.lexsort((dd, du))
+    dv, du, dd = dv[o], du[o], dd[o]
+    _, rank = _groups(du)
+    return dv, du, dd, rank
+
+
+def _quorum_time(rules: Rules, plan: PlanArrays, first: np.ndarray) -> float:
+    """When ``round_quorum`` of the groups have ``quorum`` rewarded candidates."""
+    if rules.round_quorum is None or plan.groups == 0:
+        return INF
+    f = first.reshape(plan.groups, plan.units_per_group)
+    o = np.argsort(f, axis=1, kind="stable")
+    fs = np.take_along_axis(f, o, axis=1)
+    sizes = np.take_along_axis(plan.unit_size.reshape(f.shape), o, axis=1)
+    reached = np.cumsum(sizes, axis=1) >= rules.quorum
+    any_ = reached.any(axis=1)
+    at = np.where(any_, fs[np.arange(len(f)), reached.argmax(axis=1)], INF)
+    need = math.ceil(rules.round_quorum * plan.groups - 1e-12)
+    return float(np.partition(at, need - 1)[need - 1])
+
+
+def server(
+    rules: Rules, plan: PlanArrays, att: Attempts, tl: Timeline, deadline: float
+) -> ServerView:  # one pass over the round's rules; long because it is one decision table
+    dv, du, dd, rank = _answers(plan, tl, att)
+    need = plan.need
+    sat = np.full(len(plan.unit_size), INF)
+    first = np.full(len(plan.unit_size), INF)
+    pick = dv[rank < need]
+    ok = dd[rank < need] < deadline
+    sat[du[rank == need - 1]] = dd[rank == need - 1]
+    first[du[rank == 0]] = dd[rank == 0]
+    first[first >= deadline] = INF
+    # failures seen by the server
+    fl = np.nonzero((tl.code == OFFLINE) | (tl.code == CRASH))[0]
+    fn = tl.notice[fl]
+    real = fn < sat[plan.unit[att.a[fl]]]  # else the assignment was already cancelled
+    allowed = (att.no[fl] <= rules.max_retries) & (
+        deadline - fn > rules.backoff_s + rules.min_remaining_s
+    )
+    latest = np.full(plan.n, -1)
+    np.maximum.at(latest, att.a, np.arange(len(att)))
+    # resolution time of each assignment, whatever the close
+    res = sat[plan.unit].copy()
+    acc_a = att.a[pick[ok]]
+    res[acc_a] = dd[rank < need][ok]
+    final = fl[real & ~allowed]
+    is_latest_final = latest[att.a[final]] == final
+    res[att.a[final[is_latest_final]]] = np.minimum(
+        res[att.a[final[is_latest_final]]], fn[real & ~allowed][is_latest_final]
+    )
+    t_q = _quorum_time(rules, plan, first)
+    t_c = float(res.max()) if rules.close_early and plan.n and np.isfinite(res).all() else INF
+    t_close, by = deadline, "deadline"
+    if t_q <= t_c and t_q < deadline:
+        t_close, by = t_q, "round_quorum"
+    elif t_c < deadline:
+        t_close, by = t_c, "complete"
+    if plan.n == 0:
+        t_close, by = deadline - rules.deadline_s, "complete"
+    status = np.full(plan.n, LATE if by == "deadline" else CANCELLED, dtype=np.int8)
+    pend = fl[real & allowed & (fn < t_close)]
+    status[att.a[pend[latest[att.a[pend]] == pend]]] = FAILED  # waiting to be re-sent
+    resolved = res <= t_close
+    status[resolved] = CANCELLED
+    status[att.a[final[is_latest_final]][fn[real & ~allowed][is_latest_final] <= t_close]] = FAILED
+    accepted = pick[ok & (dd[rank < need] <= t_close)]
+    status[att.a[accepted]] = ANSWERED
+    attempts = np.zeros(plan.n, dtype=np.int64)
+    np.maximum.at(attempts, att.a, att.no)
+    send = fn + rules.backoff_s
+    again = real & allowed & (send < np.minimum(sat[plan.unit[att.a[fl]]], t_close))
+    retry = (att.a[fl[again]], att.no[fl[again]] + 1, send[again])
+    ignored = int(((rank >= need) & (dd < t_close)).sum()) + int(
+        ((fn >= sat[plan.unit[att.a[fl]]]) & (fn < t_close)).sum()
+    )
+    late = dv[dd > t_close]
+    return ServerView(sat, first, t_close, by, status, attempts, accepted, retry, ignored, late)
+
+
+def _draw_index(plan: PlanArrays, rank0: np.ndarray, a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Retries' draw positions: after the client's first requests of the round
+    (``rank0``: each assignment's rank among its client's), in send order."""
+    cl = plan.client[a]
+    o = np.lexsort((t, cl))
+    _, pos = _groups(cl[o])
+    out = np.empty(len(a), dtype=np.int64)
+    out[o] = pos
+    firsts = np.sort(plan.client)
+    n_first = np.searchsorted(firsts, cl, side="right") - np.searchsorted(firsts, cl)
+    return out + n_first
+
+
+def simulate_round(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, t0: float,
+    free_at: np.ndarray,
+) -> tuple[Attempts, Timeline, ServerView]:  # fmt: skip
+    """Round from ``t0`` with devices busy until ``free_at``: its attempts, their timeline
+    and the server's view, at the fixed point of device and server sides."""
+    deadline = t0 + rules.deadline_s
+    a0 = np.arange(plan.n)
+    o = np.argsort(plan.client, kind="stable")
+    rank0 = np.empty(plan.n, dtype=np.int64)
+    rank0[o] = _groups(plan.client[o])[1]  # first sends in plan order
+    first = make_attempts(
+        fleet, rules, plan, keys, a0, np.ones(plan.n, np.int64), np.full(plan.n, t0), rank0
+    )
+    att = first
+    cancel = np.full(plan.n, deadline)
+    retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+    for _ in range(MAX_PASSES):
+        tl = timeline(fleet, rules, plan, att, cancel, free_at)
+        view = server(rules, plan, att, tl, deadline)
+        new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
+        same_retry = all(np.array_equal(x, y) for x, y in zip(view.retry, retry_prev))
+        if same_retry and np.array_equal(new_cancel, cancel):
+            return att, tl, view
+        cancel = new_cancel
+        if not same_retry:
+            retry_prev = view.retry
+            ra, rno, rt = view.retry
+            more = make_attempts(
+                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, rank0, ra, rt)
+            )
+            att = _concat(first, more)
+    raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
+
+
+def _concat(x: Attempts, y: Attempts) -> Attempts:
+    return Attempts(*(np.concatenate([getattr(x, f), getattr(y, f)]) for f in Attempts.__dataclass_fields__))
