@@ -224,7 +224,7 @@ class ServerView:
     status: np.ndarray  # [N] final AssignmentStatus codes (STATUS order)
     attempts: np.ndarray  # [N]
     accepted: np.ndarray  # attempt indices whose answer counted (acceptance order in a unit)
-    retry: tuple[np.ndarray, np.ndarray, np.ndarray]  # (assignment, attempt no, send time)
+    retry: tuple[np.ndarray, ...]  # (assignment, attempt no, send time, failure push time)
     ignored: int
     late: np.ndarray  # attempt indices delivered after the close
 
@@ -267,10 +267,10 @@ def server(
     sat = np.full(len(plan.unit_size), INF)
     first = np.full(len(plan.unit_size), INF)
     pick = dv[rank < need]
-    ok = dd[rank < need] < deadline
+    ok = dd[rank < need] <= deadline  # events at the deadline run before it closes
     sat[du[rank == need - 1]] = dd[rank == need - 1]
     first[du[rank == 0]] = dd[rank == 0]
-    first[first >= deadline] = INF
+    first[first > deadline] = INF
     # failures seen by the server
     fl = np.nonzero((tl.code == OFFLINE) | (tl.code == CRASH))[0]
     fn = tl.notice[fl]
@@ -292,14 +292,14 @@ def server(
     t_q = _quorum_time(rules, plan, first)
     t_c = float(res.max()) if rules.close_early and plan.n and np.isfinite(res).all() else INF
     t_close, by = deadline, "deadline"
-    if t_q <= t_c and t_q < deadline:
+    if t_q <= t_c and t_q <= deadline:
         t_close, by = t_q, "round_quorum"
-    elif t_c < deadline:
+    elif t_c <= deadline:
         t_close, by = t_c, "complete"
     if plan.n == 0:
         t_close, by = deadline - rules.deadline_s, "complete"
     status = np.full(plan.n, LATE if by == "deadline" else CANCELLED, dtype=np.int8)
-    pend = fl[real & allowed & (fn < t_close)]
+    pend = fl[real & allowed & (fn <= t_close)]
     status[att.a[pend[latest[att.a[pend]] == pend]]] = FAILED  # waiting to be re-sent
     resolved = res <= t_close
     status[resolved] = CANCELLED
@@ -310,19 +310,25 @@ def server(
     np.maximum.at(attempts, att.a, att.no)
     send = fn + rules.backoff_s
     again = real & allowed & (send < np.minimum(sat[plan.unit[att.a[fl]]], t_close))
-    retry = (att.a[fl[again]], att.no[fl[again]] + 1, send[again])
-    ignored = int(((rank >= need) & (dd < t_close)).sum()) + int(
-        ((fn >= sat[plan.unit[att.a[fl]]]) & (fn < t_close)).sum()
+    # the time each failure was scheduled orders retries sent at the same instant
+    pushed = np.where(tl.code[fl] == OFFLINE, att.arrive[fl], tl.notice[fl] - att.half[fl])
+    retry = (att.a[fl[again]], att.no[fl[again]] + 1, send[again], pushed[again])
+    # results and failures the round did not use, up to its close (same-instant events
+    # after the closing one still reach the closed round)
+    ignored = int(((rank >= need) & (dd <= t_close)).sum()) + int(
+        ((fn >= sat[plan.unit[att.a[fl]]]) & (fn <= t_close)).sum()
     )
     late = dv[dd > t_close]
     return ServerView(sat, first, t_close, by, status, attempts, accepted, retry, ignored, late)
 
 
-def _draw_index(plan: PlanArrays, rank0: np.ndarray, a: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Retries' draw positions: after the client's first requests of the round
-    (``rank0``: each assignment's rank among its client's), in send order."""
+def _draw_index(
+    plan: PlanArrays, a: np.ndarray, t: np.ndarray, pushed: np.ndarray
+) -> np.ndarray:
+    """Retries' draw positions: after the client's first requests of the round, in send
+    order (at the same instant, in the order their failures were scheduled)."""
     cl = plan.client[a]
-    o = np.lexsort((t, cl))
+    o = np.lexsort((pushed, t, cl))
     _, pos = _groups(cl[o])
     out = np.empty(len(a), dtype=np.int64)
     out[o] = pos
@@ -347,7 +353,7 @@ def simulate_round(
     )
     att = first
     cancel = np.full(plan.n, deadline)
-    retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+    retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     for _ in range(MAX_PASSES):
         tl = timeline(fleet, rules, plan, att, cancel, free_at)
         view = server(rules, plan, att, tl, deadline)
@@ -358,10 +364,8 @@ def simulate_round(
         cancel = new_cancel
         if not same_retry:
             retry_prev = view.retry
-            ra, rno, rt = view.retry
-            more = make_attempts(
-                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, rank0, ra, rt)
-            )
+            ra, rno, rt, rp = view.retry
+            more = make_attempts(fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, ra, rt, rp))
             att = _concat(first, more)
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
 
