@@ -1,4 +1,5 @@
-"""``fedgrpo sweep``: a cartesian grid of overrides x seeds, run in parallel worker processes.
+"""``fedgrpo sweep``: a cartesian grid of overrides x seeds, run in parallel worker processes
+(or as Ray tasks, locally or on a cluster: :mod:`fedgrpo.experiments.sweep_ray`).
 
 Every variant is validated before anything runs. Variants run in a spawn
 ``ProcessPoolExecutor`` calling a runner ``run_scenario(scenario, run_dir, resume) -> dict``
@@ -198,8 +199,14 @@ def run_sweep(
     runner: Runner | None = None,
     metric: str = "final_mean_accuracy",
     progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
 ) -> SweepResult:
-    """Run the grid; ``workers=0`` runs variants in this process (debugging)."""
+    """Run the grid; ``workers=0`` runs variants in this process (debugging); ``backend="ray"``
+    runs them as Ray tasks (``fedgrpo.experiments.sweep_ray``; ``address``: a cluster)."""
+    from fedgrpo.experiments.sweep_ray import check_backend
+
+    check_backend(backend)  # before any output directory is made
     raw = load_raw(path, overrides)
     grid = parse_grid(grid_specs)
     variants = expand_grid(raw, grid, seeds, source=str(path))
@@ -220,7 +227,12 @@ def run_sweep(
             bar.update(1)
 
     try:
-        _run_all(variants, run_dirs, runner, workers, record)
+        if backend == "ray":
+            from fedgrpo.experiments.sweep_ray import run_on_ray
+
+            run_on_ray(variants, run_dirs, runner, address, record)
+        else:
+            _run_all(variants, run_dirs, runner, workers, record)
     finally:
         if bar is not None:
             bar.close()
@@ -289,13 +301,7 @@ def variant_rows(results: Sequence[VariantResult], metric: str) -> list[dict[str
         row: dict[str, Any] = {"variant": r.variant.name, **r.variant.point, "seed": r.variant.seed}
         row["status"] = r.status
         row[metric] = r.summary.get(metric)
-        for key in (
-            "final_mean_accuracy",
-            "best_mean_accuracy",
-            "wall_s",
-            "virtual_s",
-            "total_bytes",
-        ):
+        for key in ("final_mean_accuracy", "best_mean_accuracy", "wall_s", "virtual_s", "total_bytes"):
             row.setdefault(key, r.summary.get(key))
         row["run_dir"] = str(r.run_dir)
         row["error"] = r.error.splitlines()[0] if r.error else ""
@@ -315,15 +321,8 @@ def point_rows(
         ok = [m for m in members if m.status == "ok"]
         mean, std, n = mean_std([m.summary.get(metric) for m in ok])
         row: dict[str, Any] = {"point": label, **members[0].variant.point}
-        row.update(
-            {
-                "ok": len(ok),
-                "failed": len(members) - len(ok),
-                "n": n,
-                f"{metric}_mean": mean,
-                f"{metric}_std": std,
-            }
-        )
+        row.update({"ok": len(ok), "failed": len(members) - len(ok), "n": n})
+        row.update({f"{metric}_mean": mean, f"{metric}_std": std})
         rows.append(row)
     return rows
 
