@@ -17,8 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedgrpo.sim.availability import Availability, MarkovAvailability
+from fedgrpo.sim.availability import Availability
 from fedgrpo.sim.config import ClientSpec
+from fedgrpo.sim.rng import PURPOSES
+from fedgrpo.sim.vpcg import stream_uniforms
 
 __all__ = ["AvailabilityTable"]
 
@@ -34,11 +36,19 @@ class AvailabilityTable:
         self._horizon = horizon_s
         n = len(clients)
         self.kind = np.empty(n, dtype=np.int8)
+        self._mean = np.zeros((n, 2))  # markov: mean on, mean off
         self._other: dict[int, Availability] = {}
         for cid, spec in enumerate(clients):
-            a = spec.availability
-            always = a.kind == "always" or (a.kind == "profile" and spec.device.mean_on_s is None)
-            self.kind[cid] = _ALWAYS if always else (_OTHER if a.kind == "trace" else _MARKOV)
+            a, p = spec.availability, spec.device
+            if a.kind == "always" or (a.kind == "profile" and p.mean_on_s is None):
+                self.kind[cid] = _ALWAYS
+            elif a.kind == "trace":
+                self.kind[cid] = _OTHER
+            else:
+                self.kind[cid] = _MARKOV
+                self._mean[cid] = (
+                    (p.mean_on_s, p.mean_off_s) if a.kind == "profile" else (a.mean_on_s, a.mean_off_s)
+                )
         self._ready = np.zeros(n, dtype=bool)  # markov row drawn
         self._online0 = np.zeros(n, dtype=bool)
         self._last = np.full(n, -math.inf)  # rows are valid for t < last flip
@@ -48,26 +58,45 @@ class AvailabilityTable:
         spec = self._clients[cid]
         return spec.availability.build(spec.device, self._seed, cid)
 
+    def _chains(self, cids: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """:class:`~fedgrpo.sim.availability.MarkovAvailability` of ``cids`` from the first
+        ``count`` draws of their ``availability`` streams: online at 0, ``count - 1`` flips."""
+        u = stream_uniforms(self._seed, cids, PURPOSES["availability"], count)
+        on, off = self._mean[cids, 0], self._mean[cids, 1]
+        online0 = u[:, 0] < on / (on + off)
+        flip = np.arange(count - 1)
+        online_before = online0[:, None] ^ (flip % 2 == 1)[None, :]
+        mean = np.where(online_before, on[:, None], off[:, None])
+        w = u[:, 1:]
+        dur = np.where(w > 0, -mean * np.log1p(-np.where(w > 0, w, 0.0)), 0.0)
+        return online0, np.cumsum(dur, axis=1)
+
     def _fill(self, cids: np.ndarray, until: np.ndarray) -> None:
         """(Re)draw the chains of ``cids`` past the times ``until``."""
-        rows: list[list[float]] = []
-        for cid, t in zip(cids.tolist(), until.tolist()):
-            avail = self._build(cid)
-            assert isinstance(avail, MarkovAvailability)
-            online0, flips = avail.flips_until(max(t, self._horizon))
-            self._online0[cid] = online0
-            rows.append(flips)
-        width = max(len(r) for r in rows)
+        need = np.maximum(until, self._horizon)
+        count, todo = 16, cids
+        online0 = np.zeros(len(cids), dtype=bool)
+        rows: list[np.ndarray | None] = [None] * len(cids)
+        pos = np.arange(len(cids))
+        while len(todo):
+            o0, flips = self._chains(todo, count)
+            ok = flips[:, -1] > need[pos]
+            for i, row in zip(pos[ok].tolist(), flips[ok]):
+                rows[i] = row
+            online0[pos[ok]] = o0[ok]
+            todo, pos, count = todo[~ok], pos[~ok], count * 2
+        width = max(len(r) for r in rows if r is not None)
         if width > self._flips.shape[1]:
             pad = np.full((len(self._flips), width - self._flips.shape[1]), math.inf)
             self._flips = np.concatenate([self._flips, pad], axis=1)
-        block = np.full((len(rows), self._flips.shape[1]), math.inf)
+        block = np.full((len(cids), self._flips.shape[1]), math.inf)
         for i, r in enumerate(rows):
+            assert r is not None
             block[i, : len(r)] = r
         self._flips[cids] = block
-        self._last[cids] = [r[-1] for r in rows]
+        self._last[cids] = [r[-1] for r in rows if r is not None]
+        self._online0[cids] = online0
         self._ready[cids] = True
-
     def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.full(len(clients), math.inf)
         kind = self.kind[clients]
