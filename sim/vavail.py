@@ -53,6 +53,8 @@ class AvailabilityTable:
         self._online0 = np.zeros(n, dtype=bool)
         self._last = np.full(n, -math.inf)  # rows are valid for t < last flip
         self._flips = np.full((n, 0), math.inf)
+        self._k_at = np.zeros((n, 2))  # (flips at or before the time, the time) of last query
+        self._k_at[:, 1] = math.inf
 
     def _build(self, cid: int) -> Availability:
         spec = self._clients[cid]
@@ -81,8 +83,9 @@ class AvailabilityTable:
         while len(todo):
             o0, flips = self._chains(todo, count)
             ok = flips[:, -1] > need[pos]
-            for i, row in zip(pos[ok].tolist(), flips[ok]):
-                rows[i] = row
+            keep = (flips[ok] <= need[pos[ok], None]).sum(axis=1) + 1  # up to one past `need`
+            for i, row, w in zip(pos[ok].tolist(), flips[ok], keep.tolist()):
+                rows[i] = row[:w]
             online0[pos[ok]] = o0[ok]
             todo, pos, count = todo[~ok], pos[~ok], count * 2
         width = max(len(r) for r in rows if r is not None)
@@ -97,6 +100,7 @@ class AvailabilityTable:
         self._last[cids] = [r[-1] for r in rows if r is not None]
         self._online0[cids] = online0
         self._ready[cids] = True
+        self._k_at[cids, 1] = math.inf
     def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.full(len(clients), math.inf)
         kind = self.kind[clients]
@@ -120,11 +124,40 @@ class AvailabilityTable:
             tmax = np.full(len(cids), -math.inf)
             np.maximum.at(tmax, inv, t[idx])
             self._fill(cids, tmax * 2.0)
-        rows = self._flips[cl]
-        k = (rows <= t[:, None]).sum(axis=1)  # flips at or before t
+        flips = self._flips
+        width = flips.shape[1]
+        flat = flips.reshape(-1)
+        base = cl * width
+        # start from the client's last answer if it is not later than t (times mostly grow)
+        k_at = self._k_at[cl]
+        k = np.where(k_at[:, 1] <= t, k_at[:, 0], 0).astype(np.int64)
+        for _ in range(3):
+            adv = (k < width) & (flat[base + np.minimum(k, width - 1)] <= t)
+            if not adv.any():
+                break
+            k += adv
+        else:
+            k = self._bisect(flat, base, width, k, t)
+        order = np.argsort(t, kind="stable")
+        self._k_at[cl[order]] = np.column_stack([k[order], t[order]])  # latest query wins
         online = self._online0[cl] ^ (k % 2 == 1)
-        until = rows[np.arange(len(cl)), np.minimum(k, rows.shape[1] - 1)]
+        until = flat[base + np.minimum(k, width - 1)]
         return np.where(online, until, math.nan)
+
+    @staticmethod
+    def _bisect(
+        flat: np.ndarray, base: np.ndarray, width: int, lo: np.ndarray, t: np.ndarray
+    ) -> np.ndarray:
+        """Flips at or before ``t`` per query (at least ``lo``): bisect_right, all at once."""
+        hi = np.full(len(lo), width, dtype=np.int64)
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                return lo
+            mid = (lo + hi) // 2
+            right = open_ & (flat[base + np.minimum(mid, width - 1)] <= t)
+            lo = np.where(right, mid + 1, lo)
+            hi = np.where(open_ & ~right, mid, hi)
 
     @property
     def nbytes(self) -> int:

@@ -174,8 +174,7 @@ class VectorisedSimulator:
         plan, cands = plan_arrays(cfg, experts, orders)
         keys = round_keys(self.seed, r, plan.client, "request")
         att, tl, view = simulate_round(self.fleet, self.rules, plan, keys, self.t, self.free_at)
-        devs, free = tl.free
-        self.free_at[devs] = free
+        self.free_at = tl.device_free(plan, att, self.free_at)
         arrays = RoundArrays(r, self.t, plan, att, tl, view, cfg.policy.quorum)
         record = vector_record(arrays, self.profile_idx, self.profile_names)
         if self.keep_outcomes:

@@ -108,6 +108,9 @@ class Attempts:
         return len(self.a)
 
 
+_TL_FIELDS = ("code", "start", "spent", "done", "deliver", "notice", "last")
+
+
 @dataclass
 class Timeline:
     code: np.ndarray
@@ -116,7 +119,30 @@ class Timeline:
     done: np.ndarray  # compute finished (DONE*)
     deliver: np.ndarray  # result at the server (DONE)
     notice: np.ndarray  # failure seen by the server (OFFLINE, CRASH)
-    free: tuple[np.ndarray, np.ndarray]  # (devices, when each is free after this round)
+    last: np.ndarray  # the latest time the attempt's fate was compared with its cancel time
+
+    def take(self, rows: np.ndarray, other: Timeline) -> None:
+        """Overwrite ``rows`` with ``other`` (a timeline of just those attempts)."""
+        for f in _TL_FIELDS:
+            getattr(self, f)[rows] = getattr(other, f)
+
+    def resized(self, n_keep: int, n: int) -> Timeline:
+        """The first ``n_keep`` attempts kept, room for ``n`` (the rest to be filled)."""
+        out = []
+        for f in _TL_FIELDS:
+            old = getattr(self, f)
+            new = np.zeros(n, dtype=old.dtype)
+            new[:n_keep] = old[:n_keep]
+            out.append(new)
+        return Timeline(*out)
+
+    def device_free(self, plan: PlanArrays, att: Attempts, free_at: np.ndarray) -> np.ndarray:
+        """When each device is free after the round's started attempts (runs to completion)."""
+        c = self.code
+        started = np.nonzero((c == CRASH) | (c == OFFLINE_MID) | (c == DONE) | (c == DONE_CANCELLED))[0]
+        free = free_at.copy()
+        np.maximum.at(free, plan.client[att.a[started]], self.start[started] + self.spent[started])
+        return free
 
 
 def make_attempts(
@@ -167,6 +193,7 @@ def timeline(
     done = np.full(n, np.nan)
     deliver = np.full(n, np.nan)
     notice = np.full(n, np.nan)
+    last = att.arrive.copy()
     live = np.nonzero(cancel[att.a] >= att.arrive)[0]  # else dropped on arrival
     until = fleet.avail.online_until(cl[live], att.arrive[live])
     off = live[np.isnan(until)]
@@ -185,6 +212,7 @@ def timeline(
         sl = by_pos[bounds[p] : bounds[p + 1]]
         j, g, u = qi[sl], gid[sl], qu[sl]
         s = np.maximum(att.arrive[j], free[g])
+        last[j] = s
         skip = cancel[att.a[j]] < s
         lost = ~skip & (s > u)
         run = ~skip & ~lost
@@ -204,13 +232,14 @@ def timeline(
         notice[j[crash]] = t_crash[crash] + att.half[j[crash]]
         jf = j[fin]
         done[jf] = e[fin]
+        last[jf] = e[fin]
         ok = cancel[att.a[jf]] >= e[fin]
         code[jf[ok]] = DONE
         code[jf[~ok]] = DONE_CANCELLED
         deliver[jf[ok]] = e[fin][ok] + (
             att.half[jf[ok]] + att.resp[jf[ok]] / fleet.up_bps[cl[jf[ok]]]
         )
-    return Timeline(code, start, spent, done, deliver, notice, (devs, free))
+    return Timeline(code, start, spent, done, deliver, notice, last)
 
 
 @dataclass
@@ -342,32 +371,49 @@ def simulate_round(
     free_at: np.ndarray,
 ) -> tuple[Attempts, Timeline, ServerView]:  # fmt: skip
     """Round from ``t0`` with devices busy until ``free_at``: its attempts, their timeline
-    and the server's view, at the fixed point of device and server sides."""
+    and the server's view, at the fixed point of device and server sides. After the first
+    pass only the devices whose requests changed (cancel time, retries) are recomputed: a
+    device's timeline depends on nothing else."""
     deadline = t0 + rules.deadline_s
-    a0 = np.arange(plan.n)
     o = np.argsort(plan.client, kind="stable")
     rank0 = np.empty(plan.n, dtype=np.int64)
     rank0[o] = _groups(plan.client[o])[1]  # first sends in plan order
-    first = make_attempts(
-        fleet, rules, plan, keys, a0, np.ones(plan.n, np.int64), np.full(plan.n, t0), rank0
-    )
+    ones = np.ones(plan.n, np.int64)
+    first = make_attempts(fleet, rules, plan, keys, np.arange(plan.n), ones, np.full(plan.n, t0), rank0)
     att = first
     cancel = np.full(plan.n, deadline)
+    tl = timeline(fleet, rules, plan, att, cancel, free_at)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
+    touched = np.zeros(len(free_at), dtype=bool)
     for _ in range(MAX_PASSES):
-        tl = timeline(fleet, rules, plan, att, cancel, free_at)
         view = server(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
         same_retry = all(np.array_equal(x, y) for x, y in zip(view.retry, retry_prev))
-        if same_retry and np.array_equal(new_cancel, cancel):
+        # a new cancel time matters only if it is not after every time it is compared with
+        reach = np.full(plan.n, -INF)
+        np.maximum.at(reach, att.a, tl.last)
+        changed = np.nonzero((new_cancel != cancel) & (np.minimum(new_cancel, cancel) <= reach))[0]
+        if same_retry and not len(changed):
             return att, tl, view
         cancel = new_cancel
+        touched[plan.client[changed]] = True
         if not same_retry:
+            touched[plan.client[retry_prev[0]]] = True
             retry_prev = view.retry
             ra, rno, rt, rp = view.retry
+            touched[plan.client[ra]] = True
             more = make_attempts(fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, ra, rt, rp))
             att = _concat(first, more)
+            tl = tl.resized(len(first), len(att))
+        rows = np.nonzero(touched[plan.client[att.a]])[0]
+        sub = _subset(att, rows)
+        tl.take(rows, timeline(fleet, rules, plan, sub, cancel, free_at))
+        touched[plan.client[att.a[rows]]] = False
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
+
+
+def _subset(att: Attempts, rows: np.ndarray) -> Attempts:
+    return Attempts(*(getattr(att, f)[rows] for f in Attempts.__dataclass_fields__))
 
 
 def _concat(x: Attempts, y: Attempts) -> Attempts:
