@@ -150,7 +150,9 @@ def machine() -> dict[str, Any]:
 def _same_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
     def same(x: Any, y: Any) -> bool:
         if isinstance(x, float) or isinstance(y, float):
-            return x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+            return (
+                x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+            )
         if isinstance(x, dict):
             return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
         if isinstance(x, list):
@@ -169,7 +171,14 @@ def run_plan(plan: list[str], seed: int) -> list[dict[str, Any]]:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{item}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            cases.append({"clients": int(n), "engine": engine, "rounds": int(rounds), "error": proc.stderr[-500:]})
+            cases.append(
+                {
+                    "clients": int(n),
+                    "engine": engine,
+                    "rounds": int(rounds),
+                    "error": proc.stderr[-500:],
+                }
+            )
             continue
         case = json.loads(proc.stdout.strip().splitlines()[-1])
         cases.append(case)
@@ -242,7 +251,9 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for c in cases:
         if "error" in c:
-            lines.append(f"| {c['clients']:,} | {c['engine']} | {c['rounds']} | failed | | | | | | | |")
+            lines.append(
+                f"| {c['clients']:,} | {c['engine']} | {c['rounds']} | failed | | | | | | | |"
+            )
             continue
         lines.append(
             f"| {c['clients']:,} | {c['engine']} | {c['rounds']} | {c['requests_sent']:,} | "
@@ -250,7 +261,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{c['heapq']['evals_per_s']:,.0f} | {c['speed_vs_heapq']:.2f} | "
             f"{c['config_s'] + c['setup_s']:.1f} | {c['peak_rss_mb']:,.0f} |"
         )
-    lines += ["", "| clients | vectorised ÷ event | same records (rounds compared) |", "|---|---|---|"]
+    lines += [
+        "",
+        "| clients | vectorised ÷ event | same records (rounds compared) |",
+        "|---|---|---|",
+    ]
     for n, v in comp.items():
         lines.append(
             f"| {int(n):,} | {v['vectorised_over_event']:.1f} | "

@@ -47,7 +47,9 @@ class AvailabilityTable:
             else:
                 self.kind[cid] = _MARKOV
                 self._mean[cid] = (
-                    (p.mean_on_s, p.mean_off_s) if a.kind == "profile" else (a.mean_on_s, a.mean_off_s)
+                    (p.mean_on_s, p.mean_off_s)
+                    if a.kind == "profile"
+                    else (a.mean_on_s, a.mean_off_s)
                 )
         self._ready = np.zeros(n, dtype=bool)  # markov row drawn
         self._online0 = np.zeros(n, dtype=bool)
@@ -101,6 +103,7 @@ class AvailabilityTable:
         self._online0[cids] = online0
         self._ready[cids] = True
         self._k_at[cids, 1] = math.inf
+
     def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.full(len(clients), math.inf)
         kind = self.kind[clients]

@@ -38,7 +38,8 @@ from fedgrpo.sim.rng import round_keys, server_rng
 from fedgrpo.sim.selection import check_experts, select_experts, split_orders
 from fedgrpo.sim.vavail import AvailabilityTable
 from fedgrpo.sim.vrecord import RoundArrays, vector_record
-from fedgrpo.sim.vround import Fleet, PlanArrays, Rules, simulate_round
+from fedgrpo.sim.vround import Fleet, PlanArrays, Rules
+from fedgrpo.sim.vserver import simulate_round
 
 __all__ = ["VectorisedSimulator", "run_vectorised"]
 
@@ -170,7 +171,9 @@ class VectorisedSimulator:
         inp = self.round_source(r, rng)
         experts = self._experts(r, inp, rng)
         w = cfg.workload
-        orders = None if w.dispatch == "broadcast" else split_orders(len(experts), w.group_size, rng)
+        orders = (
+            None if w.dispatch == "broadcast" else split_orders(len(experts), w.group_size, rng)
+        )
         plan, cands = plan_arrays(cfg, experts, orders)
         keys = round_keys(self.seed, r, plan.client, "request")
         att, tl, view = simulate_round(self.fleet, self.rules, plan, keys, self.t, self.free_at)
@@ -182,11 +185,18 @@ class VectorisedSimulator:
         self.t = view.t_close + cfg.update_s
         return record
 
-    def _outcome(self, ra: RoundArrays, cands: np.ndarray, inp: RoundInput, r: int) -> dict[str, Any]:
+    def _outcome(
+        self, ra: RoundArrays, cands: np.ndarray, inp: RoundInput, r: int
+    ) -> dict[str, Any]:
         from fedgrpo.sim.vrecord import rewards_grid
 
         rew, who = rewards_grid(ra, cands, inp, self._competence, r, self.seed)
-        return {"status": ra.view.status, "attempts": ra.view.attempts, "rewards": rew, "experts": who}
+        return {
+            "status": ra.view.status,
+            "attempts": ra.view.attempts,
+            "rewards": rew,
+            "experts": who,
+        }
 
     def _competence(self, domain: str) -> np.ndarray:
         c = self._comp.get(domain)
@@ -217,4 +227,3 @@ def run_vectorised(
     """:func:`fedgrpo.sim.run_simulation` for timing-only studies, vectorised (see the
     module docstring for what it models)."""
     return VectorisedSimulator(config, seed, round_source).run(rounds)
-

@@ -98,7 +98,9 @@ def _mul_lo_full(a: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
     return high, low
 
 
-def _step(hi: np.ndarray, lo: np.ndarray, inc_hi: np.ndarray, inc_lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _step(
+    hi: np.ndarray, lo: np.ndarray, inc_hi: np.ndarray, inc_lo: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """state = state * MULT + inc (mod 2**128)."""
     h, low = _mul_lo_full(lo, _MUL_LO)
     h = h + lo * np.uint64(_MUL_HI) + hi * np.uint64(_MUL_LO)
@@ -107,7 +109,9 @@ def _step(hi: np.ndarray, lo: np.ndarray, inc_hi: np.ndarray, inc_lo: np.ndarray
     return h + inc_hi + carry, new_lo
 
 
-def _add128(hi: np.ndarray, lo: np.ndarray, bhi: np.ndarray, blo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _add128(
+    hi: np.ndarray, lo: np.ndarray, bhi: np.ndarray, blo: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     new_lo = lo + blo
     return hi + bhi + (new_lo < lo).astype(np.uint64), new_lo
 

@@ -12,22 +12,18 @@ import numpy as np
 from fedgrpo.sim.rewards import RoundInput
 from fedgrpo.sim.rng import round_keys, uniform_at
 from fedgrpo.sim.vround import (
-    ANSWERED,
-    CANCELLED,
     CRASH,
     DONE,
     DONE_CANCELLED,
-    FAILED,
-    LATE,
     LOST,
     OFFLINE,
     OFFLINE_MID,
     Attempts,
     PlanArrays,
-    ServerView,
     Timeline,
     _groups,
 )
+from fedgrpo.sim.vserver import ANSWERED, CANCELLED, FAILED, LATE, ServerView
 
 __all__ = ["RoundArrays", "rewards_grid", "vector_record"]
 
@@ -83,7 +79,9 @@ def vector_record(ra: RoundArrays, profile_idx: np.ndarray, names: Sequence[str]
     delivered = code == DONE
     not_used = delivered.copy()
     not_used[v.accepted] = False
-    wasted = float(tl.spent[(code == CRASH) | (code == OFFLINE_MID) | (code == DONE_CANCELLED)].sum())
+    wasted = float(
+        tl.spent[(code == CRASH) | (code == OFFLINE_MID) | (code == DONE_CANCELLED)].sum()
+    )
     wasted += float(att.compute[not_used].sum())
     return {
         "round": ra.index,
@@ -113,7 +111,7 @@ def vector_record(ra: RoundArrays, profile_idx: np.ndarray, names: Sequence[str]
         "stale_used": 0,
         "stale_dropped": 0,
         "staleness_mean": None,
-        "late_arrivals": int(len(v.late)),
+        "late_arrivals": len(v.late),
         "busy_device_s": float(tl.spent[started].sum()),
     }
 

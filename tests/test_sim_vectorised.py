@@ -14,7 +14,7 @@ from fedgrpo.errors import ConfigError
 from fedgrpo.rounds import RoundOutcome, RoundPolicy
 from fedgrpo.sim import SimConfig, WorkloadSpec, run_simulation
 from fedgrpo.sim.vectorised import VectorisedSimulator, run_vectorised
-from fedgrpo.sim.vround import STATUS
+from fedgrpo.sim.vserver import STATUS
 
 MIX = {"rpi4": 1, "rpi5": 1, "phone-4g": 1, "phone-5g": 1, "phone-wifi": 1, "laptop": 1}
 
@@ -22,16 +22,25 @@ CASES: dict[str, dict[str, Any]] = {
     "retries": dict(deadline_s=20.0, over_selection=1, max_retries=1),
     "round_quorum": dict(deadline_s=20.0, over_selection=1, round_quorum=0.8, max_retries=1),
     "backoff": dict(
-        deadline_s=12.0, over_selection=2, max_retries=3, retry_backoff_s=0.3,
+        deadline_s=12.0,
+        over_selection=2,
+        max_retries=3,
+        retry_backoff_s=0.3,
         retry_min_remaining_s=1.0,
-    ),  # fmt: skip
+    ),
     "no_early_close": dict(deadline_s=10.0, over_selection=1, close_early=False, max_retries=1),
-    "broadcast": dict(deadline_s=20.0, over_selection=1, max_retries=1, _w=dict(dispatch="broadcast")),
+    "broadcast": dict(
+        deadline_s=20.0, over_selection=1, max_retries=1, _w=dict(dispatch="broadcast")
+    ),
     "uneven_shards_top": dict(
-        deadline_s=15.0, over_selection=1, max_retries=1,
+        deadline_s=15.0,
+        over_selection=1,
+        max_retries=1,
         _w=dict(experts_per_question=3, selector="top"),
-    ),  # fmt: skip
-    "tight_update": dict(deadline_s=3.0, over_selection=2, max_retries=2, quorum=3, _c=dict(update_s=1.5)),
+    ),
+    "tight_update": dict(
+        deadline_s=3.0, over_selection=2, max_retries=2, quorum=3, _c=dict(update_s=1.5)
+    ),
 }
 
 

@@ -59,7 +59,9 @@ def test_ray_backend_matches_local(ray_local: Any, tmp_path: Path) -> None:
     assert _rows(remote.sweep_dir) == _rows(local.sweep_dir)
     assert _metrics(remote.sweep_dir) == _metrics(local.sweep_dir)
     # the grid matters: a 2 s deadline gives shorter rounds than 30 s
-    virt = {r.variant.point["round_policy.deadline_s"]: r.summary["virtual_s"] for r in remote.results}
+    virt = {
+        r.variant.point["round_policy.deadline_s"]: r.summary["virtual_s"] for r in remote.results
+    }
     assert virt[2] < virt[30]
     assert ray_local.is_initialized()  # an initialised Ray is used as it is, not shut down
 
