@@ -52,7 +52,7 @@ class _Hash:
 
 
 def _mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    r = _MIX_L * x - _MIX_R * y
+    r: np.ndarray = np.subtract(_MIX_L * x, _MIX_R * y, dtype=_U32)
     return r ^ (r >> _XSHIFT)
 
 

@@ -95,3 +95,15 @@ def test_vectorised_rejects_what_it_does_not_model() -> None:
         VectorisedSimulator(_config(40, CASES["retries"] | {"_c": dict(mode="async")}))
     with pytest.raises(ConfigError, match="cancel_queued"):
         VectorisedSimulator(_config(40, CASES["retries"] | {"_c": dict(cancel_queued=False)}))
+
+
+def test_stream_uniforms_are_numpys_own() -> None:
+    """sim.vpcg runs SeedSequence + PCG64 over arrays: bit for bit numpy's generator."""
+    from fedgrpo.sim.rng import stream_generator
+    from fedgrpo.sim.vpcg import stream_uniforms
+
+    clients = np.array([0, 1, 2, 17, 99_999, 2**31 + 3])
+    for seed in (0, 3, 2**40 + 5):
+        got = stream_uniforms(seed, clients, 1, 20)
+        want = [stream_generator(seed, int(c), "availability").random(20) for c in clients]
+        np.testing.assert_array_equal(got, np.array(want))
