@@ -103,6 +103,7 @@ class Attempts:
     req: np.ndarray
     resp: np.ndarray
     arrive: np.ndarray
+    until: np.ndarray  # availability at arrival: NaN offline, else when it goes offline
 
     def __len__(self) -> int:
         return len(self.a)
@@ -167,7 +168,10 @@ def make_attempts(
     resp = rules.resp_overhead + k * rules.resp_per_value
     arrive = t_send + (half + req / fleet.down_bps[cl])  # sim.devices.transfer_s
     cu, ca = uniform_at(ka, i0), uniform_at(ka, i1)
-    return Attempts(a, no, t_send, half, compute, cu, ca, req, resp, arrive)
+    # the device's state at arrival is a function of time alone, so it is asked once per
+    # attempt, whatever the passes decide about cancellations
+    until = fleet.avail.online_until(cl, arrive)
+    return Attempts(a, no, t_send, half, compute, cu, ca, req, resp, arrive, until)
 
 
 def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +201,7 @@ def timeline(
     notice = np.full(n, np.nan)
     last = att.arrive.copy()
     live = np.nonzero(cancel[att.a] >= att.arrive)[0]  # else dropped on arrival
-    until = fleet.avail.online_until(cl[live], att.arrive[live])
+    until = att.until[live]
     off = live[np.isnan(until)]
     code[off] = OFFLINE
     notice[off] = np.maximum(att.arrive[off], att.t_send[off] + rules.connect_timeout_s)
