@@ -190,7 +190,8 @@ def timeline(
     fleet: Fleet, rules: Rules, plan: PlanArrays, att: Attempts, cancel: np.ndarray,
     free_at: np.ndarray,
 ) -> Timeline:  # fmt: skip
-    """What each attempt does on its device, given when its assignment is cancelled."""
+    """What each attempt does on its device, given when its assignment is cancelled.
+    (One function: the queue loop's steps share a dozen arrays; split, it reads worse.)"""
     n = len(att)
     cl = plan.client[att.a]
     code = np.full(n, DROPPED, dtype=np.int8)

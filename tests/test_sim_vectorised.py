@@ -5,6 +5,7 @@ rewards grids (same draws: ``(seed, round, client, purpose)`` streams, same sele
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.rounds import RoundOutcome, RoundPolicy
-from fedgrpo.sim import SimConfig, WorkloadSpec, run_simulation
+from fedgrpo.sim import AvailabilitySpec, SimConfig, WorkloadSpec, run_simulation
 from fedgrpo.sim.vectorised import VectorisedSimulator, run_vectorised
 from fedgrpo.sim.vserver import STATUS
 
@@ -38,6 +39,9 @@ CASES: dict[str, dict[str, Any]] = {
         max_retries=1,
         _w=dict(experts_per_question=3, selector="top"),
     ),
+    "availability_kinds": dict(
+        deadline_s=15.0, over_selection=1, max_retries=1, _availability=True
+    ),
     "tight_update": dict(
         deadline_s=3.0, over_selection=2, max_retries=2, quorum=3, _c=dict(update_s=1.5)
     ),
@@ -46,9 +50,21 @@ CASES: dict[str, dict[str, Any]] = {
 
 def _config(n: int, spec: dict[str, Any]) -> SimConfig:
     spec = dict(spec)
-    w, c = spec.pop("_w", {}), spec.pop("_c", {})
+    w, c, mixed = spec.pop("_w", {}), spec.pop("_c", {}), spec.pop("_availability", False)
     workload = WorkloadSpec(questions_per_round=n // 4, group_size=8, **w)
-    return SimConfig.mixed(n, MIX, seed=0, policy=RoundPolicy(**spec), workload=workload, **c)
+    cfg = SimConfig.mixed(n, MIX, seed=0, policy=RoundPolicy(**spec), workload=workload, **c)
+    if not mixed:
+        return cfg
+    clients = list(cfg.clients)  # every availability kind, FedScale-style speed and bandwidth
+    trace = AvailabilitySpec("trace", intervals=((0, 30), (50, 200)), period_s=300)
+    for i in range(0, n, 3):
+        clients[i] = replace(clients[i], availability=trace)
+    for i in range(1, n, 7):
+        clients[i] = replace(clients[i], availability=AvailabilitySpec("markov", 40, 15))
+    for i in range(2, n, 11):
+        always = AvailabilitySpec("always")
+        clients[i] = replace(clients[i], availability=always, speed_factor=0.3, bandwidth_mbps=2.0)
+    return replace(cfg, clients=tuple(clients))
 
 
 def _same(a: Any, b: Any) -> bool:
