@@ -76,33 +76,39 @@ class AvailabilityTable:
         return online0, np.cumsum(dur, axis=1)
 
     def _fill(self, cids: np.ndarray, until: np.ndarray) -> None:
-        """(Re)draw the chains of ``cids`` past the times ``until``."""
+        """(Re)draw the chains of ``cids`` past the times ``until`` (the flips up to one past
+        it are kept)."""
         need = np.maximum(until, self._horizon)
-        count, todo = 16, cids
-        online0 = np.zeros(len(cids), dtype=bool)
-        rows: list[np.ndarray | None] = [None] * len(cids)
-        pos = np.arange(len(cids))
+        count, todo, pos = 16, cids, np.arange(len(cids))
         while len(todo):
             o0, flips = self._chains(todo, count)
             ok = flips[:, -1] > need[pos]
-            keep = (flips[ok] <= need[pos[ok], None]).sum(axis=1) + 1  # up to one past `need`
-            for i, row, w in zip(pos[ok].tolist(), flips[ok], keep.tolist()):
-                rows[i] = row[:w]
-            online0[pos[ok]] = o0[ok]
+            self._store(todo[ok], o0[ok], flips[ok], need[pos[ok]])
             todo, pos, count = todo[~ok], pos[~ok], count * 2
-        width = max(len(r) for r in rows if r is not None)
+
+    def _store(self, cids: np.ndarray, online0: np.ndarray, flips: np.ndarray, need: np.ndarray) -> None:
+        if not len(cids):
+            return
+        keep = (flips <= need[:, None]).sum(axis=1) + 1  # up to one past `need`
+        width = int(keep.max())
         if width > self._flips.shape[1]:
             pad = np.full((len(self._flips), width - self._flips.shape[1]), math.inf)
             self._flips = np.concatenate([self._flips, pad], axis=1)
         block = np.full((len(cids), self._flips.shape[1]), math.inf)
-        for i, r in enumerate(rows):
-            assert r is not None
-            block[i, : len(r)] = r
+        block[:, :width] = flips[:, :width]
+        block[np.arange(block.shape[1])[None, :] >= keep[:, None]] = math.inf
         self._flips[cids] = block
-        self._last[cids] = [r[-1] for r in rows if r is not None]
+        self._last[cids] = flips[np.arange(len(cids)), keep - 1]
         self._online0[cids] = online0
         self._ready[cids] = True
         self._k_at[cids, 1] = math.inf
+
+    def prefill(self) -> None:
+        """Draw every on/off chain now (in blocks), instead of at each client's first query."""
+        markov = np.nonzero((self.kind == _MARKOV) & ~self._ready)[0]
+        for i in range(0, len(markov), 65536):
+            block = markov[i : i + 65536]
+            self._fill(block, np.zeros(len(block)))
 
     def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.full(len(clients), math.inf)

@@ -81,8 +81,13 @@ def build_fleet(config: SimConfig, seed: int) -> Fleet:
     return Fleet(
         col["rtt_mu"], col["rtt_sigma"], col["speed_sigma"], col["sec_fixed"],
         col["sec_per_unit"], col["down_bps"], col["up_bps"], np.array(crash)[idx],
-        AvailabilityTable(config.clients, seed),
+        _prefilled(AvailabilityTable(config.clients, seed)),
     )  # fmt: skip
+
+
+def _prefilled(table: AvailabilityTable) -> AvailabilityTable:
+    table.prefill()
+    return table
 
 
 def build_rules(config: SimConfig) -> Rules:

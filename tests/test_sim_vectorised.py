@@ -123,3 +123,20 @@ def test_stream_uniforms_are_numpys_own() -> None:
         got = stream_uniforms(seed, clients, 1, 20)
         want = [stream_generator(seed, int(c), "availability").random(20) for c in clients]
         np.testing.assert_array_equal(got, np.array(want))
+
+
+def test_availability_table_matches_the_chains() -> None:
+    """sim.vavail answers online_until over arrays exactly as each client's own process,
+    also for times far past the first drawn windows (rows are redrawn further)."""
+    from fedgrpo.sim.vavail import AvailabilityTable
+
+    cfg = SimConfig.mixed(600, {"rpi4": 1, "phone-4g": 1, "jetson": 1, "rpi-zero2": 1})
+    table = AvailabilityTable(cfg.clients, 5)
+    table.prefill()
+    rng = np.random.default_rng(1)
+    chains = [c.availability.build(c.device, 5, i) for i, c in enumerate(cfg.clients)]
+    for scale in (30.0, 3000.0, 30_000.0):
+        cl, t = rng.integers(0, 600, 4000), rng.uniform(0, scale, 4000)
+        want = [chains[c].online_until(x) for c, x in zip(cl.tolist(), t.tolist())]
+        got = table.online_until(cl, t)
+        np.testing.assert_array_equal(got, [np.nan if u is None else u for u in want])
