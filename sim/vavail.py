@@ -86,7 +86,9 @@ class AvailabilityTable:
             self._store(todo[ok], o0[ok], flips[ok], need[pos[ok]])
             todo, pos, count = todo[~ok], pos[~ok], count * 2
 
-    def _store(self, cids: np.ndarray, online0: np.ndarray, flips: np.ndarray, need: np.ndarray) -> None:
+    def _store(
+        self, cids: np.ndarray, online0: np.ndarray, flips: np.ndarray, need: np.ndarray
+    ) -> None:
         if not len(cids):
             return
         keep = (flips <= need[:, None]).sum(axis=1) + 1  # up to one past `need`

@@ -70,6 +70,13 @@ def _coverage(ra: RoundArrays) -> tuple[np.ndarray, np.ndarray]:
     return cov, rewarded
 
 
+def _rounded(cov: np.ndarray) -> list[float]:
+    """``[round(float(c), 4) for c in cov]`` (the event engine's), once per distinct value."""
+    values, inv = np.unique(cov, return_inverse=True)
+    out: list[float] = np.array([round(float(v), 4) for v in values])[inv].tolist()
+    return out
+
+
 def vector_record(ra: RoundArrays, profile_idx: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     v, tl, att = ra.view, ra.tl, ra.att
     st, n_att = v.status, v.attempts
@@ -105,7 +112,7 @@ def vector_record(ra: RoundArrays, profile_idx: np.ndarray, names: Sequence[str]
         "bytes_sent": int(att.req.sum() - att.req[code == OFFLINE].sum()),
         "bytes_received": int(att.resp[delivered].sum()),
         "coverage_mean": float(cov.mean()) if cov.size else 1.0,
-        "coverage": [round(float(c), 4) for c in cov],
+        "coverage": _rounded(cov),
         "groups_with_signal": int((rewarded >= ra.quorum).sum()),
         "participation": _participation(ra, profile_idx, names),
         "stale_used": 0,

@@ -50,9 +50,18 @@ ANSWERED, FAILED, CANCELLED, LATE = range(4)
 
 
 def _answers(plan: PlanArrays, tl: Timeline, att: Attempts) -> tuple[np.ndarray, ...]:
-    """Deliveries sorted by (unit, time): attempt index, unit, time, rank in the unit."""
+    """Deliveries: attempt index, unit, time, rank in the unit (sorted by unit and time, except
+    with one answer per unit, where the rank is 0 for the first and 1 for the others)."""
     dv = np.nonzero(tl.code == DONE)[0]
     du, dd = plan.unit[att.a[dv]], tl.deliver[dv]
+    if plan.need == 1:  # only the first answer per unit counts: no sort needed
+        first = np.full(len(plan.unit_size), INF)
+        np.minimum.at(first, du, dd)
+        tie = np.nonzero(dd == first[du])[0]
+        _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
+        rank = np.ones(len(dv), dtype=np.int64)
+        rank[tie[win]] = 0
+        return dv, du, dd, rank
     o = np.lexsort((dd, du))
     dv, du, dd = dv[o], du[o], dd[o]
     _, rank = _groups(du)
@@ -137,7 +146,9 @@ def server(
     return ServerView(sat, first, t_close, by, status, attempts, accepted, retry, ignored, late)
 
 
-def _draw_index(plan: PlanArrays, a: np.ndarray, t: np.ndarray, pushed: np.ndarray) -> np.ndarray:
+def _draw_index(
+    plan: PlanArrays, firsts: np.ndarray, a: np.ndarray, t: np.ndarray, pushed: np.ndarray
+) -> np.ndarray:
     """Retries' draw positions: after the client's first requests of the round, in send
     order (at the same instant, in the order their failures were scheduled)."""
     cl = plan.client[a]
@@ -145,7 +156,6 @@ def _draw_index(plan: PlanArrays, a: np.ndarray, t: np.ndarray, pushed: np.ndarr
     _, pos = _groups(cl[o])
     out = np.empty(len(a), dtype=np.int64)
     out[o] = pos
-    firsts = np.sort(plan.client)
     n_first = np.searchsorted(firsts, cl, side="right") - np.searchsorted(firsts, cl)
     return out + n_first
 
@@ -189,7 +199,7 @@ def simulate_round(
             ra, rno, rt, rp = view.retry
             touched[plan.client[ra]] = True
             more = make_attempts(
-                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, ra, rt, rp)
+                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, plan.client[o], ra, rt, rp)
             )
             att = _concat(first, more)
             tl = tl.resized(len(first), len(att))
