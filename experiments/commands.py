@@ -294,8 +294,8 @@ def _add_sweep(subparsers: Any) -> None:
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every variant")
     p.add_argument(
-        "--backend", choices=("local", "ray"), default="local",
-        help="local: worker processes here; ray: Ray tasks (extra 'ray'; local Ray or --address)",
+        "--backend", choices=("local", "ray"), default="local", metavar="NAME",
+        help="local (worker processes here) or ray (Ray tasks; extra 'ray'; local Ray or --address)",
     )  # fmt: skip
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (ray://host:10001, auto)")
     _add_rounds(p)
