@@ -140,3 +140,18 @@ def test_availability_table_matches_the_chains() -> None:
         want = [chains[c].online_until(x) for c, x in zip(cl.tolist(), t.tolist())]
         got = table.online_until(cl, t)
         np.testing.assert_array_equal(got, [np.nan if u is None else u for u in want])
+
+
+def test_scenario_option_and_its_check() -> None:
+    """``sim.engine: vectorised`` is a timing-only option; with model rewards the scenario
+    error names the field."""
+    from pathlib import Path
+
+    from fedgrpo.scenarios.loader import load_raw, validate_dict
+    from fedgrpo.scenarios.schema import ScenarioError
+
+    lib = Path(__file__).resolve().parents[1] / "scenarios"
+    ok = validate_dict(load_raw(lib / "rpi-fleet.yaml", ["sim.engine=vectorised"]), "rpi-fleet")
+    assert ok.sim.engine == "vectorised"
+    with pytest.raises(ScenarioError, match="sim.engine"):
+        validate_dict(load_raw(lib / "quickstart.yaml", ["sim.engine=vectorised"]), "quickstart")
