@@ -153,5 +153,5 @@ def test_scenario_option_and_its_check() -> None:
     lib = Path(__file__).resolve().parents[1] / "scenarios"
     ok = validate_dict(load_raw(lib / "rpi-fleet.yaml", ["sim.engine=vectorised"]), "rpi-fleet")
     assert ok.sim.engine == "vectorised"
-    with pytest.raises(ScenarioError, match="sim.engine"):
+    with pytest.raises(ScenarioError, match=r"sim\.engine"):
         validate_dict(load_raw(lib / "quickstart.yaml", ["sim.engine=vectorised"]), "quickstart")
