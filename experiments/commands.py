@@ -134,6 +134,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out_root=args.out,
         overrides=_overrides(args),
         metric=args.metric,
+        backend=args.backend,
+        address=args.address,
     )
     print((result.sweep_dir / "comparison.md").read_text(encoding="utf-8"))
     print(f"[fedgrpo] sweep outputs in {result.sweep_dir}")
@@ -291,6 +293,11 @@ def _add_sweep(subparsers: Any) -> None:
         "--workers", type=non_negative_int, default=2, help="parallel processes (0 = in-process)"
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every variant")
+    p.add_argument(
+        "--backend", choices=("local", "ray"), default="local", metavar="NAME",
+        help="local (worker processes here) or ray (Ray tasks; extra 'ray'; local Ray or --address)",
+    )  # fmt: skip
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (ray://host:10001, auto)")
     _add_rounds(p)
     p.add_argument("--metric", default="final_mean_accuracy", help="summary key to compare")
     add_models_dir(p)

@@ -1,4 +1,5 @@
-"""``fedgrpo sweep``: a cartesian grid of overrides x seeds, run in parallel worker processes.
+"""``fedgrpo sweep``: a cartesian grid of overrides x seeds, run in parallel worker processes
+(or as Ray tasks, locally or on a cluster: :mod:`fedgrpo.experiments.sweep_ray`).
 
 Every variant is validated before anything runs. Variants run in a spawn
 ``ProcessPoolExecutor`` calling a runner ``run_scenario(scenario, run_dir, resume) -> dict``
@@ -198,19 +199,22 @@ def run_sweep(
     runner: Runner | None = None,
     metric: str = "final_mean_accuracy",
     progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
 ) -> SweepResult:
-    """Run the grid; ``workers=0`` runs variants in this process (debugging). ``path`` may be
-    a raw scenario mapping and ``grid_specs`` a ``{key: values}`` mapping (the Python API)."""
-    if isinstance(path, Mapping):
-        import copy
+    """Run the grid; ``workers=0`` runs variants in this process (debugging); ``backend="ray"``
+    runs them as Ray tasks (``fedgrpo.experiments.sweep_ray``; ``address``: a cluster).
+    ``path`` may be a raw scenario mapping and ``grid_specs`` a ``{key: values}`` mapping
+    (the Python API)."""
+    from fedgrpo.experiments.sweep_ray import check_backend
 
-        raw, source = apply_overrides(copy.deepcopy(dict(path)), overrides), "<dict>"
-    else:
-        raw, source = load_raw(path, overrides), str(path)
-    if isinstance(grid_specs, Mapping):
-        grid = {k: list(v) for k, v in grid_specs.items()}
-    else:
-        grid = parse_grid(grid_specs)
+    check_backend(backend)  # before any output directory is made
+    raw, source = _load_raw(path, overrides)
+    grid = (
+        {k: list(v) for k, v in grid_specs.items()}
+        if isinstance(grid_specs, Mapping)
+        else parse_grid(grid_specs)
+    )
     variants = expand_grid(raw, grid, seeds, source=source)
     sweep_dir = _new_sweep_dir(Path(out_root) / f"{raw['name']}-sweep")
     run_dirs = _make_run_dirs(sweep_dir, variants)
@@ -229,7 +233,12 @@ def run_sweep(
             bar.update(1)
 
     try:
-        _run_all(variants, run_dirs, runner, workers, record)
+        if backend == "ray":
+            from fedgrpo.experiments.sweep_ray import run_on_ray
+
+            run_on_ray(variants, run_dirs, runner, address, record)
+        else:
+            _run_all(variants, run_dirs, runner, workers, record)
     finally:
         if bar is not None:
             bar.close()
@@ -237,6 +246,15 @@ def run_sweep(
     results.sort(key=lambda r: order[r.variant.name])
     files = write_sweep_outputs(sweep_dir, results, list(grid), metric)
     return SweepResult(sweep_dir=sweep_dir, results=results, files=files)
+
+
+def _load_raw(path: str | Path | Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict, str]:
+    """The raw scenario and its source label: a file, or a mapping (the Python API)."""
+    if isinstance(path, Mapping):
+        import copy
+
+        return apply_overrides(copy.deepcopy(dict(path)), overrides), "<dict>"
+    return load_raw(path, overrides), str(path)
 
 
 def _new_sweep_dir(parent: Path) -> Path:
@@ -298,13 +316,7 @@ def variant_rows(results: Sequence[VariantResult], metric: str) -> list[dict[str
         row: dict[str, Any] = {"variant": r.variant.name, **r.variant.point, "seed": r.variant.seed}
         row["status"] = r.status
         row[metric] = r.summary.get(metric)
-        for key in (
-            "final_mean_accuracy",
-            "best_mean_accuracy",
-            "wall_s",
-            "virtual_s",
-            "total_bytes",
-        ):
+        for key in ("final_mean_accuracy", "best_mean_accuracy", "wall_s", "virtual_s", "total_bytes"):
             row.setdefault(key, r.summary.get(key))
         row["run_dir"] = str(r.run_dir)
         row["error"] = r.error.splitlines()[0] if r.error else ""
@@ -324,15 +336,8 @@ def point_rows(
         ok = [m for m in members if m.status == "ok"]
         mean, std, n = mean_std([m.summary.get(metric) for m in ok])
         row: dict[str, Any] = {"point": label, **members[0].variant.point}
-        row.update(
-            {
-                "ok": len(ok),
-                "failed": len(members) - len(ok),
-                "n": n,
-                f"{metric}_mean": mean,
-                f"{metric}_std": std,
-            }
-        )
+        row.update({"ok": len(ok), "failed": len(members) - len(ok), "n": n})
+        row.update({f"{metric}_mean": mean, f"{metric}_std": std})
         rows.append(row)
     return rows
 

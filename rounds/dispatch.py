@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,18 +51,22 @@ def plan_dispatch(
         raise ConfigError("dispatch mode 'split' needs a seeded numpy Generator (rng=...)")
     else:
         order = rng.permutation(num_candidates).tolist()
-    return _deal(experts, order, num_candidates // m, range(num_candidates % m))
+    return _deal(experts, order, chunk_sizes(num_candidates, m))
 
 
-def _deal(
-    experts: Sequence[int], order: Sequence[int], base: int, extra: Collection[int]
-) -> dict[int, list[int]]:
-    """Contiguous chunks of ``order``: ``base`` candidates per expert, one more for the expert
-    positions in ``extra``; experts whose chunk is empty are left out."""
+def chunk_sizes(num_candidates: int, m: int) -> list[int]:
+    """``split``: how many candidates each of the ``m`` ranked experts gets (⌈G/M⌉ to the
+    leading ones, ⌊G/M⌋ to the rest; 0 when G < M)."""
+    base, extra = divmod(num_candidates, m)
+    return [base + 1 if j < extra else base for j in range(m)]
+
+
+def _deal(experts: Sequence[int], order: Sequence[int], sizes: Sequence[int]) -> dict[int, list[int]]:
+    """Contiguous chunks of ``order`` of the given ``sizes`` (one per expert); experts whose
+    chunk is empty are left out."""
     out: dict[int, list[int]] = {}
     start = 0
-    for j, e in enumerate(experts):
-        size = base + 1 if j in extra else base
+    for e, size in zip(experts, sizes):
         if size:
             out[e] = sorted(order[start : start + size])
         start += size

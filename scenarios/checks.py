@@ -234,6 +234,10 @@ def check_reward_source(s: Scenario) -> list[Problem]:
         out.append(
             ("sim.reward_source", "'timing' only exists in mode sim; emulate runs real models")
         )
+    if s.sim.engine == "vectorised" and (s.mode != "sim" or s.sim.reward_source != "timing"):
+        out.append(
+            ("sim.engine", "'vectorised' is for timing-only studies: mode sim, sim.reward_source: timing")
+        )
     if s.server.baseline != "fedgrpo" and not s.models_needed:
         out.append(
             ("server.baseline", f"{s.server.baseline!r} needs models; set sim.reward_source: model")

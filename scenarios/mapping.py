@@ -325,6 +325,8 @@ def runtime_targets() -> dict[str, RuntimeTarget]:
 SCHEMA_ONLY: dict[str, str] = {
     "sim.reward_source": "chooses the simulator's rewards (runtimes/sim.py): model scorers or "
     "the timing surrogate",
+    "sim.engine": "which simulator a timing-only run uses (runtimes/sim.py): the event engine "
+    "or the vectorised path",
     f"{G0}.format_weight": "carried by each of the client's score requests (client_rewards)",
     f"{G0}.name": "client ids (<name>-<i>) and error messages",
     f"{G0}.count": "how many clients the group expands to (Scenario.client_list)",

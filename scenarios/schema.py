@@ -296,6 +296,9 @@ class SimSection(_Section):
     # model: real models score candidates; timing: only time/bytes/failures are simulated
     reward_source: Literal["model", "timing"] = "model"
     dropout: DropoutSection | None = None
+    # timing-only studies: event (discrete events, simpy) or vectorised (closed-form rounds
+    # over arrays, sim.vectorised; sync mode; same records); model rewards need "event"
+    engine: Literal["event", "vectorised"] = "event"
 
 
 class Scenario(_Section):

@@ -109,16 +109,30 @@ class RandomSelector:
         rng: np.random.Generator,
         available: Collection[int] | None = None,
     ) -> list[list[int]]:
+        q = _num_questions(question_embeddings, question_domains)
+        out: list[list[int]] = self.select_array(q, rng, available).tolist()
+        return out
+
+    def select_array(
+        self, questions: int, rng: np.random.Generator, available: Collection[int] | None = None
+    ) -> np.ndarray:
+        """:meth:`select` as a ``[questions, M]`` array (the same draws, no per-question
+        Python loop: the vectorised simulator asks 25k questions a round)."""
         avail = _available(self.num_clients, available)
         n, m = int(avail.size), min(self.M, int(avail.size))
-        q = _num_questions(question_embeddings, question_domains)
-        out = []
-        for row in rng.integers(0, max(n, 1), size=(q, m + 4)).tolist():
-            pick = list(dict.fromkeys(row))[:m]
-            if len(pick) < m:
-                pick = rng.permutation(n)[:m].tolist()
-            out.append(pick if available is None else avail[pick].tolist())
-        return out
+        rows = rng.integers(0, max(n, 1), size=(questions, m + 4))
+        # first occurrence of each id in its row, in order
+        keep = np.ones(rows.shape, dtype=bool)
+        for j in range(1, rows.shape[1]):
+            keep[:, j] = ~(rows[:, :j] == rows[:, j : j + 1]).any(axis=1)
+        rank = np.cumsum(keep, axis=1) - 1
+        take = keep & (rank < m)
+        out = np.zeros((questions, m), dtype=np.int64)
+        r_idx, _ = np.nonzero(take)
+        out[r_idx, rank[take]] = rows[take]
+        for r in np.nonzero(take.sum(axis=1) < m)[0].tolist():  # too few distinct: rare
+            out[r] = rng.permutation(n)[:m]
+        return out if available is None else avail[out]
 
 
 class CompetenceSelector:

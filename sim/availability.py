@@ -81,6 +81,12 @@ class MarkovAvailability:
                 ch[-1] + self._stream.exponential(self._mean_on if online_now else self._mean_off)
             )
 
+    def flips_until(self, t: float) -> tuple[bool, list[float]]:
+        """(online at time 0, the flip times so far, the last one after ``t``): the chain as
+        data, for the vectorised simulator's availability table."""
+        self._extend(t)
+        return self._online0, list(self._changes)
+
     def online_until(self, t: float) -> float | None:
         self._extend(t)
         k = bisect.bisect_right(self._changes, t)  # flips at or before t

@@ -31,9 +31,12 @@ __all__ = [
     "PURPOSES",
     "ClientStream",
     "CounterGenerator",
+    "normal_at",
+    "round_keys",
     "round_streams",
     "server_rng",
     "stream_generator",
+    "uniform_at",
 ]
 
 #: stream purposes (part of the key: never reorder, only append)
@@ -80,22 +83,41 @@ def _keys(seed: int, round_index: int, clients: np.ndarray, purpose: int) -> np.
     return h
 
 
-def _uniforms(keys: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """For each key, ``counts[k]`` uniforms in [0, 1) from index ``starts[k]``, concatenated."""
-    total = int(counts.sum())
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    idx = np.arange(total, dtype=np.int64) - first + np.repeat(starts, counts)
-    z = np.repeat(keys, counts) + (idx.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+def uniform_at(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Uniform number ``index[i]`` of the stream with key ``keys[i]`` (elementwise)."""
+    z = keys + (index.astype(np.uint64) + np.uint64(1)) * _GOLDEN
     return (_mix(z) >> np.uint64(11)).astype(np.float64) * _TWO_53
 
 
-def _normals(keys: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Standard normals by Box-Muller, normal ``j`` from uniforms ``j`` of two salted keys."""
+def normal_at(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Standard normal number ``index[i]`` of the stream with key ``keys[i]``: Box-Muller,
+    normal ``j`` from uniforms ``j`` of two salted keys."""
     ka = keys ^ np.uint64(_NORMAL_SALT)
-    kb = _mix(ka)
-    a = _uniforms(ka, starts, counts)
-    b = _uniforms(kb, starts, counts)
+    a = uniform_at(ka, index)
+    b = uniform_at(_mix(ka), index)
     return np.sqrt(-2.0 * np.log1p(-a)) * np.cos(2.0 * np.pi * b)
+
+
+def round_keys(seed: int, round_index: int, clients: np.ndarray, purpose: str) -> np.ndarray:
+    """The stream key of ``(seed, round, client, purpose)`` for each client (for
+    :func:`uniform_at` / :func:`normal_at`: the vectorised simulator's random access)."""
+    return _keys(seed, round_index, np.asarray(clients, dtype=np.int64), PURPOSES[purpose])
+
+
+def _flat_index(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    total = int(counts.sum())
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total, dtype=np.int64) - first + np.repeat(starts, counts)
+
+
+def _uniforms(keys: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """For each key, ``counts[k]`` uniforms in [0, 1) from index ``starts[k]``, concatenated."""
+    return uniform_at(np.repeat(keys, counts), _flat_index(starts, counts))
+
+
+def _normals(keys: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """For each key, ``counts[k]`` standard normals from index ``starts[k]``, concatenated."""
+    return normal_at(np.repeat(keys, counts), _flat_index(starts, counts))
 
 
 class _Gen(Protocol):

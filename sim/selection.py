@@ -12,7 +12,7 @@ from fedgrpo.rounds import RoundPolicy, experts_to_ask, plan_dispatch
 from fedgrpo.selection import CompetenceSelector, RandomSelector
 from fedgrpo.sim.config import ClientSpec, WorkloadSpec
 
-__all__ = ["check_experts", "dispatch_round", "select_experts"]
+__all__ = ["check_experts", "dispatch_round", "select_experts", "split_orders"]
 
 
 def select_experts(
@@ -58,5 +58,10 @@ def dispatch_round(
     g, m = workload.group_size, workload.experts_per_question
     if workload.dispatch == "broadcast":
         return [plan_dispatch(g, ex[:m], "broadcast") for ex in experts]
-    orders = rng.permuted(np.tile(np.arange(g), (len(experts), 1)), axis=1).tolist()
+    orders = split_orders(len(experts), g, rng).tolist()
     return [plan_dispatch(g, ex[:m], "split", order=o) for ex, o in zip(experts, orders)]
+
+
+def split_orders(questions: int, g: int, rng: np.random.Generator) -> np.ndarray:
+    """``[questions, g]``: one shuffle of the candidates per question, in one call."""
+    return rng.permuted(np.tile(np.arange(g), (questions, 1)), axis=1)

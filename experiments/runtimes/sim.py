@@ -193,7 +193,12 @@ def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
 
     start = time.perf_counter()
     config = sim_config(s, timing_competences(s))
-    result = run_simulation(config, s.rounds, seed=s.seed, reward_source="timing")
+    if s.sim.engine == "vectorised":
+        from fedgrpo.sim.vectorised import run_vectorised
+
+        result = run_vectorised(config, s.rounds, seed=s.seed)
+    else:
+        result = run_simulation(config, s.rounds, seed=s.seed, reward_source="timing")
     writer = MetricsWriter(run_dir, csv=s.outputs.csv, resume_after_round=-1)
     for rec in result.rounds:
         stats = {k: v for k, v in rec.items() if k not in ("coverage", "participation", "round")}

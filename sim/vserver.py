@@ -1,0 +1,220 @@
+"""The server side of a vectorised round (:mod:`fedgrpo.sim.vround` has the device side and
+the overview): the round semantics of :mod:`fedgrpo.rounds` applied to a timeline, and the
+fixed point of both sides (:func:`simulate_round`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedgrpo.sim.vround import (
+    CRASH,
+    DONE,
+    INF,
+    MAX_PASSES,
+    OFFLINE,
+    Attempts,
+    Fleet,
+    PlanArrays,
+    Rules,
+    Timeline,
+    _groups,
+    make_attempts,
+    timeline,
+)
+
+__all__ = ["STATUS", "ServerView", "server", "simulate_round"]
+
+
+@dataclass
+class ServerView:
+    """The round semantics applied to a timeline (see the module docstring)."""
+
+    sat: np.ndarray  # [U] when the unit got its `need` answers (inf: never)
+    first: np.ndarray  # [U] its first answer
+    t_close: float
+    closed_by: str
+    status: np.ndarray  # [N] final AssignmentStatus codes (STATUS order)
+    attempts: np.ndarray  # [N]
+    accepted: np.ndarray  # attempt indices whose answer counted (acceptance order in a unit)
+    retry: tuple[np.ndarray, ...]  # (assignment, attempt no, send time, failure push time)
+    ignored: int
+    late: np.ndarray  # attempt indices delivered after the close
+
+
+#: status codes of ServerView.status (AssignmentStatus values)
+STATUS = ("answered", "failed", "cancelled", "late")
+ANSWERED, FAILED, CANCELLED, LATE = range(4)
+
+
+def _answers(plan: PlanArrays, tl: Timeline, att: Attempts) -> tuple[np.ndarray, ...]:
+    """Deliveries: attempt index, unit, time, rank in the unit (sorted by unit and time, except
+    with one answer per unit, where the rank is 0 for the first and 1 for the others)."""
+    dv = np.nonzero(tl.code == DONE)[0]
+    du, dd = plan.unit[att.a[dv]], tl.deliver[dv]
+    if plan.need == 1:  # only the first answer per unit counts: no sort needed
+        first = np.full(len(plan.unit_size), INF)
+        np.minimum.at(first, du, dd)
+        tie = np.nonzero(dd == first[du])[0]
+        _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
+        rank = np.ones(len(dv), dtype=np.int64)
+        rank[tie[win]] = 0
+        return dv, du, dd, rank
+    o = np.lexsort((dd, du))
+    dv, du, dd = dv[o], du[o], dd[o]
+    _, rank = _groups(du)
+    return dv, du, dd, rank
+
+
+def _quorum_time(rules: Rules, plan: PlanArrays, first: np.ndarray) -> float:
+    """When ``round_quorum`` of the groups have ``quorum`` rewarded candidates."""
+    if rules.round_quorum is None or plan.groups == 0:
+        return INF
+    f = first.reshape(plan.groups, plan.units_per_group)
+    o = np.argsort(f, axis=1, kind="stable")
+    fs = np.take_along_axis(f, o, axis=1)
+    sizes = np.take_along_axis(plan.unit_size.reshape(f.shape), o, axis=1)
+    reached = np.cumsum(sizes, axis=1) >= rules.quorum
+    any_ = reached.any(axis=1)
+    at = np.where(any_, fs[np.arange(len(f)), reached.argmax(axis=1)], INF)
+    need = math.ceil(rules.round_quorum * plan.groups - 1e-12)
+    return float(np.partition(at, need - 1)[need - 1])
+
+
+def server(
+    rules: Rules, plan: PlanArrays, att: Attempts, tl: Timeline, deadline: float
+) -> ServerView:  # one pass over the round's rules; long because it is one decision table
+    dv, du, dd, rank = _answers(plan, tl, att)
+    need = plan.need
+    sat = np.full(len(plan.unit_size), INF)
+    first = np.full(len(plan.unit_size), INF)
+    pick = dv[rank < need]
+    ok = dd[rank < need] <= deadline  # events at the deadline run before it closes
+    sat[du[rank == need - 1]] = dd[rank == need - 1]
+    first[du[rank == 0]] = dd[rank == 0]
+    first[first > deadline] = INF
+    # failures seen by the server
+    fl = np.nonzero((tl.code == OFFLINE) | (tl.code == CRASH))[0]
+    fn = tl.notice[fl]
+    real = fn < sat[plan.unit[att.a[fl]]]  # else the assignment was already cancelled
+    allowed = (att.no[fl] <= rules.max_retries) & (
+        deadline - fn > rules.backoff_s + rules.min_remaining_s
+    )
+    latest = np.full(plan.n, -1)
+    np.maximum.at(latest, att.a, np.arange(len(att)))
+    # resolution time of each assignment, whatever the close
+    res = sat[plan.unit].copy()
+    acc_a = att.a[pick[ok]]
+    res[acc_a] = dd[rank < need][ok]
+    final = fl[real & ~allowed]
+    is_latest_final = latest[att.a[final]] == final
+    res[att.a[final[is_latest_final]]] = np.minimum(
+        res[att.a[final[is_latest_final]]], fn[real & ~allowed][is_latest_final]
+    )
+    t_q = _quorum_time(rules, plan, first)
+    t_c = float(res.max()) if rules.close_early and plan.n and np.isfinite(res).all() else INF
+    t_close, by = deadline, "deadline"
+    if t_q <= t_c and t_q <= deadline:
+        t_close, by = t_q, "round_quorum"
+    elif t_c <= deadline:
+        t_close, by = t_c, "complete"
+    if plan.n == 0:
+        t_close, by = deadline - rules.deadline_s, "complete"
+    status = np.full(plan.n, LATE if by == "deadline" else CANCELLED, dtype=np.int8)
+    pend = fl[real & allowed & (fn <= t_close)]
+    status[att.a[pend[latest[att.a[pend]] == pend]]] = FAILED  # waiting to be re-sent
+    resolved = res <= t_close
+    status[resolved] = CANCELLED
+    status[att.a[final[is_latest_final]][fn[real & ~allowed][is_latest_final] <= t_close]] = FAILED
+    accepted = pick[ok & (dd[rank < need] <= t_close)]
+    status[att.a[accepted]] = ANSWERED
+    attempts = np.zeros(plan.n, dtype=np.int64)
+    np.maximum.at(attempts, att.a, att.no)
+    send = fn + rules.backoff_s
+    again = real & allowed & (send < np.minimum(sat[plan.unit[att.a[fl]]], t_close))
+    # the time each failure was scheduled orders retries sent at the same instant
+    pushed = np.where(tl.code[fl] == OFFLINE, att.arrive[fl], tl.notice[fl] - att.half[fl])
+    retry = (att.a[fl[again]], att.no[fl[again]] + 1, send[again], pushed[again])
+    # results and failures the round did not use, up to its close (same-instant events
+    # after the closing one still reach the closed round)
+    ignored = int(((rank >= need) & (dd <= t_close)).sum()) + int(
+        ((fn >= sat[plan.unit[att.a[fl]]]) & (fn <= t_close)).sum()
+    )
+    late = dv[dd > t_close]
+    return ServerView(sat, first, t_close, by, status, attempts, accepted, retry, ignored, late)
+
+
+def _draw_index(
+    plan: PlanArrays, firsts: np.ndarray, a: np.ndarray, t: np.ndarray, pushed: np.ndarray
+) -> np.ndarray:
+    """Retries' draw positions: after the client's first requests of the round, in send
+    order (at the same instant, in the order their failures were scheduled)."""
+    cl = plan.client[a]
+    o = np.lexsort((pushed, t, cl))
+    _, pos = _groups(cl[o])
+    out = np.empty(len(a), dtype=np.int64)
+    out[o] = pos
+    n_first = np.searchsorted(firsts, cl, side="right") - np.searchsorted(firsts, cl)
+    return out + n_first
+
+
+def simulate_round(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, t0: float,
+    free_at: np.ndarray,
+) -> tuple[Attempts, Timeline, ServerView]:  # fmt: skip
+    """Round from ``t0`` with devices busy until ``free_at``: its attempts, their timeline
+    and the server's view, at the fixed point of device and server sides. After the first
+    pass only the devices whose requests changed (cancel time, retries) are recomputed: a
+    device's timeline depends on nothing else."""
+    deadline = t0 + rules.deadline_s
+    o = np.argsort(plan.client, kind="stable")
+    rank0 = np.empty(plan.n, dtype=np.int64)
+    rank0[o] = _groups(plan.client[o])[1]  # first sends in plan order
+    ones = np.ones(plan.n, np.int64)
+    first = make_attempts(
+        fleet, rules, plan, keys, np.arange(plan.n), ones, np.full(plan.n, t0), rank0
+    )
+    att = first
+    cancel = np.full(plan.n, deadline)
+    tl = timeline(fleet, rules, plan, att, cancel, free_at)
+    retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
+    touched = np.zeros(len(free_at), dtype=bool)
+    for _ in range(MAX_PASSES):
+        view = server(rules, plan, att, tl, deadline)
+        new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
+        same_retry = all(np.array_equal(x, y) for x, y in zip(view.retry, retry_prev))
+        # a new cancel time matters only if it is not after every time it is compared with
+        reach = np.full(plan.n, -INF)
+        np.maximum.at(reach, att.a, tl.last)
+        changed = np.nonzero((new_cancel != cancel) & (np.minimum(new_cancel, cancel) <= reach))[0]
+        if same_retry and not len(changed):
+            return att, tl, view
+        cancel = new_cancel
+        touched[plan.client[changed]] = True
+        if not same_retry:
+            touched[plan.client[retry_prev[0]]] = True
+            retry_prev = view.retry
+            ra, rno, rt, rp = view.retry
+            touched[plan.client[ra]] = True
+            more = make_attempts(
+                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, plan.client[o], ra, rt, rp)
+            )
+            att = _concat(first, more)
+            tl = tl.resized(len(first), len(att))
+        rows = np.nonzero(touched[plan.client[att.a]])[0]
+        sub = _subset(att, rows)
+        tl.take(rows, timeline(fleet, rules, plan, sub, cancel, free_at))
+        touched[plan.client[att.a[rows]]] = False
+    raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
+
+
+def _subset(att: Attempts, rows: np.ndarray) -> Attempts:
+    return Attempts(*(getattr(att, f)[rows] for f in Attempts.__dataclass_fields__))
+
+
+def _concat(x: Attempts, y: Attempts) -> Attempts:
+    return Attempts(
+        *(np.concatenate([getattr(x, f), getattr(y, f)]) for f in Attempts.__dataclass_fields__)
+    )
