@@ -248,7 +248,9 @@ def run_sweep(
     return SweepResult(sweep_dir=sweep_dir, results=results, files=files)
 
 
-def _load_raw(path: str | Path | Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict, str]:
+def _load_raw(
+    path: str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]
+) -> tuple[dict[str, Any], str]:
     """The raw scenario and its source label: a file, or a mapping (the Python API)."""
     if isinstance(path, Mapping):
         import copy
