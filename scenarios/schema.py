@@ -28,6 +28,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.tracking_section import Loggers
 
 __all__ = [
     "ZOO_PREFIX",
@@ -275,6 +276,8 @@ class OutputsSection(_Section):
     progress: bool = True
     # the final policy as a Hugging Face directory (RUN_DIR/final_model, save_pretrained)
     save_model: bool = True
+    # experiment trackers: tensorboard, mlflow, wandb (scenarios/tracking_section.py)
+    loggers: Loggers = Field(default_factory=list)
 
 
 class EmulateSection(_Section):
