@@ -28,6 +28,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.fedscale_section import FedScaleSection
 from fedgrpo.scenarios.tracking_section import Loggers
 
 __all__ = [
@@ -294,6 +295,8 @@ class SimSection(_Section):
     # model: real models score candidates; timing: only time/bytes/failures are simulated
     reward_source: Literal["model", "timing"] = "model"
     dropout: DropoutSection | None = None
+    # FedScale device/availability traces (scenarios/fedscale_section.py)
+    fedscale: FedScaleSection | None = None
 
 
 class Scenario(_Section):
