@@ -16,7 +16,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.scenarios.fields import err
@@ -62,6 +62,12 @@ class FedScaleSection(BaseModel):
             )
         return str(path.resolve())
 
+    @model_validator(mode="after")
+    def _some_file(self) -> FedScaleSection:
+        if self.capacity is None and self.behavior is None:
+            raise err("fedscale", "give capacity and/or behavior (a file path or 'sample')")
+        return self
+
     def _key(self, kind: str) -> tuple[str, str, int, int] | None:
         from fedgrpo.sim.fedscale import sample_path
 
@@ -95,8 +101,6 @@ def check_fedscale(s: Scenario) -> list[tuple[str, str]]:
     fs = s.sim.fedscale
     if fs is None:
         return []
-    if fs.capacity is None and fs.behavior is None:
-        return [("sim.fedscale", "give capacity and/or behavior (a file path or 'sample')")]
     out: list[tuple[str, str]] = []
     for kind in KINDS:
         try:
