@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.experiments.plots import pyplot, save_figure
+from fedgrpo.experiments.prebuild import prebuild_models
 from fedgrpo.experiments.records import atomic_write, write_csv
 from fedgrpo.experiments.report import mean_std
 from fedgrpo.scenarios.loader import RESOLVED_NAME, dump_scenario, load_raw, validate_dict
@@ -203,6 +204,8 @@ def run_sweep(
     raw = load_raw(path, overrides)
     grid = parse_grid(grid_specs)
     variants = expand_grid(raw, grid, seeds, source=str(path))
+    if runner is None:  # the real runner: missing zoo models are announced and trained once
+        prebuild_models([v.scenario for v in variants], workers)
     sweep_dir = _new_sweep_dir(Path(out_root) / f"{raw['name']}-sweep")
     run_dirs = _make_run_dirs(sweep_dir, variants)
     bar: Any = None

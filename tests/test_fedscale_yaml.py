@@ -48,18 +48,19 @@ def test_sample_traces_set_each_clients_device_as_the_python_api_does() -> None:
 
 
 def test_behaviour_trace_drives_who_answers_in_a_simulation() -> None:
-    """Device 3 is online only in [40, 60] of every 1000 s: with the trace it answers far
-    less often than without it."""
+    """In the first 30 s devices 2 (online 100-300 s) and 3 (40-60 s) are offline: every
+    request to them counts as offline with the trace, none without it."""
     kw = {"rounds": 6, "round_policy": {"deadline_s": 30.0}, "selection": {"selector": "all"}}
 
-    def answered(fedscale: dict[str, Any] | None) -> list[int]:
-        s = scenario(fedscale or {"capacity": "sample"}, count=4, **kw)
+    def offline(fedscale: dict[str, Any]) -> tuple[list[int], float]:
+        s = scenario(fedscale, count=4, **kw)
         result = run_simulation(mapping.sim_config(s), 6, seed=0, reward_source="timing")
-        return [int(r["offline"]) for r in result.rounds]
+        return [int(r["offline"]) for r in result.rounds], float(result.rounds[-1]["t_close"])
 
-    with_trace, without = answered({"behavior": "sample"}), answered(None)
-    assert sum(without) == 0
-    assert sum(with_trace) >= 6  # devices 2 and 3 are offline for most of the first 180 s
+    with_trace, end = offline({"behavior": "sample"})
+    assert end < 40.0  # still before device 3 comes online
+    assert with_trace == [2 * 8] * 6  # 2 devices x 8 questions per round, every round
+    assert offline({"capacity": "sample"})[0] == [0] * 6
 
 
 def test_paths_are_absolute_in_the_run_copy_and_json_files_work(

@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -112,20 +112,20 @@ def _build_star(job: tuple[ModelRecipe, str, int, Train]) -> CacheResult:
 
 
 def build_zoo(
-    spec: ZooSpec,
+    spec: ZooSpec | Sequence[ModelRecipe],
     models_dir: str | os.PathLike[str],
     workers: int = 2,
     on_done: Callable[[CacheResult], None] | None = None,
     train: Train = train_recipe,
 ) -> dict[str, CacheResult]:
-    """Get or build every model of ``spec``; returns results by model name.
+    """Get or build every model of ``spec`` (a zoo or its recipes); results by model name.
 
     Cache hits are resolved in-process; misses train in ``workers`` spawned processes with
     one torch thread each (faster than one process with two threads for models this small).
     ``train`` (a module-level function, so spawned processes can import it) trains one recipe.
     """
     cache = ModelCache(models_dir)
-    recipes = spec.recipes()
+    recipes = spec.recipes() if isinstance(spec, ZooSpec) else list(spec)
     results: dict[str, CacheResult] = {}
     todo: list[ModelRecipe] = []
     for recipe in recipes:
