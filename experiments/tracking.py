@@ -144,7 +144,8 @@ class TrackedWriter(MetricsWriter):
         for lg in self.loggers:
             lg.commit(through_round)
 
-    def __exit__(self, kind: object, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
+        kind = exc[0] if exc else None
         interrupted = isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)
         self.close("finished" if kind is None else "interrupted" if interrupted else "failed")
 

@@ -45,8 +45,10 @@ class TensorBoardLogger:
         from torch.utils.tensorboard.summary import hparams
 
         exp, ssi, sei = hparams(dict(params), {"eval/mean_accuracy": 0.0})
+        file_writer = self.writer.file_writer  # hparams in this run, not a sub-run
+        assert file_writer is not None  # opened by SummaryWriter.__init__
         for summary in (exp, ssi, sei):
-            self.writer.file_writer.add_summary(summary)  # type: ignore[union-attr]
+            file_writer.add_summary(summary)
         table = "\n".join(f"| {k} | {v} |" for k, v in params.items())
         self.writer.add_text("config", "| key | value |\n|---|---|\n" + table, global_step=0)
         self.writer.flush()

@@ -89,7 +89,9 @@ class FedScaleSection(BaseModel):
 
 
 @functools.lru_cache(maxsize=4)
-def _fleet(capacity: tuple[str, str, int, int] | None, behavior: tuple[str, str, int, int] | None) -> FedScaleFleet:
+def _fleet(
+    capacity: tuple[str, str, int, int] | None, behavior: tuple[str, str, int, int] | None
+) -> FedScaleFleet:
     from fedgrpo.sim.fedscale import FedScaleFleet
 
     caps = _table(*capacity) if capacity else {}
@@ -115,7 +117,9 @@ def check_fedscale(s: Scenario) -> list[tuple[str, str]]:
         for path, drop in where:
             if drop is not None and drop.offline is not None:
                 out.append(
-                    (f"{path}.offline", "sets availability, as sim.fedscale.behavior does; "
-                     "keep one of them")
+                    (
+                        f"{path}.offline",
+                        "sets availability, as sim.fedscale.behavior does; keep one of them",
+                    )
                 )
     return out

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fedgrpo.scenarios.fedscale_section import FedScaleSection
 from fedgrpo.scenarios.fields import (
     NAME_RE,
     ZOO_EXPERT,
@@ -28,7 +29,6 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
-from fedgrpo.scenarios.fedscale_section import FedScaleSection
 from fedgrpo.scenarios.tracking_section import Loggers
 
 __all__ = [

@@ -15,8 +15,14 @@ from fedgrpo.edge.export import export_model
 from fedgrpo.edge.export_noise import WARNING_NOISE, quiet_export
 
 pytest_plugins = ["edge_fixtures"]
-NOISE_TEXT = ("TracerWarning", "aten::index", "torch_dtype", "candidate ONNX initializers",
-              "pre-processing before quantization", "Quantization parameters for tensor")
+NOISE_TEXT = (
+    "TracerWarning",
+    "aten::index",
+    "torch_dtype",
+    "candidate ONNX initializers",
+    "pre-processing before quantization",
+    "Quantization parameters for tensor",
+)
 
 
 def _export_all(builds: list[TinyBuild], out: Path) -> list[str]:
@@ -70,16 +76,26 @@ def test_filters_are_targeted_by_category_module_and_message(
             def warn(message: str, module: str) -> None:
                 warnings.warn_explicit(message, TracerWarning, "x.py", 1, module=module)
 
-            warn("Converting a tensor to a Python boolean might cause the trace to be incorrect",
-                 "transformers.masking_utils")  # noise: dropped
-            warn("Converting a tensor to a Python boolean might cause the trace to be incorrect",
-                 "mypackage.model")  # same text, the user's own code: kept
+            warn(
+                "Converting a tensor to a Python boolean might cause the trace to be incorrect",
+                "transformers.masking_utils",
+            )  # noise: dropped
+            warn(
+                "Converting a tensor to a Python boolean might cause the trace to be incorrect",
+                "mypackage.model",
+            )  # same text, the user's own code: kept
             warn("Output nr 1. of the traced function does not match", "transformers.masking_utils")
             text = "Please consider to run pre-processing before quantization. Refer to ..."
-            ort = logging.LogRecord("root", logging.WARNING, "/x/onnxruntime/quantization/q.py",
-                                    1, text, None, None)
+            ort = logging.LogRecord(
+                "root", logging.WARNING, "/x/onnxruntime/quantization/q.py", 1, text, None, None
+            )
             logging.getLogger().handle(ort)  # noise: dropped
             logging.getLogger().warning("Please consider to run pre-processing elsewhere")
     assert tracer.module.startswith(r"transformers\.")
-    assert [str(w.message)[:30] for w in seen] == ["Converting a tensor to a Pytho", "Output nr 1. of the traced fun"]
-    assert [r.getMessage() for r in caplog.records] == ["Please consider to run pre-processing elsewhere"]
+    assert [str(w.message)[:30] for w in seen] == [
+        "Converting a tensor to a Pytho",
+        "Output nr 1. of the traced fun",
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        "Please consider to run pre-processing elsewhere"
+    ]

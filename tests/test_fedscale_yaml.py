@@ -72,7 +72,10 @@ def test_paths_are_absolute_in_the_run_copy_and_json_files_work(
     assert s.sim.fedscale.behavior == str(tmp_path / "trace.json")
     dumped = dump_scenario(s, tmp_path / "copy.yaml")
     assert load_scenario(dumped).sim.fedscale == s.sim.fedscale
-    assert mapping.sim_config(s).clients[1].availability.intervals == ((100.0, 300.0), (600.0, 900.0))
+    assert mapping.sim_config(s).clients[1].availability.intervals == (
+        (100.0, 300.0),
+        (600.0, 900.0),
+    )
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,9 @@ from fedgrpo.server.zoo.train import TrainConfig
 QUICKSTART = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.yaml"
 TINY = TinyArch(layers=1, hidden=32, heads=2, max_positions=64)
 SPEC = ZooSpec(
-    suite=SuiteSpec(domains=("add", "sort"), train_per_domain=40, test_per_domain=10, aux_pool_per_domain=10),
+    suite=SuiteSpec(
+        domains=("add", "sort"), train_per_domain=40, test_per_domain=10, aux_pool_per_domain=10
+    ),
     partition=PartitionSpec(num_clients=1),
     expert_arch=TINY,
     expert_train=TrainConfig(steps=2, batch_size=8),

@@ -55,12 +55,25 @@ def test_timing_run_logs_to_tensorboard_and_mlflow(tmp_path: Path) -> None:
     assert tb_scalars(tmp_path, "round/coverage") == expected
     assert mlflow_steps(tmp_path, "round/coverage") == expected
 
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| rounds | 4 |" in text and "| server.grpo.lr |" in text
+    meta = acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(meta).session_start_info.hparams
+    assert hparams["rounds"].number_value == 4
+
     client, run_id = mlflow_client(tmp_path)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["rounds"] == "4"
     assert run.data.params["round_policy.deadline_s"] == str(s.round_policy.deadline_s)
-    mlflow.set_tracking_uri(json.loads((tmp_path / TRACKING_JSON).read_text())["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(
+        json.loads((tmp_path / TRACKING_JSON).read_text())["mlflow"]["tracking_uri"]
+    )
     found = mlflow.search_runs(experiment_names=[s.name], output_format="list")
     assert [r.info.run_id for r in found] == [run_id]
     assert found[0].data.metrics["round/coverage"] == pytest.approx(rounds[-1]["coverage"])
@@ -69,15 +82,32 @@ def test_timing_run_logs_to_tensorboard_and_mlflow(tmp_path: Path) -> None:
 def _round(r: int, value: float) -> dict[str, Any]:
     keys = ("asked", "answered", "late", "failed", "offline", "cancelled", "groups")
     rec: dict[str, Any] = {k: 1 for k in keys}
-    rec.update(round=r, time_s=float(r), duration_s=1.0, coverage=value, groups_with_signal=1,
-               loss=None, reward_mean=value, bytes_sent=10, bytes_received=5, lora_bytes=0,
-               wasted_device_s=0.0, participation={"laptop": 2})
+    rec.update(
+        round=r,
+        time_s=float(r),
+        duration_s=1.0,
+        coverage=value,
+        groups_with_signal=1,
+        loss=None,
+        reward_mean=value,
+        bytes_sent=10,
+        bytes_received=5,
+        lora_bytes=0,
+        wasted_device_s=0.0,
+        participation={"laptop": 2},
+    )
     return rec
 
 
 def _eval(r: int, acc: float) -> dict[str, Any]:
-    return {"round": r, "time_s": float(r), "accuracy": {"add": acc}, "mean_accuracy": acc,
-            "format_rate": 1.0, "correct_items": [1, 0]}
+    return {
+        "round": r,
+        "time_s": float(r),
+        "accuracy": {"add": acc},
+        "mean_accuracy": acc,
+        "format_rate": 1.0,
+        "correct_items": [1, 0],
+    }
 
 
 def test_crash_then_resume_continues_the_same_runs_without_duplicate_steps(
@@ -132,7 +162,9 @@ def test_interrupt_commits_what_was_checkpointed(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
 def test_wandb_without_the_package_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ScenarioError, match=r"outputs\.loggers.*'wandb' package.*pip install wandb"):
+    with pytest.raises(
+        ScenarioError, match=r"outputs\.loggers.*'wandb' package.*pip install wandb"
+    ):
         validate_dict({"name": "x", "outputs": {"loggers": ["wandb"]}})
     from fedgrpo.experiments.tracking_backends import _import_wandb
 
