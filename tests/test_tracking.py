@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tracking_readers import mlflow_client, mlflow_steps, tb_scalars
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.experiments.records import read_records
@@ -17,26 +18,6 @@ from fedgrpo.scenarios.loader import load_scenario, validate_dict
 from fedgrpo.scenarios.schema import Scenario
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-
-
-def tb_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
-
-
-def mlflow_client(run_dir: Path) -> tuple[Any, str]:
-    from mlflow.tracking import MlflowClient
-
-    state = json.loads((run_dir / TRACKING_JSON).read_text())["mlflow"]
-    return MlflowClient(tracking_uri=state["tracking_uri"]), state["run_id"]
-
-
-def mlflow_steps(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    client, run_id = mlflow_client(run_dir)
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
 def test_timing_run_logs_to_tensorboard_and_mlflow(tmp_path: Path) -> None:
