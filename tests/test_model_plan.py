@@ -55,7 +55,8 @@ def test_real_build_says_what_it_trains_then_measures_its_own_cost(
     assert "calibrated" in err and re.search(r"server-base +3 steps", err)
 
     bigger = replace(SPEC, partition=PartitionSpec(num_clients=2))  # 2 clients: new experts
-    plan = plan_build(bigger.recipes(), tmp_path)
+    assert plan_build(bigger.recipes(), tmp_path).cost_source.startswith("calibrated")
+    plan = plan_build(bigger.recipes(), tmp_path, min_steps=1)  # let 2-3 steps count here
     assert [r.name for r in plan.missing] == ["expert-0", "expert-1"]
     assert plan.cached == 1 and plan.cost_source == "measured on 2 models in this cache"
     assert plan.s_per_step != CALIBRATED_S_PER_STEP and plan.s_per_step > 0

@@ -31,6 +31,9 @@ from fedgrpo.server.zoo.recipes import ModelRecipe
 # The same VM shared with other jobs took up to 1.05 s/step, hence the cache's own figures first.
 CALIBRATED_S_PER_STEP = 0.35
 CACHE_SAMPLE = 50  # manifests read at most to measure the cost (newest first)
+# entries trained for fewer steps are not used to measure: a worker's start-up (spawn, torch
+# import) dominates them (a 3-step test model: 0.2-15 s per step on the same machine)
+MIN_MEASURED_STEPS = 50
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def makespan(durations: Sequence[float], workers: int) -> float:
     return max(slots) if durations else 0.0
 
 
-def measured_s_per_step(models_dir: Path) -> tuple[float, str]:
+def measured_s_per_step(models_dir: Path, min_steps: int = MIN_MEASURED_STEPS) -> tuple[float, str]:
     """(seconds per step, where that figure comes from) for this cache."""
     costs = []
     manifests = sorted(
@@ -69,7 +72,8 @@ def measured_s_per_step(models_dir: Path) -> tuple[float, str]:
         try:
             build = json.loads(manifest.read_text()).get("build", {})
             steps = json.loads((manifest.parent / "recipe.json").read_text())["train"]["steps"]
-            costs.append(float(build["train_seconds"]) / int(steps))
+            if int(steps) >= min_steps:
+                costs.append(float(build["train_seconds"]) / int(steps))
         except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             continue  # an entry from an older version, or being written
     if costs:
@@ -78,11 +82,16 @@ def measured_s_per_step(models_dir: Path) -> tuple[float, str]:
     return CALIBRATED_S_PER_STEP, "calibrated on a 2-core machine; no model cached here yet"
 
 
-def plan_build(recipes: Sequence[ModelRecipe], models_dir: Path, workers: int = 2) -> BuildPlan:
+def plan_build(
+    recipes: Sequence[ModelRecipe],
+    models_dir: Path,
+    workers: int = 2,
+    min_steps: int = MIN_MEASURED_STEPS,
+) -> BuildPlan:
     """Which of ``recipes`` are missing (or corrupted) in the cache, and the estimate."""
     cache = ModelCache(models_dir)
     missing = tuple(r for r in recipes if cache.verify(r) is not None)
-    cost, source = measured_s_per_step(models_dir)
+    cost, source = measured_s_per_step(models_dir, min_steps)
     return BuildPlan(missing, len(recipes) - len(missing), cost, source, workers)
 
 
