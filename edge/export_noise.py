@@ -34,10 +34,10 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
-__all__ = ["LOG_NOISE", "WARNING_NOISE", "quiet_export"]
+__all__ = ["LOG_NOISE", "WARNING_NOISE", "LogNoise", "WarningNoise", "quiet", "quiet_export"]
 
 
 @dataclass(frozen=True)
@@ -107,18 +107,26 @@ def _category(dotted: str) -> type[Warning] | None:
     return found if isinstance(found, type) and issubclass(found, Warning) else None
 
 
+def quiet_export() -> AbstractContextManager[None]:
+    """Inside: the known export noise of :data:`LOG_NOISE` / :data:`WARNING_NOISE` is dropped."""
+    return quiet(LOG_NOISE, WARNING_NOISE)
+
+
 @contextmanager
-def quiet_export() -> Iterator[None]:
-    """Inside: the known noise of :data:`LOG_NOISE` / :data:`WARNING_NOISE` is dropped."""
+def quiet(
+    log_noise: tuple[LogNoise, ...], warning_noise: tuple[WarningNoise, ...] = ()
+) -> Iterator[None]:
+    """Inside: records matching ``log_noise`` and warnings matching ``warning_noise`` are
+    dropped; everything else passes."""
     filters: list[tuple[logging.Logger, _DropNoise]] = []
-    for name in dict.fromkeys(n.logger for n in LOG_NOISE):
+    for name in dict.fromkeys(n.logger for n in log_noise):
         logger = logging.getLogger() if name == "root" else logging.getLogger(name)
-        flt = _DropNoise(tuple(n for n in LOG_NOISE if n.logger == name))
+        flt = _DropNoise(tuple(n for n in log_noise if n.logger == name))
         logger.addFilter(flt)
         filters.append((logger, flt))
     try:
         with warnings.catch_warnings():
-            for w in WARNING_NOISE:
+            for w in warning_noise:
                 category = _category(w.category)
                 if category is not None:
                     warnings.filterwarnings(

@@ -36,11 +36,12 @@ def zoo_recipes(scenarios: Sequence[Scenario]) -> list[ModelRecipe]:
     return list(seen.values())
 
 
-def prebuild_models(scenarios: Sequence[Scenario], workers: int = 2) -> None:
-    """Announce and train the scenarios' missing zoo models (no-op when all are cached)."""
+def prebuild_models(scenarios: Sequence[Scenario], workers: int = 2, enabled: bool = True) -> None:
+    """Announce and train the scenarios' missing zoo models (no-op when all are cached, or
+    when not ``enabled``: a sweep with its own runner trains nothing here)."""
     from fedgrpo.server.zoo.commands import build_default_zoo
     from fedgrpo.server.zoo.plan import plan_build
 
-    recipes = zoo_recipes(scenarios)
+    recipes = zoo_recipes(scenarios) if enabled else []
     if recipes and plan_build(recipes, models_dir(), workers).missing:
         build_default_zoo(models_dir(), recipes, workers=max(1, workers))

@@ -204,8 +204,7 @@ def run_sweep(
     raw = load_raw(path, overrides)
     grid = parse_grid(grid_specs)
     variants = expand_grid(raw, grid, seeds, source=str(path))
-    if runner is None:  # the real runner: missing zoo models are announced and trained once
-        prebuild_models([v.scenario for v in variants], workers)
+    prebuild_models([v.scenario for v in variants], workers, enabled=runner is None)
     sweep_dir = _new_sweep_dir(Path(out_root) / f"{raw['name']}-sweep")
     run_dirs = _make_run_dirs(sweep_dir, variants)
     bar: Any = None

@@ -19,11 +19,17 @@ from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
+from fedgrpo.edge.export_noise import LogNoise, quiet
 from fedgrpo.server.zoo.cache import CacheResult, ModelCache
 from fedgrpo.server.zoo.recipes import ModelRecipe, ZooSpec
 
 log = logging.getLogger(__name__)
 ANSWER_TABLE = "answers.jsonl"
+# transformers says this once per training process: the tiny configs set no loss_type and
+# get the causal-LM loss they need (see edge/export_noise.py for the export's noise)
+TRAIN_NOISE = (
+    LogNoise("transformers.modeling_utils", r"`loss_type=None` was set in the config but it is"),
+)
 
 
 def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
@@ -36,9 +42,10 @@ def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
     tokenizer = wrap_for_transformers(build_char_tokenizer())
     model = build_tiny_model(recipe.arch, tokenizer, recipe.seed)
     items = recipe.data.items()
-    losses = train_sft(
-        model, tokenizer, [(i.prompt, i.completion) for i in items], recipe.train, recipe.seed
-    )
+    with quiet(TRAIN_NOISE):
+        losses = train_sft(
+            model, tokenizer, [(i.prompt, i.completion) for i in items], recipe.train, recipe.seed
+        )
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     if recipe.role == "expert":
