@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.edge.answer_table import AnswerTable
+from fedgrpo.edge.export_noise import quiet_export
 from fedgrpo.edge.manifest import (
     ANSWERS_NAME,
     MANIFEST_NAME,
@@ -145,7 +146,8 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         raw = staging / "optimum"
-        _optimum_export(main_export, resolved, raw, opset, validate)
+        with quiet_export():  # third-party noise only (edge/export_noise.py says which)
+            _optimum_export(main_export, resolved, raw, opset, validate)
         final = staging / "final"
         final.mkdir()
         shutil.copy2(raw / "model.onnx", final / "model.onnx")
@@ -153,7 +155,8 @@ def export_model(
         facts = _config_facts(raw, max_length)
         if facts["pad_token_id"] is None:
             facts["pad_token_id"] = facts["eos_token_id"]
-        variants = _write_variants(final, quantize, options)
+        with quiet_export():
+            variants = _write_variants(final, quantize, options)
         if table_path is not None:
             shutil.copy2(table_path, final / ANSWERS_NAME)
         manifest = _manifest(source, final, variants, table, facts)

@@ -37,10 +37,10 @@ def _models_build(args: argparse.Namespace) -> int:
     spec = None
     if args.scenario:
         from fedgrpo.experiments.context import zoo_spec
-        from fedgrpo.scenarios.loader import load_scenario
+        from fedgrpo.scenarios.loader import load_scenario, scenario_file
 
-        spec = zoo_spec(load_scenario(Path(args.scenario)))
-    build_default_zoo(args.models_dir, spec, workers=args.workers)
+        spec = zoo_spec(load_scenario(scenario_file(args.scenario), args.set or []))
+    build_default_zoo(args.models_dir, spec, workers=args.workers, prebuild_hint=False)
     return 0
 
 
@@ -127,6 +127,7 @@ def _add_models(sub: Any) -> None:
         metavar="SCENARIO",
         help="build the models this scenario uses (default: the default zoo)",
     )
+    build.add_argument("--set", action="append", metavar="KEY=VALUE", help="scenario override")
     add_models_dir(build)
     build.add_argument(
         "--workers", type=positive_int, default=2, help="parallel training processes"

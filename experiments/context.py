@@ -79,10 +79,9 @@ def build_context(s: Scenario, need_models: bool = True) -> Context:
     spec = zoo_spec(s)
     zoo_paths: dict[str, Path] = {}
     if need_models:
-        uses_zoo = s.server.model.startswith(ZOO_PREFIX) or any(
-            c.model.startswith(ZOO_PREFIX) for c in s.client_list()
-        )
-        if uses_zoo:
+        from fedgrpo.experiments.prebuild import uses_zoo
+
+        if uses_zoo(s):
             from fedgrpo.server.zoo.commands import build_default_zoo
 
             zoo_paths = {n: r.path for n, r in build_default_zoo(models_dir(), spec).items()}

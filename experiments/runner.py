@@ -20,8 +20,9 @@ import numpy as np
 from fedgrpo.errors import ConfigError
 from fedgrpo.experiments.context import Context, auxiliary_set, build_context, resolve_model
 from fedgrpo.experiments.provenance import write_provenance
-from fedgrpo.experiments.records import MetricsWriter, write_summary
+from fedgrpo.experiments.records import write_summary
 from fedgrpo.experiments.signals import sigterm_as_interrupt
+from fedgrpo.experiments.tracking import TrackedWriter
 from fedgrpo.scenarios.mapping import experts_ranked, grpo_config, late_rewards
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
@@ -165,7 +166,7 @@ class _Run:
     clock: dict[str, float]
     resumed_round: int | None
     lora_bytes: int
-    writer: MetricsWriter | None = None
+    writer: TrackedWriter | None = None
     evals: list[dict[str, Any]] = field(default_factory=list)
     start: float = 0.0
 
@@ -176,6 +177,8 @@ class _Run:
     def checkpoint(self) -> None:
         self.clock["wall_offset"] = time.perf_counter() - self.start
         self.trainer.save_checkpoint(self.ckpt_dir, {"clock": self.clock})
+        if self.writer is not None:  # trackers that cannot drop points get rounds now
+            self.writer.commit(self.trainer.state.round)
 
 
 def _run_scenario(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
@@ -256,7 +259,7 @@ def _resume(run: _Run) -> int:
 def _train(run: _Run) -> dict[str, Any]:
     """The round loop with checkpoint-on-interrupt; always writes the summary."""
     s = run.s
-    run.writer = MetricsWriter(run.run_dir, csv=s.outputs.csv, resume_after_round=run.resumed_round)
+    run.writer = TrackedWriter(s, run.run_dir, resume_after_round=run.resumed_round)
     run.start = time.perf_counter() - run.clock["wall_offset"]
     run.evals = [r for r in run.writer.records if r.get("event") == "eval"]
     status, error = "finished", None
@@ -272,7 +275,7 @@ def _train(run: _Run) -> dict[str, Any]:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        run.writer.close()
+        run.writer.close(status)
         summary = _summary(run, status, error)
         write_summary(run.run_dir, summary)
     return summary

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.experiments.plots import save_figure, sweep_figure
+from fedgrpo.experiments.prebuild import prebuild_models
 from fedgrpo.experiments.records import atomic_write, write_csv
 from fedgrpo.experiments.report import mean_std
 from fedgrpo.scenarios.loader import RESOLVED_NAME, dump_scenario, load_raw, validate_dict
@@ -216,6 +217,7 @@ def run_sweep(
         else parse_grid(grid_specs)
     )
     variants = expand_grid(raw, grid, seeds, source=source)
+    prebuild_models([v.scenario for v in variants], workers, enabled=runner is None)
     sweep_dir = _new_sweep_dir(Path(out_root) / f"{raw['name']}-sweep")
     run_dirs = _make_run_dirs(sweep_dir, variants)
     bar: Any = None

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fedgrpo.scenarios.fedscale_section import check_fedscale
 from fedgrpo.scenarios.fields import (
     BUILTIN_PREFIX,
     ZOO_EXPERT,
@@ -257,6 +258,7 @@ CHECKS: tuple[Check, ...] = (
     check_expert_index,
     check_devices,
     check_reward_source,
+    check_fedscale,
 )
 
 

@@ -145,12 +145,18 @@ def sim_client(s: Scenario, client: ClientEntry, competence: Any = 0.8) -> Clien
         )
     if drop is not None and drop.slowdown is not None:
         speed = 1.0 / drop.slowdown
+    bandwidth = None
+    if s.sim.fedscale is not None:  # FedScale device k: speed, bandwidth, availability
+        dev = s.sim.fedscale.device(client.index)
+        availability = dev.availability or availability
+        speed, bandwidth = speed * dev.speed_factor, dev.bandwidth_mbps
     return ClientSpec(
         profile=profile,
         size_class=size_class(client.model),
         competence=competence,
         availability=availability,
         speed_factor=speed,
+        bandwidth_mbps=bandwidth,
     )
 
 
@@ -291,12 +297,17 @@ def _client_target() -> RuntimeTarget:
         {
             "profile": (f"{G0}.profile", f"{G0}.dropout.fail", "sim.dropout.fail"),
             "size_class": (f"{G0}.model",),
-            "availability": (f"{G0}.dropout.offline", "sim.dropout.offline"),
+            "availability": (
+                f"{G0}.dropout.offline",
+                "sim.dropout.offline",
+                "sim.fedscale.behavior",
+            ),
             "speed_factor": (f"{G0}.dropout.slowdown", "sim.dropout.slowdown"),
+            # the capacity file also scales speed_factor (one path feeds one field here)
+            "bandwidth_mbps": ("sim.fedscale.capacity",),
         },
         fixed={
             "competence": "derived: the timing surrogate's judge quality from the partitions",
-            "bandwidth_mbps": "from FedScale device traces only (sim.config.clients_from_fedscale)",
         },
     )
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fedgrpo.scenarios.fedscale_section import FedScaleSection
 from fedgrpo.scenarios.fields import (
     NAME_RE,
     ZOO_EXPERT,
@@ -28,6 +29,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.tracking_section import Loggers
 
 __all__ = [
     "ZOO_PREFIX",
@@ -280,6 +282,8 @@ class OutputsSection(_Section):
     progress: bool = True
     # the final policy as a Hugging Face directory (RUN_DIR/final_model, save_pretrained)
     save_model: bool = True
+    # experiment trackers: tensorboard, mlflow, wandb (scenarios/tracking_section.py)
+    loggers: Loggers = Field(default_factory=list)
 
 
 class EmulateSection(_Section):
@@ -299,6 +303,8 @@ class SimSection(_Section):
     # timing-only studies: event (discrete events, simpy) or vectorised (closed-form rounds
     # over arrays, sim.vectorised; sync mode; same records); model rewards need "event"
     engine: Literal["event", "vectorised"] = "event"
+    # FedScale device/availability traces (scenarios/fedscale_section.py)
+    fedscale: FedScaleSection | None = None
 
 
 class Scenario(_Section):

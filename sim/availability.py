@@ -144,6 +144,15 @@ class TraceAvailability:
             until = base + self._period + self._ends[0]
         return until
 
+    @property
+    def intervals(self) -> tuple[tuple[float, float], ...]:
+        """The merged ``(start, end)`` intervals within one period."""
+        return tuple(zip(self._starts, self._ends))
+
+    @property
+    def period(self) -> float | None:
+        return self._period
+
     def fraction_online(self) -> float:
         if self._period is None:
             return float("nan")

@@ -14,11 +14,8 @@ from fedgrpo.rounds import RoundPolicy
 from fedgrpo.sim.availability import (
     AlwaysOn,
     Availability,
-    FedScaleCapacity,
     MarkovAvailability,
     TraceAvailability,
-    load_fedscale_capacity,
-    load_fedscale_trace,
 )
 from fedgrpo.sim.devices import DeviceProfile, get_profile, size_factor
 from fedgrpo.sim.rng import ClientStream, stream_generator
@@ -250,37 +247,21 @@ def clients_from_fedscale(
     relative to the file's median (a median device runs at the profile's speed), ``communication``
     (kbit/s) sets the bandwidth, ``client_behave_trace`` intervals drive availability. Client
     ids are the sorted ids present in the files (the first ``num_clients``)."""
-    caps: dict[int, FedScaleCapacity] = (
-        load_fedscale_capacity(capacity_path) if capacity_path else {}
-    )
-    traces = load_fedscale_trace(trace_path) if trace_path else {}
-    ids = sorted(set(caps) | set(traces))
-    if not ids:
-        raise ConfigError("no clients in the FedScale files; give a capacity or trace file")
-    if num_clients is not None:
-        ids = ids[:num_clients]
-    median = float(np.median([c.computation_ms for c in caps.values()])) if caps else 1.0
+    from fedgrpo.sim.fedscale import FedScaleFleet  # imports this module
+
+    fleet = FedScaleFleet.from_files(capacity_path, trace_path)
+    n = len(fleet) if num_clients is None else min(num_clients, len(fleet))
     out = []
-    for cid in ids:
-        cap = caps.get(cid)
-        tr = traces.get(cid)
-        avail = (
-            AvailabilitySpec(
-                "trace",
-                intervals=tuple(zip(tr._starts, tr._ends)),
-                period_s=tr._period,
-            )
-            if tr is not None
-            else AvailabilitySpec("profile")
-        )
+    for k in range(n):
+        dev = fleet.device(k)
         out.append(
             ClientSpec(
                 profile=profile,
                 size_class=size_class,
                 competence=competence,
-                availability=avail,
-                speed_factor=median / cap.computation_ms if cap else 1.0,
-                bandwidth_mbps=cap.communication_kbps / 1000.0 if cap else None,
+                availability=dev.availability or AvailabilitySpec("profile"),
+                speed_factor=dev.speed_factor,
+                bandwidth_mbps=dev.bandwidth_mbps,
             )
         )
     return tuple(out)

@@ -116,6 +116,13 @@ for _where in (f"{G0}.dropout", "sim.dropout"):
     )
     CASES["ClientSpec", f"{_where}.slowdown"] = (1.0, [(2.0, 0.5)])
 
+# FedScale sample: device 1 (client 0) is always online, 20,000 kbit/s
+CASES["ClientSpec", "sim.fedscale.behavior"] = (
+    lambda a: a.kind == "profile",
+    [("sample", lambda a: a.kind == "trace" and a.intervals == ((0.0, 1000.0),))],
+)
+CASES["ClientSpec", "sim.fedscale.capacity"] = (None, [("sample", 20.0)])
+
 # Runtime dataclass defaults that differ from the schema's (the mapping always sets these
 # fields, so a scenario never sees the runtime default).
 DEFAULT_GAPS: dict[tuple[str, str], str] = {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tracking_readers import mlflow_client, mlflow_steps, tb_scalars
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "resume_driver.py"
@@ -105,13 +106,21 @@ def test_sigterm_checkpoints_and_writes_the_summary_like_ctrl_c(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    proc = _driver(run, env, "--kill", "term:3")
+    trackers = ("--set", "outputs.loggers=[tensorboard,mlflow]")  # they close and resume too
+    proc = _driver(run, env, "--kill", "term:3", *trackers)
     assert proc.returncode == 130 and proc.stdout.strip().endswith("interrupted"), proc.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] == 3
     assert (run / "checkpoints" / "round-00003.pt").exists()
-    final = _driver(run, env, "--resume")
+    assert [st for st, _ in mlflow_steps(run, "round/coverage")] == [1, 2, 3]
+    final = _driver(run, env, "--resume", *trackers)
     assert final.returncode == 0 and final.stdout.strip().endswith("finished 6"), final.stderr[-2000:]
+    want = [(r["round"], r["coverage"]) for r in _records(run) if r["event"] == "round"]
+    assert [r for r, _ in want] == [1, 2, 3, 4, 5, 6]
+    for got in (tb_scalars(run, "round/coverage"), mlflow_steps(run, "round/coverage")):
+        assert got == [(r, pytest.approx(v, abs=1e-6)) for r, v in want]  # each step once
+    client, run_id = mlflow_client(run)
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_resume_with_no_good_checkpoint_exits_with_a_clear_error(

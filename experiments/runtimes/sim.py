@@ -188,7 +188,8 @@ def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
     """A fleet study without models: virtual time, surrogate rewards, no GRPO update."""
     import time
 
-    from fedgrpo.experiments.records import MetricsWriter, write_summary
+    from fedgrpo.experiments.records import write_summary
+    from fedgrpo.experiments.tracking import TrackedWriter
     from fedgrpo.sim.engine import run_simulation
 
     start = time.perf_counter()
@@ -199,21 +200,20 @@ def run_timing_only(s: Scenario, run_dir: Path, resume: bool) -> dict[str, Any]:
         result = run_vectorised(config, s.rounds, seed=s.seed)
     else:
         result = run_simulation(config, s.rounds, seed=s.seed, reward_source="timing")
-    writer = MetricsWriter(run_dir, csv=s.outputs.csv, resume_after_round=-1)
-    for rec in result.rounds:
-        stats = {k: v for k, v in rec.items() if k not in ("coverage", "participation", "round")}
-        row = {
-            **stats,
-            "round": int(rec["round"]) + 1,
-            "time_s": float(rec["t_close"]),
-            "coverage": float(rec.get("coverage_mean", 0.0)),
-            "participation": {p: v["answered"] for p, v in rec.get("participation", {}).items()},
-            "loss": None,
-            "reward_mean": None,
-            "lora_bytes": 0,
-        }
-        writer.round(row)
-    writer.close()
+    with TrackedWriter(s, run_dir, resume_after_round=-1 if resume else None) as writer:
+        for rec in result.rounds:
+            stats = {k: v for k, v in rec.items() if k not in ("coverage", "participation", "round")}
+            row = {
+                **stats,
+                "round": int(rec["round"]) + 1,
+                "time_s": float(rec["t_close"]),
+                "coverage": float(rec.get("coverage_mean", 0.0)),
+                "participation": {p: v["answered"] for p, v in rec.get("participation", {}).items()},
+                "loss": None,
+                "reward_mean": None,
+                "lora_bytes": 0,
+            }
+            writer.round(row)
     summary = {
         "scenario": s.name,
         "mode": s.mode,

@@ -15,15 +15,21 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
+from fedgrpo.edge.export_noise import LogNoise, quiet
 from fedgrpo.server.zoo.cache import CacheResult, ModelCache
 from fedgrpo.server.zoo.recipes import ModelRecipe, ZooSpec
 
 log = logging.getLogger(__name__)
 ANSWER_TABLE = "answers.jsonl"
+# transformers says this once per training process: the tiny configs set no loss_type and
+# get the causal-LM loss they need (see edge/export_noise.py for the export's noise)
+TRAIN_NOISE = (
+    LogNoise("transformers.modeling_utils", r"`loss_type=None` was set in the config but it is"),
+)
 
 
 def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
@@ -36,9 +42,10 @@ def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
     tokenizer = wrap_for_transformers(build_char_tokenizer())
     model = build_tiny_model(recipe.arch, tokenizer, recipe.seed)
     items = recipe.data.items()
-    losses = train_sft(
-        model, tokenizer, [(i.prompt, i.completion) for i in items], recipe.train, recipe.seed
-    )
+    with quiet(TRAIN_NOISE):
+        losses = train_sft(
+            model, tokenizer, [(i.prompt, i.completion) for i in items], recipe.train, recipe.seed
+        )
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     if recipe.role == "expert":
@@ -112,20 +119,20 @@ def _build_star(job: tuple[ModelRecipe, str, int, Train]) -> CacheResult:
 
 
 def build_zoo(
-    spec: ZooSpec,
+    spec: ZooSpec | Sequence[ModelRecipe],
     models_dir: str | os.PathLike[str],
     workers: int = 2,
     on_done: Callable[[CacheResult], None] | None = None,
     train: Train = train_recipe,
 ) -> dict[str, CacheResult]:
-    """Get or build every model of ``spec``; returns results by model name.
+    """Get or build every model of ``spec`` (a zoo or its recipes); results by model name.
 
     Cache hits are resolved in-process; misses train in ``workers`` spawned processes with
     one torch thread each (faster than one process with two threads for models this small).
     ``train`` (a module-level function, so spawned processes can import it) trains one recipe.
     """
     cache = ModelCache(models_dir)
-    recipes = spec.recipes()
+    recipes = spec.recipes() if isinstance(spec, ZooSpec) else list(spec)
     results: dict[str, CacheResult] = {}
     todo: list[ModelRecipe] = []
     for recipe in recipes:

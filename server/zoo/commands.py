@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedgrpo.server.zoo.cache import CacheResult
-from fedgrpo.server.zoo.recipes import ZooSpec
+from fedgrpo.server.zoo.recipes import ModelRecipe, ZooSpec
 
 
-def build_default_zoo(models_dir: Path, spec: ZooSpec | None = None, workers: int = 2) -> dict[str, CacheResult]:
+def build_default_zoo(
+    models_dir: Path,
+    spec: ZooSpec | Sequence[ModelRecipe] | None = None,
+    workers: int = 2,
+    prebuild_hint: bool = True,
+) -> dict[str, CacheResult]:
+    """Get or train ``spec``'s models (a zoo, or recipes), saying first what will be trained
+    and about how long it takes (:mod:`fedgrpo.server.zoo.plan`)."""
     from tqdm import tqdm
 
     from fedgrpo.server.zoo.build import build_zoo
+    from fedgrpo.server.zoo.plan import announcement, plan_build
 
     spec = spec or ZooSpec()
-    recipes = spec.recipes()
+    recipes = spec.recipes() if isinstance(spec, ZooSpec) else list(spec)
+    notice = announcement(plan_build(recipes, models_dir, workers), models_dir, prebuild_hint)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     start = time.perf_counter()
     with tqdm(total=len(recipes), desc="models", unit="model", disable=None) as bar:  # TTY only
 
@@ -24,7 +37,7 @@ def build_default_zoo(models_dir: Path, spec: ZooSpec | None = None, workers: in
             bar.set_postfix_str(f"{result.recipe.name}: {result.status}")
             bar.update(1)
 
-        results = build_zoo(spec, models_dir, workers=workers, on_done=done)
+        results = build_zoo(recipes, models_dir, workers=workers, on_done=done)
     built = sum(r.status != "hit" for r in results.values())
     print(
         f"[fedgrpo] {len(results)} models ready in {models_dir} "
