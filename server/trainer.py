@@ -57,11 +57,16 @@ def round_rngs(
 
 
 def sample_accuracy(
-    completions: Sequence[str], items: Sequence[TaskItem], group_size: int
+    completions: Sequence[str],
+    items: Sequence[TaskItem],
+    group_size: int,
+    is_correct: Callable[[str, str], bool] | None = None,
 ) -> float:
     """Fraction of the round's sampled completions that are right (completion k answers
-    question ``k // group_size``): the ground truth the server never sees while training."""
-    from fedgrpo.edge.answer_format import is_correct
+    question ``k // group_size``): the ground truth the server never sees while training.
+    ``is_correct`` is the task's checker (default: the shared answer format's)."""
+    if is_correct is None:
+        from fedgrpo.edge.answer_format import is_correct
 
     return float(
         np.mean([is_correct(t, items[k // group_size].answer) for k, t in enumerate(completions)])
@@ -155,7 +160,9 @@ class FedGRPOTrainer:
             "groups": len(items),
             "groups_with_signal": int(update.pop("groups_with_signal")),
             "reward_mean": float(np.nanmean(combined)) if rewarded.any() else None,
-            "true_accuracy_of_samples": sample_accuracy(batch.completions, items, cfg.group_size),
+            "true_accuracy_of_samples": sample_accuracy(
+                batch.completions, items, cfg.group_size, self.suite.task.is_correct
+            ),
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),
             **update,

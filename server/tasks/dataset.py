@@ -110,7 +110,7 @@ def read_rows(spec: DatasetSpec) -> tuple[Path, list[dict[str, Any]]]:
         raise _error(f"format {spec.format!r} is unknown; known: {', '.join(FORMATS)}", "format")
     path = resolve_data_path(spec.path)
     if not path.is_file():
-        raise _error(f"{path}: file not found (relative to the working directory)", "path")
+        raise _error(f"{path}: file not found (relative to {Path.cwd()})", "path")
     builder = spec.builder(path)
     return path, _load(str(path.resolve()), builder, *_stamp(path))
 
@@ -203,7 +203,7 @@ class DatasetTask(ItemTask):
                 self.skipped += 1
                 return None
             raise _error(
-                f"{where}: column {a_col!r} {exc} (layout {spec.layout}); fix the row or set "
+                f"{where}: column {a_col!r} {exc} (tasks.source.layout: {spec.layout}); fix the row or set "
                 "tasks.source.on_bad_answer: skip",
                 "answer_field",
             ) from None
