@@ -18,6 +18,7 @@ Register a task class under a name, then name it in a scenario::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from fedgrpo.errors import DatasetError
-from fedgrpo.server.tasks.dataset import DatasetSpec, DatasetTask
+from fedgrpo.server.tasks.dataset import DatasetSpec, DatasetTask, resolve_data_path
 from fedgrpo.server.tasks.task import ARITHMETIC, ArithmeticTask, SplitSizes, Task
 
 TaskFactory = Callable[..., Task]
@@ -95,33 +96,58 @@ class TaskSource:
     def fingerprint(self, domains: tuple[str, ...], sizes: SplitSizes, seed: int) -> dict[str, Any]:
         """What determines the task's items, for model-recipe digests: the kind and a hash
         of every split item (so an edited data file gets new models; a moved one does not)."""
-        suite = self.make().build_suite(domains, sizes, seed)
-        blob = json.dumps(
-            [
-                [name, split, [[i.domain, i.question, i.rationale, i.answer] for i in getattr(s, split)]]
-                for name, s in sorted(suite.splits.items())
-                for split in ("train", "test", "aux_pool")
-            ],
-            separators=(",", ":"),
-        )
-        return {"kind": self.kind, "items_sha256": hashlib.sha256(blob.encode()).hexdigest()}
+        return dict(_fingerprint(self, tuple(domains), sizes, seed, _version(self)))
 
 
-_made: dict[TaskSource, Task] = {}
+def _version(source: TaskSource) -> tuple[str, int, int] | None:
+    """(file, mtime, size) of a dataset file, so caches see an edited (or another) file."""
+    if source.dataset is None:
+        return None
+    try:
+        path = resolve_data_path(source.dataset.path).resolve()
+        st = path.stat()
+    except (OSError, DatasetError):
+        return None  # reading it will raise the clear error
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(
+    source: TaskSource,
+    domains: tuple[str, ...],
+    sizes: SplitSizes,
+    seed: int,
+    version: tuple[str, int, int] | None,
+) -> dict[str, Any]:
+    suite = source.make().build_suite(domains, sizes, seed)
+    blob = json.dumps(
+        [
+            [name, split, [[i.domain, i.question, i.rationale, i.answer] for i in getattr(s, split)]]
+            for name, s in sorted(suite.splits.items())
+            for split in ("train", "test", "aux_pool")
+        ],
+        separators=(",", ":"),
+    )
+    return {"kind": source.kind, "items_sha256": hashlib.sha256(blob.encode()).hexdigest()}
+
+
+_made: dict[tuple[TaskSource, tuple[str, int, int] | None], Task] = {}
 
 
 def _make(source: TaskSource) -> Task:
-    """The task object; a plug-in is made once per source in a process (a dataset file's
-    rows are cached by the loader per file version, so an edited file is read afresh)."""
+    """The task object, made once per source in a process (and per version of a dataset
+    file, so an edited file is read afresh)."""
     if source.kind == "builtin":
         return ARITHMETIC
-    if source.kind == "dataset":
-        if source.dataset is None:
-            raise DatasetError("tasks.source.kind dataset needs tasks.source.path", "path")
-        return DatasetTask(source.dataset)
-    if source not in _made:
-        _made[source] = _make_plugin(source)
-    return _made[source]
+    key = (source, _version(source))
+    if key not in _made:
+        if source.kind == "dataset":
+            if source.dataset is None:
+                raise DatasetError("tasks.source.kind dataset needs tasks.source.path", "path")
+            _made[key] = DatasetTask(source.dataset)
+        else:
+            _made[key] = _make_plugin(source)
+    return _made[key]
 
 
 PROTOCOL = ("build_suite", "extract_answer", "is_correct", "follows_format", "misconceive")
