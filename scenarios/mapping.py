@@ -30,8 +30,8 @@ from fedgrpo.scenarios.task_section import to_task_source
 
 if TYPE_CHECKING:
     from fedgrpo.rounds import RoundPolicy
-    from fedgrpo.server.tasks import TaskSource
     from fedgrpo.server.grpo.config import GRPOConfig
+    from fedgrpo.server.tasks import TaskSource
     from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines

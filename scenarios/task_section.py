@@ -70,9 +70,11 @@ class TaskSourceSection(BaseModel):
 
 
 def check_task_source(s: Scenario) -> list[Problem]:
-    """Keys that belong to another kind, or a kind without what it needs."""
+    """Keys that belong to another kind (set to other than their default: a resolved
+    scenario spells every default out), or a kind without what it needs."""
     src = s.tasks.source
-    given = src.model_fields_set
+    fields = TaskSourceSection.model_fields
+    given = {k for k in fields if getattr(src, k) != fields[k].get_default(call_default_factory=True)}
     out: list[Problem] = []
     if src.kind == "dataset" and src.path is None:
         out.append((f"{WHERE}.path", "kind dataset needs the data file: path: FILE or sample:NAME"))

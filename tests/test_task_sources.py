@@ -151,7 +151,7 @@ def test_a_registered_plugin_task_is_used_from_a_scenario() -> None:
     by_path = validate_dict(_scenario({"kind": "plugin", "task": "task_plugin_example:DigitTask"}))
     assert build_task_suite(by_path).test() == build_task_suite(validate_dict(_scenario(
         {"kind": "plugin", "task": "digits", "import": "task_plugin_example"}))).test()  # fmt: skip
-    with pytest.raises(DatasetError, match="bad tasks.source.options"):
+    with pytest.raises(DatasetError, match=r"bad tasks\.source\.options"):
         build_task_suite(validate_dict(_scenario({"kind": "plugin", "task": "digits", "import": "task_plugin_example", "options": {"size": 3}})))  # fmt: skip
 
 
@@ -225,6 +225,9 @@ def test_fedgrpo_run_on_the_shipped_dataset_scenario_with_exact_client_rewards(
     # each client holds its topic's training questions with their answers (its answer table):
     # it rewards a candidate 1 exactly when the candidate's answer is the data's
     s = load_scenario(SHIPPED)
+    from fedgrpo.scenarios.loader import load_run_scenario
+
+    assert load_run_scenario(run_dir).tasks == s.tasks  # the resolved file reads back (resume)
     suite = build_task_suite(s)
     onnx = sorted((tiny_zoo / "onnx").iterdir())
     scorer = EdgeScorer.load(next(p for p in onnx if p.name.startswith("expert-0")))
