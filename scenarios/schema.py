@@ -77,7 +77,7 @@ class PartitionSection(_Section):
 
 class TasksSection(_Section):
     # where the task comes from (scenarios/task_section.py): builtin, a dataset file, a plug-in
-    source: TaskSourceSection = Field(default_factory=TaskSourceSection)
+    source: TaskSourceSection = Field(default_factory=lambda: TaskSourceSection.model_validate({}))
     # builtin: the domains; dataset/plugin: a subset of the data's domains (empty = all)
     domains: list[str] = Field(default_factory=lambda: ["add", "sub", "mul", "mod", "sort"])
     train_per_domain: PosInt = 2000

@@ -65,11 +65,11 @@ def sample_accuracy(
     """Fraction of the round's sampled completions that are right (completion k answers
     question ``k // group_size``): the ground truth the server never sees while training.
     ``is_correct`` is the task's checker (default: the shared answer format's)."""
-    if is_correct is None:
-        from fedgrpo.edge.answer_format import is_correct
+    from fedgrpo.edge.answer_format import is_correct as shared_checker
 
+    check = shared_checker if is_correct is None else is_correct
     return float(
-        np.mean([is_correct(t, items[k // group_size].answer) for k, t in enumerate(completions)])
+        np.mean([check(t, items[k // group_size].answer) for k, t in enumerate(completions)])
     )
 
 
