@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fedgrpo.edge.protocol import CompetenceRequest, RewardResponse, ScoreRequest
 from fedgrpo.errors import ConfigError
 from fedgrpo.experiments.models_dir import current as models_dir_now
-from fedgrpo.scenarios.mapping import ClientRewards, client_rewards
+from fedgrpo.scenarios.mapping import ClientRewards, client_rewards, task_source
 from fedgrpo.scenarios.schema import ZOO_PREFIX, ClientEntry, Scenario
 from fedgrpo.server.tasks import TaskSuite
 from fedgrpo.server.zoo.recipes import PartitionSpec, SuiteSpec, ZooSpec
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from fedgrpo.server.gathering.transport import ClientEndpoint, Transport
 
 SUITE_SEED = 0  # data is fixed across run seeds, so a seed sweep reuses the same zoo
+POSITION_STEP = 32  # a dataset zoo's context length is rounded up to a multiple of this
 
 
 def models_dir() -> Path:
@@ -34,14 +35,17 @@ def models_dir() -> Path:
 def zoo_spec(s: Scenario) -> ZooSpec:
     """The zoo the scenario's ``zoo:`` models come from (same recipe -> same cache entry)."""
     part = s.tasks.partition
-    return ZooSpec(
-        suite=SuiteSpec(
-            domains=tuple(s.tasks.domains),
-            seed=SUITE_SEED,
-            train_per_domain=s.tasks.train_per_domain,
-            test_per_domain=s.tasks.test_per_domain,
-            aux_pool_per_domain=s.tasks.aux_pool_per_domain,
-        ),
+    source = task_source(s)
+    suite = SuiteSpec(
+        domains=tuple(s.tasks.domains),
+        seed=SUITE_SEED if source.kind == "builtin" else s.tasks.source.split_seed,
+        train_per_domain=s.tasks.train_per_domain,
+        test_per_domain=s.tasks.test_per_domain,
+        aux_pool_per_domain=s.tasks.aux_pool_per_domain,
+        source=None if source.kind == "builtin" else source,
+    )
+    spec = ZooSpec(
+        suite=suite,
         partition=PartitionSpec(
             scheme=part.scheme,
             num_clients=s.num_partitions,
@@ -50,13 +54,29 @@ def zoo_spec(s: Scenario) -> ZooSpec:
         ),
         expert_quality=s.partition_qualities(),
     )
+    return spec if suite.source is None else sized_for_data(spec, s.server.grpo.max_new_tokens)
+
+
+def sized_for_data(spec: ZooSpec, max_new_tokens: int) -> ZooSpec:
+    """A dataset zoo's context length: the longest prompt + completion (or prompt + the
+    rollout's new tokens), in characters (the zoo's tokenizer is one token per character)."""
+    items = spec.suite.build()
+    every = items.train() + items.test() + items.aux_pool()
+    need = 2 + max(len(i.prompt) + max(len(i.completion), max_new_tokens) for i in every)
+    positions = max(spec.expert_arch.max_positions, -(-need // POSITION_STEP) * POSITION_STEP)
+    return replace(
+        spec,
+        expert_arch=replace(spec.expert_arch, max_positions=positions),
+        base_arch=replace(spec.base_arch, max_positions=positions),
+    )
 
 
 def client_domains(spec: ZooSpec) -> list[set[str]]:
     """Domains each partition's expert really knows (>= 1/(2D) of its data): the oracle
     selector's ground truth. A confidently wrong expert knows none (its data is misconceived)."""
-    parts = spec.partition.split(spec.suite.build())
-    threshold = 1.0 / (2 * len(spec.suite.domains))
+    suite = spec.suite.build()
+    parts = spec.partition.split(suite)
+    threshold = 1.0 / (2 * len(suite.domains))
     out = []
     for k, items in enumerate(parts):
         counts = Counter(i.domain for i in items)

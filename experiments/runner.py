@@ -36,7 +36,7 @@ def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
     from fedgrpo.server.gathering.base import CentralGatherer
 
     if s.server.baseline != "fedgrpo":
-        return CentralGatherer(), None
+        return CentralGatherer(ctx.suite.task.is_correct), None
     if s.mode == "sim":
         from fedgrpo.experiments.runtimes.sim import make_sim_gatherer
 

@@ -15,6 +15,16 @@ class PartitionError(ConfigError):
     """Training data cannot be split over clients as asked."""
 
 
+class DatasetError(ConfigError):
+    """A task's data lacks what the task needs (file, column, answer, split); the message
+    names the file and the field. ``field`` is the scenario key to fix (under
+    ``tasks.source``), when one is to blame."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ModelCacheError(FedGRPOError):
     """A cached model is missing or corrupted and cannot be rebuilt."""
 

@@ -24,6 +24,7 @@ from fedgrpo.scenarios.fields import (
     zoo_expert_index,
 )
 from fedgrpo.scenarios.schema import ClientGroup, Scenario
+from fedgrpo.scenarios.task_section import check_task_source, task_data_errors
 
 Problem = tuple[str, str]
 Check = Callable[[Scenario], list[Problem]]
@@ -92,7 +93,7 @@ def check_aux(s: Scenario) -> list[Problem]:
             )
         )
     max_aux = s.tasks.aux_pool_per_domain * len(s.tasks.domains)
-    if sel.aux_size > max_aux:
+    if sel.aux_size > max_aux and s.tasks.source.kind == "builtin":  # else: task_data_errors
         out.append(
             (
                 "selection.aux_size",
@@ -134,7 +135,7 @@ def check_client_domains(s: Scenario) -> list[Problem]:
         out += [
             (f"{where}[{k}]", f"{d!r} is not in tasks.domains; allowed: {allowed}")
             for d in doms
-            if d not in s.tasks.domains
+            if d not in s.tasks.domains and s.tasks.source.kind == "builtin"
         ]
     return out
 
@@ -259,6 +260,7 @@ CHECKS: tuple[Check, ...] = (
     check_devices,
     check_reward_source,
     check_fedscale,
+    check_task_source,
 )
 
 
@@ -316,4 +318,4 @@ def check_token_env(s: Scenario) -> list[Problem]:
 
 def environment_errors(s: Scenario) -> list[Problem]:
     """(field path, message) for what this machine lacks to run ``s``."""
-    return check_local_models(s) + check_token_env(s)
+    return check_local_models(s) + check_token_env(s) + task_data_errors(s)

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from fedgrpo.scenarios.fields import ZOO_PREFIX
 from fedgrpo.scenarios.schema import ClientEntry, GRPOSection, Scenario
+from fedgrpo.scenarios.task_section import to_task_source
 
 if TYPE_CHECKING:
     from fedgrpo.rounds import RoundPolicy
     from fedgrpo.server.grpo.config import GRPOConfig
     from fedgrpo.server.grpo.offpolicy import LateRewardConfig
+    from fedgrpo.server.tasks import TaskSource
     from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
@@ -51,6 +53,11 @@ def grpo_config(s: Scenario) -> GRPOConfig:
     if values["lr_decay_rounds"] is None:
         values["lr_decay_rounds"] = s.rounds
     return GRPOConfig(**values)
+
+
+def task_source(s: Scenario) -> TaskSource:
+    """``tasks.source`` -> :class:`fedgrpo.server.tasks.TaskSource` (scenarios/task_section.py)."""
+    return to_task_source(s.tasks.source)
 
 
 # --------------------------------------------------------------------------- experts per question

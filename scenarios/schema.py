@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from fedgrpo.scenarios.fedscale_section import FedScaleSection
 from fedgrpo.scenarios.fields import (
@@ -29,6 +29,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.task_section import TaskSourceSection
 from fedgrpo.scenarios.tracking_section import Loggers
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "SelectionSection",
     "ServerSection",
     "SimSection",
+    "TaskSourceSection",
     "TasksSection",
     "known_profiles",
 ]
@@ -76,6 +78,9 @@ class PartitionSection(_Section):
 
 
 class TasksSection(_Section):
+    # where the task comes from (scenarios/task_section.py): builtin, a dataset file, a plug-in
+    source: TaskSourceSection = Field(default_factory=lambda: TaskSourceSection.model_validate({}))
+    # builtin: the domains; dataset/plugin: a subset of the data's domains (empty = all)
     domains: list[str] = Field(default_factory=lambda: ["add", "sub", "mul", "mod", "sort"])
     train_per_domain: PosInt = 2000
     test_per_domain: PosInt = 100
@@ -84,9 +89,12 @@ class TasksSection(_Section):
 
     @field_validator("domains")
     @classmethod
-    def _known_domains(cls, value: list[str]) -> list[str]:
+    def _known_domains(cls, value: list[str], info: ValidationInfo) -> list[str]:
         known = known_domains()
-        if not value:
+        source = info.data.get("source")
+        if source is not None and source.kind != "builtin":
+            known = tuple(value)  # the data's domains are checked when it is read
+        elif not value:
             raise err("domains", "no domains given; known: {known}", known=", ".join(known))
         for name in value:
             check_known(name, known, "domain")
@@ -94,6 +102,12 @@ class TasksSection(_Section):
         if dupes:
             raise err("domain", "domains repeat {dupes}; list each once", dupes=dupes)
         return value
+
+    @model_validator(mode="after")
+    def _data_domains(self) -> TasksSection:
+        if self.source.kind != "builtin" and "domains" not in self.model_fields_set:
+            self.domains = []  # every domain the data has
+        return self
 
 
 class GRPOSection(_Section):

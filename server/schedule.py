@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,14 +35,19 @@ def round_rngs(
 
 
 def sample_accuracy(
-    completions: Sequence[str], items: Sequence[TaskItem], group_size: int
+    completions: Sequence[str],
+    items: Sequence[TaskItem],
+    group_size: int,
+    is_correct: Callable[[str, str], bool] | None = None,
 ) -> float:
     """Fraction of the round's sampled completions that are right (completion k answers
-    question ``k // group_size``): the ground truth the server never sees while training."""
-    from fedgrpo.edge.answer_format import is_correct
+    question ``k // group_size``): the ground truth the server never sees while training.
+    ``is_correct`` is the task's checker (default: the shared answer format's)."""
+    from fedgrpo.edge.answer_format import is_correct as shared_checker
 
+    check = shared_checker if is_correct is None else is_correct
     return float(
-        np.mean([is_correct(t, items[k // group_size].answer) for k, t in enumerate(completions)])
+        np.mean([check(t, items[k // group_size].answer) for k, t in enumerate(completions)])
     )
 
 

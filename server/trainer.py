@@ -129,7 +129,9 @@ class FedGRPOTrainer:
             "groups": len(items),
             "groups_with_signal": int(update.pop("groups_with_signal")),
             "reward_mean": float(np.nanmean(fresh)) if rewarded.any() else None,
-            "true_accuracy_of_samples": sample_accuracy(batch.completions, items, cfg.group_size),
+            "true_accuracy_of_samples": sample_accuracy(
+                batch.completions, items, cfg.group_size, self.suite.task.is_correct
+            ),
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),
             **late_fields,

@@ -74,10 +74,12 @@ def arm(point: str, n: int) -> None:
     elif point == "update":
         update = FedGRPOTrainer._update
 
-        def killing_update(self: FedGRPOTrainer, batch: object, combined: object) -> dict:
+        def killing_update(
+            self: FedGRPOTrainer, batch: object, combined: object, *args: object
+        ) -> dict:
             if self.state.round == n:
                 die()
-            return update(self, batch, combined)
+            return update(self, batch, combined, *args)
 
         FedGRPOTrainer._update = killing_update  # type: ignore[method-assign,assignment]
     elif point in ("eval", "write"):

@@ -18,11 +18,12 @@ import pytest
 from fedgrpo.scenarios.loader import load_scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
-# live needs devices, emulate has its own end-to-end test, smollm2 is the slow model test
+# live needs devices, emulate and dataset-gsm8k have their own end-to-end tests
+# (test_emulate.py, test_task_sources.py), smollm2 is the slow model test
 CHEAP = [
     p.stem
     for p in sorted(LIBRARY.glob("*.yaml"))
-    if p.stem not in {"live-template", "emulate-local", "smollm2"}
+    if p.stem not in {"live-template", "emulate-local", "smollm2", "dataset-gsm8k"}
 ]
 SHRINK = [
     "rounds=2", "selection.aux_size=6", "selection.L=3",

@@ -33,6 +33,7 @@ EXPECTED = {
     "smollm2",
     "emulate-local",
     "live-template",
+    "dataset-gsm8k",
 }
 
 

@@ -84,14 +84,18 @@ ScoreFn = Callable[[ScoreRequest | CompetenceRequest], RewardResponse]
 
 
 class CentralGatherer:
-    """Ground-truth rewards computed by the server itself (upper-bound baseline)."""
+    """Ground-truth rewards computed by the server itself (upper-bound baseline), with the
+    task's checker (default: the shared answer format's)."""
+
+    def __init__(self, is_correct: Callable[[str, str], bool] = is_correct) -> None:
+        self.is_correct = is_correct
 
     def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
         b, g = len(request.questions), len(request.candidates[0]) if request.candidates else 0
         rewards = np.full((b, g, 1), np.nan)
         for i, (cands, answer) in enumerate(zip(request.candidates, request.answers)):
             for j, text in enumerate(cands):
-                rewards[i, j, 0] = float(is_correct(text, answer))
+                rewards[i, j, 0] = float(self.is_correct(text, answer))
         return GatherResult(rewards, round_stats())  # no client was involved
 
     def competence(

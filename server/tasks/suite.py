@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.server.tasks.domains import TaskItem, get_domain
+
+if TYPE_CHECKING:
+    from fedgrpo.server.tasks.task import Task
+
+
+def _arithmetic() -> Task:
+    from fedgrpo.server.tasks.task import ARITHMETIC
+
+    return ARITHMETIC
 
 
 @dataclass(frozen=True)
@@ -20,11 +30,13 @@ class DomainSplits:
 class TaskSuite:
     """Per-domain splits. ``train`` is clients' private data and the server's unlabelled
     question stream, ``test`` is held out for evaluation, ``aux_pool`` is the labelled pool the
-    server's auxiliary set is drawn from. The three never share a question."""
+    server's auxiliary set is drawn from. The three never share a question. ``task`` is the
+    plug-in the items come from: its checker, format check and slip (``server.tasks.task``)."""
 
     domains: tuple[str, ...]
     seed: int
     splits: dict[str, DomainSplits] = field(repr=False)
+    task: Task = field(default_factory=_arithmetic, repr=False, compare=False)
 
     def train(self, domain: str | None = None) -> list[TaskItem]:
         return self._collect("train", domain)

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fedgrpo.edge.answer_format import follows_format, is_correct
 from fedgrpo.server.generation import SamplingParams, generate
-from fedgrpo.server.tasks import TaskItem, TaskSuite
+from fedgrpo.server.tasks import ARITHMETIC, Task, TaskItem, TaskSuite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -50,12 +49,14 @@ def evaluate_items(
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[TaskItem],
     max_new_tokens: int = 40,
+    task: Task = ARITHMETIC,
 ) -> EvalResult:
+    """Greedy pass@1 with ``task``'s checker and format check."""
     texts, _, _ = generate(
         model, tokenizer, [i.prompt for i in items], SamplingParams(max_new_tokens, temperature=0.0)
     )
-    flags = tuple(is_correct(text, item.answer) for item, text in zip(items, texts))
-    formatted = tuple(follows_format(t) for t in texts)
+    flags = tuple(task.is_correct(text, item.answer) for item, text in zip(items, texts))
+    formatted = tuple(task.follows_format(t) for t in texts)
     correct: dict[str, int] = {}
     counts: dict[str, int] = {}
     for item, ok in zip(items, flags):
@@ -77,7 +78,7 @@ def evaluate_on_suite(
     per_domain: int | None = None,
 ) -> EvalResult:
     items = [i for d in suite.domains for i in suite.test(d)[:per_domain]]
-    return evaluate_items(model, tokenizer, items)
+    return evaluate_items(model, tokenizer, items, task=suite.task)
 
 
 def format_table(results: dict[str, EvalResult], domains: Sequence[str]) -> str:

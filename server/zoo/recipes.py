@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.server.tasks import TaskItem, TaskSuite, build_suite
-from fedgrpo.server.tasks.misconceptions import misconceive
+from fedgrpo.server.tasks import SplitSizes, TaskItem, TaskSource, TaskSuite, build_suite
 from fedgrpo.server.tasks.partition import partition_by_domain, partition_dirichlet, partition_iid
 from fedgrpo.server.zoo.architectures import TinyArch
 from fedgrpo.server.zoo.train import TrainConfig
@@ -30,8 +29,16 @@ class SuiteSpec:
     train_per_domain: int | None = 2000
     test_per_domain: int = 100
     aux_pool_per_domain: int = 100
+    # a dataset or plug-in task (server.tasks.registry); None = the built-in arithmetic
+    source: TaskSource | None = None
+
+    @property
+    def sizes(self) -> SplitSizes:
+        return SplitSizes(self.train_per_domain, self.test_per_domain, self.aux_pool_per_domain)
 
     def build(self) -> TaskSuite:
+        if self.source is not None:
+            return self.source.make().build_suite(self.domains, self.sizes, self.seed)
         return build_suite(
             self.domains,
             seed=self.seed,
@@ -39,6 +46,13 @@ class SuiteSpec:
             test_per_domain=self.test_per_domain,
             aux_pool_per_domain=self.aux_pool_per_domain,
         )
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        """The task's part of a recipe digest: None (left out) for the built-in task, else a
+        hash of its items, so an edited data file gets new models and a moved one does not."""
+        if self.source is None:
+            return None
+        return self.source.fingerprint(self.domains, self.sizes, self.seed)
 
 
 @dataclass(frozen=True)
@@ -126,7 +140,8 @@ class DataSpec:
         if not 0.0 <= rate <= 1.0:
             raise ConfigError(f"data.misconception_rate must be in [0, 1], got {rate}")
         rng = random.Random(f"misconception:{self.suite.seed}:{rate}")
-        return [misconceive(i) if rng.random() < rate else i for i in items]
+        task = self.suite.build().task  # its slip: the classic one, or numeric_slip
+        return [task.misconceive(i) if rng.random() < rate else i for i in items]
 
     def _clean_items(self) -> list[TaskItem]:
         suite = self.suite.build()
@@ -155,6 +170,11 @@ class ModelRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        fingerprint = self.data.suite.fingerprint()
+        if fingerprint is None:
+            d["data"]["suite"].pop("source", None)  # built-in: digests as before
+        else:
+            d["data"]["suite"]["source"] = fingerprint  # the items, not the file's path
         for key in ("format_noise", "misconception_rate"):
             if not d["data"].get(key):
                 d["data"].pop(key, None)  # default: keep pre-existing digests unchanged
