@@ -123,6 +123,8 @@ class FedGRPOTrainer:
                 p.requires_grad_(False)
         self.state = TrainerState()
         self.competence: CompetenceMatrix | None = None
+        # optional (rewards [B,G,E], experts) -> [B,G]: debiasing and trust (server/grpo/trust.py)
+        self.aggregator: Any = None
 
     # ------------------------------------------------------------------ one round
     def step(self) -> dict[str, Any]:
@@ -144,7 +146,7 @@ class FedGRPOTrainer:
         )
         experts = self._select(items, npg)
         result = self._gather(r, items, batch, experts, npg)
-        combined = self._combine(result, len(items), r)
+        combined = self._combine(result, len(items), r, experts)
         update = self._update(batch, combined)
         rewarded = ~np.isnan(combined)
         record: dict[str, Any] = {
@@ -159,6 +161,7 @@ class FedGRPOTrainer:
             "experts": experts,
             "compute_s": round(time.perf_counter() - start, 3),
             **update,
+            **(self.aggregator.record() if self.aggregator is not None else {}),
         }
         self.state.round += 1
         self.state.history.append(record)
@@ -192,16 +195,21 @@ class FedGRPOTrainer:
             rng,
         )
 
-    def _combine(self, result: GatherResult, groups: int, r: int) -> np.ndarray:
+    def _combine(
+        self, result: GatherResult, groups: int, r: int, experts: list[list[int]] | None = None
+    ) -> np.ndarray:
         """[groups, G] one reward per candidate from the experts' answers (NaN = none);
         shuffled within each group for the negative control."""
         cfg = self.config
-        combined = np.stack(
-            [
-                combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim)
-                for b in range(groups)
-            ]
-        )
+        if self.aggregator is not None and experts is not None:
+            combined = self.aggregator(result.rewards, experts)
+        else:
+            combined = np.stack(
+                [
+                    combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim)
+                    for b in range(groups)
+                ]
+            )
         if cfg.shuffle_rewards:
             combined = shuffle_within_groups(combined, np.random.default_rng([self.seed, r, 3]))
         return combined
