@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fedgrpo.scenarios.behaviour_section import check_byzantine_guidance
 from fedgrpo.scenarios.fields import (
     BUILTIN_PREFIX,
     ZOO_EXPERT,
@@ -253,6 +254,7 @@ CHECKS: tuple[Check, ...] = (
     check_expert_index,
     check_devices,
     check_reward_source,
+    check_byzantine_guidance,
 )
 
 
