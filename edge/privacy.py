@@ -7,8 +7,8 @@ private data; a reward lies in [0, 1], so its sensitivity is 1):
   ``r``: exact for binary rewards, unbiased for the others), then kept with probability
   ``e^ε / (1 + e^ε)`` and flipped otherwise. The device sends 0 or 1.
 * ``laplace``: ``r + Laplace(1/ε)``.
-* ``gaussian``: ``r + N(0, σ²)`` with σ calibrated by ``dp-accounting`` so that one release is
-  (ε, δ)-DP.
+* ``gaussian``: ``r + N(0, σ²)`` with the smallest σ that makes one release (ε, δ)-DP
+  (the analytic Gaussian mechanism, :func:`gaussian_sigma`).
 
 :func:`debias` is the server's unbiased estimate of the honest reward from one released
 value (randomised response: ``(y - p) / (1 - 2p)`` with ``p`` the flip probability; the
@@ -29,7 +29,6 @@ brings numpy and scipy, never torch.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Sequence
@@ -101,18 +100,24 @@ class PrivacySpec:
 
 @functools.lru_cache(maxsize=64)
 def gaussian_sigma(epsilon: float, delta: float) -> float:
-    """σ of a sensitivity-1 Gaussian release that is (ε, δ)-DP (dp-accounting's calibration)."""
-    import dp_accounting
+    """The smallest σ for which one sensitivity-1 Gaussian release is (ε, δ)-DP: the exact
+    condition of the analytic Gaussian mechanism (Balle & Wang 2018),
+    ``Φ(1/2σ − εσ) − e^ε Φ(−1/2σ − εσ) <= δ``, solved by bisection."""
 
-    return float(
-        dp_accounting.calibrate_dp_mechanism(
-            _fresh_accountant,
-            dp_accounting.GaussianDpEvent,
-            epsilon,
-            delta,
-            bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
-        )
-    )
+    def phi(x: float) -> float:
+        return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+    def delta_of(sigma: float) -> float:
+        a, b = 1.0 / (2.0 * sigma), epsilon * sigma
+        return phi(a - b) - math.exp(epsilon) * phi(-a - b)
+
+    lo, hi = 1e-4, 1.0
+    while delta_of(hi) > delta:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if delta_of(mid) <= delta else (mid, hi)
+    return hi
 
 
 def _fresh_accountant() -> Any:
@@ -170,28 +175,37 @@ def reward_range(spec: PrivacySpec) -> tuple[float, float]:
     return (-margin, 1.0 + margin)
 
 
+@functools.lru_cache(maxsize=64)
+def _rdp_of_one(spec: PrivacySpec) -> tuple[Any, Any]:
+    """(orders, RDP curve) of one release, from dp-accounting's Rényi-DP accountant."""
+    acc = _fresh_accountant()
+    acc.compose(_event(spec), 1)
+    return acc.orders, acc.rdp
+
+
 class PrivacyAccountant:
-    """One device's (ε, δ) spent over all its releases so far."""
+    """One device's (ε, δ) spent over all its releases so far: Rényi DP composes additively
+    (``releases × one release's curve``, from dp-accounting), converted to ε at
+    ``spec.delta`` by dp-accounting's ``compute_epsilon``."""
 
     def __init__(self, spec: PrivacySpec) -> None:
         self.spec = spec
         self.released = 0
-        self._acc = _fresh_accountant() if spec.on else None
 
     def epsilon(self, extra: int = 0) -> float:
         """ε spent at ``spec.delta`` (after ``extra`` more releases, if given)."""
-        if self._acc is None or self.released + extra == 0:
+        n = self.released + extra
+        if not self.spec.on or n == 0:
             return 0.0
-        acc = self._acc
-        if extra:
-            acc = copy.deepcopy(acc)
-            acc.compose(_event(self.spec), extra)
-        return float(acc.get_epsilon(self.spec.delta))
+        from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+        orders, rdp = _rdp_of_one(self.spec)
+        return float(compute_epsilon(orders, n * rdp, self.spec.delta)[0])
 
     def charge(self, k: int) -> None:
         """Account ``k`` releases, or raise :class:`BudgetSpent` (nothing charged) when they
         would take ε past the budget."""
-        if self._acc is None or k <= 0:
+        if not self.spec.on or k <= 0:
             return
         budget = self.spec.budget
         if budget is not None:
@@ -203,7 +217,6 @@ class PrivacyAccountant:
                     f"{self.released} reward(s) released, epsilon {self.epsilon():.3g}. "
                     "This device answers no more score requests"
                 )
-        self._acc.compose(_event(self.spec), k)
         self.released += k
 
     def report(self) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def client_behaviours(s: Scenario) -> list[Behaviour]:
     out: list[Behaviour] = []
     for gi, group in enumerate(s.clients.groups):
         b = group.behaviour
-        n = int(math.floor(b.fraction * group.count + 0.5))
+        n = math.floor(b.fraction * group.count + 0.5)
         chosen = set(stream_generator(s.seed, gi, "behaviour").permutation(group.count)[:n])
         lie = Behaviour(b.kind, b.target, b.strength)
         out += [lie if i in chosen else Behaviour() for i in range(group.count)]

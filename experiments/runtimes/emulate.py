@@ -46,8 +46,8 @@ from fedgrpo.experiments.context import (
     export_client_model,
     models_dir,
 )
-from fedgrpo.scenarios.behaviour_section import edge_flags
 from fedgrpo.experiments.runtimes.fault_proxy import FaultModel, FaultProxy, ProxyHost
+from fedgrpo.scenarios.behaviour_section import edge_flags
 from fedgrpo.scenarios.mapping import (
     client_rewards,
     reserve_per_question,
