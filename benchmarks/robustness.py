@@ -85,7 +85,9 @@ def _scenario(row: Row, seed: int, rounds: int, per_domain: int) -> Any:
     return load_scenario(QUICKSTART, sets)
 
 
-def run_one(row: Row, seed: int, rounds: int, per_domain: int, out: str) -> dict[str, Any]:
+def run_one(
+    row: Row, seed: int, rounds: int, per_domain: int, out: str, cached_only: bool = False
+) -> dict[str, Any] | None:
     import math
 
     import torch
@@ -97,6 +99,8 @@ def run_one(row: Row, seed: int, rounds: int, per_domain: int, out: str) -> dict
     done = run_dir / "summary.json"
     if done.exists() and json.loads(done.read_text()).get("status") == "finished":
         summary = json.loads(done.read_text())  # --cache: a finished run is reused
+    elif cached_only:
+        return None
     else:
         summary = run_scenario(_scenario(row, seed, rounds, per_domain), run_dir)
     rounds_out = run_dir / "metrics.jsonl"
@@ -116,6 +120,7 @@ def run_one(row: Row, seed: int, rounds: int, per_domain: int, out: str) -> dict
 
 
 def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per row: gain mean ± std over its finished seeds, kept vs honest-mean."""
     by = {r.name: [x for x in results if x["row"] == r.name] for r in rows}
     honest = [x["final"] - x["initial"] for x in by.get("honest-mean", [])]
     base = statistics.mean(honest) if honest else None
@@ -134,6 +139,7 @@ def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, 
             "behaviours": by[r.name][0]["behaviours"],
             "epsilon_spent_max": by[r.name][0]["epsilon_spent_max"],
             "wall_s": statistics.mean(x["wall_s"] for x in by[r.name]),
+            "seeds": [x["seed"] for x in by[r.name]],
         })  # fmt: skip
     return table
 
@@ -158,12 +164,12 @@ def write_markdown(path: Path, table: list[dict[str, Any]], meta: dict[str, Any]
         "# Robustness: held-out accuracy gain under Byzantine experts and private rewards",
         "",
         f"Machine: {meta['machine']}; {meta['cores']} cores. Versions: {v}. Seeds: "
-        f"{meta['seeds']}. Rounds {meta['rounds']}, M = 3, {meta['per_domain']} test items per "
+        f"{meta['seeds']}{' (partial: each row lists its finished seeds)' if meta['partial'] else ''}. Rounds {meta['rounds']}, M = 3, {meta['per_domain']} test items per "
         f"domain. Total wall time {meta['wall_s']:.0f} s.",
         "",
-        "| row | attack | fraction | aggregator | privacy | gain (points) mean ± std | kept vs "
-        "honest | NaN losses | final trust weights (seed 0) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | attack | fraction | aggregator | privacy | seeds | gain (points) mean ± std | "
+        "kept vs honest | NaN losses | final trust weights (first seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         priv = "none" if t["mechanism"] == "none" else f"{t['mechanism']} ε={t['epsilon']:g}"
@@ -172,6 +178,7 @@ def write_markdown(path: Path, table: list[dict[str, Any]], meta: dict[str, Any]
         tw_s = "" if tw is None else " ".join(f"{w:.2f}" for w in tw)
         lines.append(
             f"| {t['row']} | {t['attack']} | {t['fraction']:g} | {t['aggregator']} | {priv} | "
+            f"{','.join(map(str, t['seeds']))} | "
             f"{100 * t['gain_mean']:+.1f} ± {100 * t['gain_std']:.1f} | {kept} | "
             f"{t['nan_losses']} | {tw_s} |"
         )
@@ -209,17 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None,
                     help="keep run directories here and reuse finished ones (default: a temp dir)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--report-only", action="store_true",
+                    help="only tabulate the finished runs in --cache (seeds that finished)")
     ap.add_argument("--full", action="store_true", help="every attack, 40 %% inverted, Laplace")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "robustness_epsilon.png")
     args = ap.parse_args(argv)
     rows = ATTACKS + EPSILONS + (FULL if args.full else [])
     start = time.perf_counter()
+    jobs = [(r, seed) for seed in range(args.seeds) for r in rows]
+    results: list[dict[str, Any]] = []
+    if args.report_only and args.cache:
+        got = [run_one(r, s, args.rounds, args.per_domain, str(args.cache), True) for r, s in jobs]
+        results = [x for x in got if x is not None]
+        rows = [r for r in rows if any(x["row"] == r.name for x in results)]
+        return _write(args, rows, results, start, partial=True)
     from fedgrpo.experiments.context import build_context, load_scorers
 
     load_scorers(build_context(_scenario(rows[0], 0, args.rounds, args.per_domain)))  # zoo once
-    jobs = [(r, seed) for seed in range(args.seeds) for r in rows]
-    results = []
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp_dir, ProcessPoolExecutor(
         max_workers=args.workers, mp_context=get_context("spawn")
     ) as pool:
@@ -230,11 +244,18 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
             print(f"[robustness] {r.name} seed {seed}: {res['initial']:.3f} -> {res['final']:.3f} "
                   f"in {res['wall_s']:.0f}s", flush=True)  # fmt: skip
+    return _write(args, rows, results, start, partial=False)
+
+
+def _write(
+    args: Any, rows: list[Row], results: list[dict[str, Any]], start: float, partial: bool
+) -> int:
     table = summarise(rows, results)
     meta = {
         "machine": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
         "seeds": list(range(args.seeds)), "rounds": args.rounds, "per_domain": args.per_domain,
-        "wall_s": time.perf_counter() - start,
+        "wall_s": sum(x["wall_s"] for x in results) if partial else time.perf_counter() - start,
+        "partial": partial,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "robustness.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=2))
