@@ -197,8 +197,8 @@ def test_edge_server_inverts_privatises_and_refuses_past_budget() -> None:
 def test_tiny_sim_run_with_liars_trust_and_private_rewards(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two sim rounds through the real runner on a tiny zoo: one inverted client of five,
-    trust aggregation, randomised response with a budget that runs out in round 2."""
+    """Two sim rounds through the real runner on a tiny zoo (two domains, three clients): one
+    inverted client, trust aggregation, randomised response with a budget that runs out."""
     from dataclasses import replace
 
     import fedgrpo.experiments.context as context
@@ -217,12 +217,13 @@ def test_tiny_sim_run_with_liars_trust_and_private_rewards(
         Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml",
         [
             "rounds=2", "selection.aux_size=6", "selection.L=3", "selection.M=3",
+            "tasks.domains=[add,sub]", f"{g0}.count=3", "tasks.partition.num_clients=2",
             "server.grpo.questions_per_round=2", "server.grpo.group_size=4",
             "server.grpo.max_new_tokens=8", "tasks.train_per_domain=40",
             "tasks.test_per_domain=4", "tasks.aux_pool_per_domain=4", "eval.per_domain=2",
             "checkpoint.every=0", "outputs.progress=false", "outputs.plots=false",
             "outputs.save_model=false", "server.grpo.reward_combine=trust",
-            f"{g0}.behaviour.kind=inverted", f"{g0}.behaviour.fraction=0.2",
+            f"{g0}.behaviour.kind=inverted", f"{g0}.behaviour.fraction=0.34",
             f"{g0}.privacy.mechanism=randomised_response", f"{g0}.privacy.epsilon=2",
             f"{g0}.privacy.budget=30",
         ],
@@ -231,7 +232,7 @@ def test_tiny_sim_run_with_liars_trust_and_private_rewards(
     assert summary["status"] == "finished"
     assert summary["behaviours"].count("inverted") == 1
     weights = summary["final_trust_weights"]
-    assert len(weights) == 5 and all(0.0 <= w <= 1.0 for w in weights)
+    assert len(weights) == 3 and all(0.0 <= w <= 1.0 for w in weights)
     spent = [p["epsilon"] for p in summary["privacy"]]
     assert max(spent) <= 30 and sum(p["released"] for p in summary["privacy"]) > 0
     rounds = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
