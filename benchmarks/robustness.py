@@ -48,9 +48,10 @@ class Row:
     aggregator: str = "mean"
     mechanism: str = "none"
     epsilon: float | None = None
+    extra: tuple[str, ...] = ()
 
     def overrides(self) -> list[str]:
-        out = [f"server.grpo.reward_combine={self.aggregator}"]
+        out = [f"server.grpo.reward_combine={self.aggregator}", *self.extra]
         if self.attack != "honest":
             out += [f"{G0}.behaviour.kind={self.attack}", f"{G0}.behaviour.fraction={self.fraction}"]
             if self.attack == "colluding":
@@ -63,6 +64,8 @@ class Row:
 ATTACKS = [
     Row("honest-mean"),
     *(Row(f"inverted-0.2-{a}", "inverted", 0.2, a) for a in ("mean", "median", "trust")),
+    # trust that reacts faster (decay 0.3 instead of 0.7): the liar is excluded sooner
+    Row("inverted-0.2-trust-fast", "inverted", 0.2, "trust", extra=("server.trust.decay=0.3",)),
 ]
 EPSILONS = [Row(f"rr-eps{e:g}-mean", mechanism="randomised_response", epsilon=e) for e in (1.0, 3.0)]
 FULL = [
@@ -106,6 +109,8 @@ def run_one(
     rounds_out = run_dir / "metrics.jsonl"
     lines = [json.loads(x) for x in rounds_out.read_text().splitlines() if x.strip()]
     losses = [r["loss"] for r in lines if r.get("event") == "round" and r.get("loss") is not None]
+    evals = [r for r in lines if r.get("event") == "eval"]
+    first, last = evals[0]["accuracy"], evals[-1]["accuracy"]
     return {
         "row": row.name,
         "seed": seed,
@@ -115,6 +120,7 @@ def run_one(
         "nan_losses": sum(1 for x in losses if not math.isfinite(x)),
         "trust_weights": summary.get("final_trust_weights"),
         "behaviours": summary.get("behaviours"),
+        "domain_gain": {d: last[d] - first[d] for d in first},
         "epsilon_spent_max": max((p["epsilon"] for p in summary.get("privacy", [])), default=None),
     }
 
@@ -125,6 +131,7 @@ def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, 
     honest = [x["final"] - x["initial"] for x in by.get("honest-mean", [])]
     base = statistics.mean(honest) if honest else None
     table = []
+    held = ["add", "sub", "mul", "mod", "sort"]  # client k holds the quickstart's domain k
     for r in rows:
         gains = [x["final"] - x["initial"] for x in by[r.name]]
         mean = statistics.mean(gains)
@@ -140,6 +147,10 @@ def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, 
             "epsilon_spent_max": by[r.name][0]["epsilon_spent_max"],
             "wall_s": statistics.mean(x["wall_s"] for x in by[r.name]),
             "seeds": [x["seed"] for x in by[r.name]],
+            "domain_gain": {d: statistics.mean(x["domain_gain"][d] for x in by[r.name])
+                            for d in by[r.name][0]["domain_gain"]},
+            "attacked": sorted({held[k % 5] for k, b in enumerate(by[r.name][0]["behaviours"] or [])
+                                if b != "honest"}),
         })  # fmt: skip
     return table
 
@@ -168,20 +179,23 @@ def write_markdown(path: Path, table: list[dict[str, Any]], meta: dict[str, Any]
         f"domain. Total wall time {meta['wall_s']:.0f} s.",
         "",
         "| row | attack | fraction | aggregator | privacy | seeds | gain (points) mean ± std | "
-        "kept vs honest | NaN losses | final trust weights (first seed) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "kept vs honest | gain per domain (points) | NaN losses | final trust weights (first seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         priv = "none" if t["mechanism"] == "none" else f"{t['mechanism']} ε={t['epsilon']:g}"
         kept = "" if t["kept"] is None else f"{100 * t['kept']:.0f} %"
+        dom = " ".join(f"{d}{'*' if d in t['attacked'] else ''} {100 * g:+.0f}"
+                       for d, g in t["domain_gain"].items())  # fmt: skip
         tw = t["trust_weights"][0]
         tw_s = "" if tw is None else " ".join(f"{w:.2f}" for w in tw)
         lines.append(
             f"| {t['row']} | {t['attack']} | {t['fraction']:g} | {t['aggregator']} | {priv} | "
             f"{','.join(map(str, t['seeds']))} | "
             f"{100 * t['gain_mean']:+.1f} ± {100 * t['gain_std']:.1f} | {kept} | "
-            f"{t['nan_losses']} | {tw_s} |"
+            f"{dom} | {t['nan_losses']} | {tw_s} |"
         )
+    lines += ["", "`*` = the domain whose expert lies (client k holds domain k)."]
     path.write_text("\n".join(lines) + "\n")
 
 
