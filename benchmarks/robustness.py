@@ -156,7 +156,8 @@ def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def versions() -> dict[str, str]:
-    import dp_accounting
+    from importlib.metadata import version
+
     import numpy
     import onnxruntime
     import torch
@@ -165,7 +166,7 @@ def versions() -> dict[str, str]:
     return {
         "python": platform.python_version(), "torch": torch.__version__,
         "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__, "dp-accounting": getattr(dp_accounting, "__version__", "?"),
+        "numpy": numpy.__version__, "dp-accounting": version("dp-accounting"),
     }  # fmt: skip
 
 
