@@ -14,10 +14,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.edge.cli_parser import TOKEN_ENV, build_parser, configure_logging
+from fedgrpo.edge.device_rewards import DeviceScorer, from_arguments
 from fedgrpo.edge.manifest import Manifest, ManifestError, variant_filename
 
 __all__ = ["TOKEN_ENV", "build_parser", "main"]
@@ -96,6 +98,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         drain_grace=args.drain_grace,
         parameters=(("variant", scorer.config.variant), ("me_mode", scorer.config.me_mode)),
     )
+    device, draws = from_arguments(args)  # --behaviour / --privacy (edge/device_rewards.py)
+    if device.active:
+        scorer = DeviceScorer(scorer, device, draws)
+        config = replace(config, parameters=config.parameters + device.parameters())
 
     def started(port: int) -> None:
         print(

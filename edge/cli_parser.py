@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from fedgrpo.edge.device_rewards import add_arguments as add_device_rewards_arguments
 from fedgrpo.edge.manifest import VARIANTS
 from fedgrpo.edge.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_STRING_CHARS, REWARD_MODES
 
@@ -307,6 +308,7 @@ def _add_serve_parser(sub: Subparsers) -> None:
     )
     _add_serve_limits(serve)
     _add_serve_timeouts(serve)
+    add_device_rewards_arguments(serve)
 
 
 def _seconds(text: str) -> float:

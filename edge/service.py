@@ -47,6 +47,8 @@ from aiohttp import web
 
 from fedgrpo.edge import __version__
 from fedgrpo.edge.binary import HEADER_LENGTH, wants_binary_output
+from fedgrpo.edge.device_rewards import admit
+from fedgrpo.edge.privacy import BudgetSpent
 from fedgrpo.edge.protocol import (
     COMPETENCE_INPUTS,
     COMPETENCE_OUTPUT,
@@ -181,6 +183,12 @@ async def infer(request: web.Request) -> web.Response:
     check_unicode(parsed)
     work, output_name, task = scoring_work(state.scorer, parsed)
     check_outputs(body, output_name)
+    if task == "score":
+        try:  # a device whose privacy budget is spent refuses before it scores
+            admit(state.scorer, len(parsed))
+        except BudgetSpent as exc:
+            state.metrics.reject("privacy_budget")
+            raise ServiceError(403, str(exc)) from None
     values = await state.run(work)
     if len(values) != len(parsed) or not all(math.isfinite(v) for v in values):
         log.error(

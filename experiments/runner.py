@@ -23,6 +23,7 @@ from fedgrpo.experiments.provenance import write_provenance
 from fedgrpo.experiments.records import write_summary
 from fedgrpo.experiments.signals import sigterm_as_interrupt
 from fedgrpo.experiments.tracking import TrackedWriter
+from fedgrpo.scenarios.behaviour_section import make_aggregator, run_outputs
 from fedgrpo.scenarios.mapping import experts_ranked, grpo_config, late_rewards
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
@@ -231,6 +232,7 @@ def _prepare(
         late=late_rewards(s) if s.round_policy.async_ else None,
     )
     trainer.competence = competence
+    trainer.aggregator = make_aggregator(s, lambda: trainer.competence)
     lora = lora_bytes_per_round(model.config, rank=8, clients_per_round=1)
     clock = {"virtual_s": 0.0, "wall_offset": 0.0}
     run = _Run(s, run_dir, ctx, gatherer, trainer, aux, clock, None, lora)
@@ -380,6 +382,7 @@ def _summary(run: _Run, status: str, error: str | None) -> dict[str, Any]:
         "virtual_s": round(run.clock["virtual_s"], 3),
         "status": status,
     }
+    summary.update(run_outputs(s, run.trainer, run.gatherer))  # behaviours, trust, privacy
     if error is not None:
         summary["error"] = error
     return summary

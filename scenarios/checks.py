@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fedgrpo.scenarios.behaviour_section import check_byzantine_guidance
 from fedgrpo.scenarios.fedscale_section import check_fedscale
 from fedgrpo.scenarios.fields import (
     BUILTIN_PREFIX,
@@ -261,6 +262,7 @@ CHECKS: tuple[Check, ...] = (
     check_reward_source,
     check_fedscale,
     check_task_source,
+    check_byzantine_guidance,
 )
 
 

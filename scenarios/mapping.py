@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fedgrpo.scenarios import behaviour_section
 from fedgrpo.scenarios.fields import ZOO_PREFIX
 from fedgrpo.scenarios.schema import ClientEntry, GRPOSection, Scenario
 from fedgrpo.scenarios.task_section import to_task_source
@@ -89,6 +90,7 @@ def round_policy(s: Scenario) -> RoundPolicy:
         round_quorum=rp.round_quorum,
         over_selection=reserve_per_question(s),
         max_retries=rp.max_retries,
+        reward_range=behaviour_section.reward_range(s),
     )
 
 
@@ -237,7 +239,8 @@ def _round_policy_target() -> RuntimeTarget:
             "retry_min_remaining_s": "a retry is sent whenever time is left before the deadline",
             "retry_invalid": "a device that sent an invalid reward once is not asked again",
             "close_early": "a round always closes once every assignment is resolved",
-            "reward_range": "rewards are protocol-defined in [0, 1] (edge/protocol.py)",
+            "reward_range": "rewards are protocol-defined in [0, 1] (edge/protocol.py), widened "
+            "for clients whose privacy mechanism adds noise (behaviour_section.reward_range)",
         },
     )
 
@@ -354,4 +357,5 @@ SCHEMA_ONLY: dict[str, str] = {
     f"{G0}.urls": "live mode: one URL per device (runtimes/live.py)",
     f"{G0}.token": "live mode: the bearer token (runtimes/live.py)",
     f"{G0}.token_env": "live mode: where the bearer token is read from (runtimes/live.py)",
+    **behaviour_section.SCHEMA_ONLY,
 }

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from fedgrpo.scenarios.behaviour_section import BehaviourSection, PrivacySection, TrustSection
 from fedgrpo.scenarios.fedscale_section import FedScaleSection
 from fedgrpo.scenarios.fields import (
     NAME_RE,
@@ -125,7 +126,7 @@ class GRPOSection(_Section):
     num_iterations: PosInt = 1
     loss_type: Literal["grpo", "bnpo", "dapo", "dr_grpo"] = "grpo"
     scale: Literal["group", "batch", "none"] = "group"
-    reward_combine: Literal["mean", "median", "trimmed_mean"] = "mean"
+    reward_combine: Literal["mean", "median", "trimmed_mean", "trust"] = "mean"
     trim: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.2
     # null = no clipping
     grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
@@ -150,6 +151,7 @@ class ServerSection(_Section):
     model: str = "zoo:server-base"
     grpo: GRPOSection = Field(default_factory=GRPOSection)
     baseline: Literal["fedgrpo", "central_grpo", "zero_shot"] = "fedgrpo"
+    trust: TrustSection = Field(default_factory=TrustSection)  # reward_combine: trust
     # torch intra-op threads for rollout, update and evaluation. 1 suits the tiny zoo models
     # (a thread pool only adds overhead at that size, and collapses on a busy machine);
     # raise it for bigger models such as SmolLM2. null = torch's default (all cores).
@@ -198,6 +200,8 @@ class ClientGroup(_Section):
     token: str | None = None
     token_env: str | None = None
     dropout: DropoutSection | None = None
+    behaviour: BehaviourSection = Field(default_factory=BehaviourSection)  # Byzantine clients
+    privacy: PrivacySection = Field(default_factory=PrivacySection)  # local DP of rewards
 
     @field_validator("model")
     @classmethod

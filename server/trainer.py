@@ -93,6 +93,8 @@ class FedGRPOTrainer:
         self.competence: CompetenceMatrix | None = None
         # async rounds: groups waiting for late rewards (None: late rewards are not used)
         self.late_groups = LateGroups(late) if late is not None else None
+        # optional (rewards [B,G,E], experts) -> [B,G]: debiasing and trust (server/grpo/trust.py)
+        self.aggregator: Any = None
 
     # ------------------------------------------------------------------ one round
     def step(self) -> dict[str, Any]:
@@ -114,7 +116,7 @@ class FedGRPOTrainer:
         )
         experts = self._select(items, npg)
         result = self._gather(r, items, batch, experts, npg)
-        fresh = self._combine(result, len(items), r)
+        fresh = self._combine(result, len(items), r, experts)
         rewarded = ~np.isnan(fresh)
         late_fields: dict[str, Any] = {}
         combined, merged = fresh, None
@@ -136,6 +138,7 @@ class FedGRPOTrainer:
             "compute_s": round(time.perf_counter() - start, 3),
             **late_fields,
             **update,
+            **(self.aggregator.record() if self.aggregator is not None else {}),
         }
         self.state.round += 1
         self.state.version += int(bool(update["updated"]))
@@ -173,16 +176,21 @@ class FedGRPOTrainer:
             rng,
         )
 
-    def _combine(self, result: GatherResult, groups: int, r: int) -> np.ndarray:
+    def _combine(
+        self, result: GatherResult, groups: int, r: int, experts: list[list[int]] | None = None
+    ) -> np.ndarray:
         """[groups, G] one reward per candidate from the experts' answers (NaN = none);
         shuffled within each group for the negative control."""
         cfg = self.config
-        combined = np.stack(
-            [
-                combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim)
-                for b in range(groups)
-            ]
-        )
+        if self.aggregator is not None and experts is not None:
+            combined = self.aggregator(result.rewards, experts)
+        else:
+            combined = np.stack(
+                [
+                    combine(result.rewards[b], method=cfg.reward_combine, trim=cfg.trim)
+                    for b in range(groups)
+                ]
+            )
         if cfg.shuffle_rewards:
             combined = shuffle_within_groups(combined, np.random.default_rng([self.seed, r, 3]))
         return combined

@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from fedgrpo.edge.device_rewards import DeviceRewards
+from fedgrpo.edge.privacy import BudgetSpent
 from fedgrpo.edge.protocol import ScoreRequest
 from fedgrpo.errors import ConfigError
 from fedgrpo.rounds import Assignment, request_builder
@@ -108,16 +110,23 @@ class CompetenceRewards:
 
 class ModelRewards:
     """Model-in-the-loop: ``reward_fn(client_id, request) -> values`` computes real rewards
-    (e.g. an in-process ONNX scorer); time stays virtual. Needs candidate texts."""
+    (e.g. an in-process ONNX scorer); time stays virtual. Needs candidate texts.
+
+    ``devices[k]`` (optional) is client k's device side (:mod:`fedgrpo.edge.device_rewards`:
+    its behaviour, then local DP), the same code the edge service runs, drawing from the
+    client's ``(seed, round, client, "reward")`` stream. A device whose privacy budget is
+    spent sends nothing (an empty answer: the round counts it invalid, as a refusal)."""
 
     def __init__(
         self,
         reward_fn: Callable[[int, ScoreRequest], Sequence[float]],
         reward_mode: str = "auto",
         format_weight: float = 0.0,
+        devices: Sequence[DeviceRewards] | None = None,
     ) -> None:
         self.reward_fn = reward_fn
         self.reward_mode, self.format_weight = reward_mode, format_weight
+        self.devices = [d if d.active else None for d in devices] if devices else None
 
     def request(self, assignment: Assignment, round_input: RoundInput) -> ScoreRequest:
         if round_input.candidates is None:
@@ -133,4 +142,12 @@ class ModelRewards:
     def __call__(
         self, client_id: int, assignment: Assignment, round_input: RoundInput, stream: ClientStream
     ) -> Sequence[float]:
-        return self.reward_fn(client_id, self.request(assignment, round_input))
+        request = self.request(assignment, round_input)
+        device = self.devices[client_id] if self.devices is not None else None
+        if device is None:
+            return self.reward_fn(client_id, request)
+        try:
+            device.admit(len(request))
+        except BudgetSpent:
+            return []
+        return device.apply(request.questions, self.reward_fn(client_id, request), stream)

@@ -18,6 +18,9 @@ DEVICE_MODULES = [
     "fedgrpo.edge.service_requests",
     "fedgrpo.edge.cli",
     "fedgrpo.edge.cli_parser",
+    "fedgrpo.edge.device_rewards",
+    "fedgrpo.edge.privacy",
+    "dp_accounting.rdp.rdp_privacy_accountant",  # the LDP accountant (edge extra)
 ]
 FORBIDDEN = ["torch", "transformers", "simpy", "optimum", "onnx"]
 

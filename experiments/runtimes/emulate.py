@@ -47,6 +47,7 @@ from fedgrpo.experiments.context import (
     models_dir,
 )
 from fedgrpo.experiments.runtimes.fault_proxy import FaultModel, FaultProxy, ProxyHost
+from fedgrpo.scenarios.behaviour_section import edge_flags
 from fedgrpo.scenarios.mapping import (
     client_rewards,
     reserve_per_question,
@@ -117,7 +118,10 @@ class EmulatedFleet:
     proxies: ProxyHost | None = None
     _stopped: bool = False
 
-    def launch(self, client: ClientEntry, model_dir: Path, variant: str, host: str) -> EdgeProcess:
+    def launch(
+        self, client: ClientEntry, model_dir: Path, variant: str, host: str, extra: tuple[str, ...] = ()
+    ) -> EdgeProcess:
+        """Start one edge process (``extra``: its behaviour/privacy flags)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{client.id}.log"
         env = dict(os.environ)
@@ -127,7 +131,7 @@ class EmulatedFleet:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         with log_path.open("wb") as fh:
             proc = subprocess.Popen(
-                edge_command(model_dir, variant, host, client.id),
+                [*edge_command(model_dir, variant, host, client.id), *extra],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -258,7 +262,7 @@ def start_fleet(ctx: Context, log_dir: Path | None = None) -> EmulatedFleet:
     try:
         dirs = [export_client_model(ctx, c) for c in ctx.clients]
         for c, d in zip(ctx.clients, dirs):
-            fleet.launch(c, d, c.group.export, s.emulate.host)
+            fleet.launch(c, d, c.group.export, s.emulate.host, tuple(edge_flags(s, c)))
         log.info("started %d edge processes; logs in %s", len(fleet.edges), fleet.log_dir)
         fleet.wait_ready(s.emulate.startup_timeout_s)
         fleet.proxies = ProxyHost()

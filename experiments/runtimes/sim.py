@@ -20,6 +20,7 @@ import numpy as np
 
 from fedgrpo.experiments.context import Context, load_scorers, per_client_reward_fn
 from fedgrpo.rounds import RoundOutcome, RoundStats, round_stats
+from fedgrpo.scenarios.behaviour_section import device_rewards
 from fedgrpo.scenarios.mapping import sim_config
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.gathering.base import GatherRequest, GatherResult, idle_clients
@@ -58,7 +59,8 @@ class SimGatherer:
         self._record: dict[str, Any] = {}
         self.score_fns = score_fns
         # each client scores with its own group's reward_mode / format_weight
-        rewards = ModelRewards(per_client_reward_fn(s, score_fns))
+        self.devices = device_rewards(s)  # behaviour + LDP per client (edge/device_rewards.py)
+        rewards = ModelRewards(per_client_reward_fn(s, score_fns), devices=self.devices)
         self.sim = Simulator(sim_config(s), seed, rewards, self._source, self._on_end)
         self.sim_round = 0
         self._experts: dict[int, list[list[int]]] = {}  # async: expert lists of recent rounds
