@@ -28,6 +28,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.server_model_section import ServerModelFields
 
 __all__ = [
     "ZOO_PREFIX",
@@ -130,7 +131,7 @@ class GRPOSection(_Section):
     shuffle_rewards: bool = False
 
 
-class ServerSection(_Section):
+class ServerSection(_Section, ServerModelFields):  # + device, dtype, prompt, ...
     model: str = "zoo:server-base"
     grpo: GRPOSection = Field(default_factory=GRPOSection)
     baseline: Literal["fedgrpo", "central_grpo", "zero_shot"] = "fedgrpo"
