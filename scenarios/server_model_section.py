@@ -31,6 +31,8 @@ class PromptSection(BaseModel):
     shots: Annotated[int, Field(ge=0, le=16)] = 3
     # domain: exemplars of the question's own task family; mixed: one set for every question
     exemplars: Literal["domain", "mixed"] = "domain"
+    # the exemplars' rationale line: equation `27+48 = 75` or the zoo's worked `7+8=15,2+4+1=7`
+    rationale: Literal["equation", "worked"] = "equation"
     # the chat's system message; null = the chat template's own default
     system: str | None = DEFAULT_SYSTEM
 

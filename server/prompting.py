@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from fedgrpo.edge.answer_format import make_prompt
+from fedgrpo.edge.answer_format import make_completion, make_prompt
 from fedgrpo.errors import ConfigError
 from fedgrpo.server.tasks import TaskItem, TaskSuite
 from fedgrpo.server.tasks.suite import DomainSplits
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 PromptStyle = Literal["auto", "plain", "chat"]
 ExemplarChoice = Literal["domain", "mixed"]
+RationaleStyle = Literal["equation", "worked"]
+RATIONALES: tuple[str, ...] = ("equation", "worked")
 STYLES: tuple[str, ...] = ("auto", "plain", "chat")
 EXEMPLAR_CHOICES: tuple[str, ...] = ("domain", "mixed")
 DEFAULT_SYSTEM = (
@@ -48,6 +50,10 @@ class PromptConfig:
     # domain: the exemplars share the question's task family (what its operator shows);
     # mixed: the same exemplars, round-robin over the domains, for every question
     exemplars: ExemplarChoice = "domain"
+    # how the exemplars' rationale line reads: equation `27+48 = 75` (what a 135M chat model
+    # imitates reliably) or the zoo's worked digits `7+8=15,2+4+1=7` (measured: SmolLM2 then
+    # rarely gets an answer right; benchmarks/results/real_model_prompting.md)
+    rationale: RationaleStyle = "equation"
     system: str | None = DEFAULT_SYSTEM  # chat style's system message; None = the template's
     seed: int = 0  # which auxiliary items become exemplars
 
@@ -57,6 +63,10 @@ class PromptConfig:
         if self.exemplars not in EXEMPLAR_CHOICES:
             raise ConfigError(
                 f"prompt exemplars {self.exemplars!r} is unknown; use one of {EXEMPLAR_CHOICES}"
+            )
+        if self.rationale not in RATIONALES:
+            raise ConfigError(
+                f"prompt rationale {self.rationale!r} is unknown; use one of {RATIONALES}"
             )
         if self.shots < 0:
             raise ConfigError(f"prompt shots must be >= 0, got {self.shots}")
@@ -104,14 +114,23 @@ def pick_exemplars(
     return picked
 
 
+def exemplar_reply(item: TaskItem, rationale: str = "equation") -> str:
+    """The assistant turn of an exemplar: a rationale line, then ``answer: N``."""
+    line = f"{item.question} = {item.answer}" if rationale == "equation" else item.rationale
+    return make_completion(line, item.answer).strip()
+
+
 def chat_messages(
-    question: str, exemplars: Sequence[TaskItem], system: str | None
+    question: str,
+    exemplars: Sequence[TaskItem],
+    system: str | None,
+    rationale: str = "equation",
 ) -> list[dict[str, str]]:
     """System line, one user/assistant turn per exemplar, then the question."""
     messages = [{"role": "system", "content": system}] if system else []
     for ex in exemplars:
         messages.append({"role": "user", "content": make_prompt(ex.question)[: -len("\nA:")]})
-        messages.append({"role": "assistant", "content": ex.completion.strip()})
+        messages.append({"role": "assistant", "content": exemplar_reply(ex, rationale)})
     messages.append({"role": "user", "content": make_prompt(question)[: -len("\nA:")]})
     return messages
 
@@ -140,7 +159,8 @@ class PromptFormatter:
             raise ConfigError(
                 f"no prompt exemplars for domain {domain!r}; known: {sorted(map(str, self.exemplars))}"
             )
-        messages = chat_messages(question, self.exemplars[key], self.config.system)
+        cfg = self.config
+        messages = chat_messages(question, self.exemplars[key], cfg.system, cfg.rationale)
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )

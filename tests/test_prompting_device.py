@@ -52,7 +52,7 @@ def test_plain_style_is_the_zoo_format_and_leaves_the_suite_alone(tok: Any) -> N
 
 
 def test_chat_style_renders_same_domain_exemplars_from_the_auxiliary_pool(chat_tok: Any) -> None:
-    f = PromptFormatter(chat_tok, PromptConfig(shots=2, system="SYS"), SUITE)
+    f = PromptFormatter(chat_tok, PromptConfig(shots=2, system="SYS", rationale="worked"), SUITE)
     assert f.chat
     item = SUITE.test("add")[0]
     text = f(item.question, "add")
@@ -61,6 +61,9 @@ def test_chat_style_renders_same_domain_exemplars_from_the_auxiliary_pool(chat_t
     for ex in exemplars:
         assert ex in SUITE.aux_pool("add") and f"<assistant>{ex.completion.strip()}</s>" in text
     assert "sort" not in text  # domain exemplars: none of the other family
+    equation = PromptFormatter(chat_tok, PromptConfig(shots=2, system="SYS"), SUITE)(item.question, "add")
+    ex = exemplars[0]
+    assert f"<assistant>{ex.question} = {ex.answer}\nanswer: {ex.answer}</s>" in equation
     mixed = PromptFormatter(chat_tok, PromptConfig(shots=2, exemplars="mixed"), SUITE)
     assert "sort" in mixed(item.question) and mixed(item.question) == mixed(item.question, "add")
     assert PromptFormatter(chat_tok, PromptConfig(shots=2, seed=1), SUITE)(item.question, "add") != text
