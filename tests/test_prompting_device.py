@@ -144,3 +144,17 @@ def test_generation_stops_at_the_model_eos_as_well_as_the_tokenizer_eos(tok: Any
     assert stop_token_ids(model, tok) == [tok.eos_token_id, first]
     _, _, stopped = generate(model, tok, prompts, SamplingParams(12, temperature=0.0))
     assert all(row == [first] for row in stopped) and len(ids[0]) > 1
+
+
+def test_run_and_validate_report_a_missing_gpu_before_any_run_directory() -> None:
+    import torch
+
+    from fedgrpo.scenarios.checks import environment_errors
+
+    s = validate_dict({"name": "x", "server": {"device": "cuda"}})
+    problems = environment_errors(s)
+    if torch.cuda.is_available():
+        assert not [p for p in problems if p[0] == "server.device"]
+    else:
+        assert ("server.device", problems[-1][1]) == problems[-1] and "no CUDA GPU" in problems[-1][1]
+    assert not [p for p in environment_errors(validate_dict({"name": "x"})) if p[0] == "server.device"]
