@@ -45,13 +45,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sets.append(f"rounds={args.rounds}")
     if args.device is not None:
         sets.append(f"server.device={args.device}")
-    scenario = load_scenario(ROOT / "scenarios" / "smollm2.yaml", sets)
-    out = Path(args.out or tempfile.mkdtemp(prefix="fedgrpo-real-model-"))
-    run_dir = new_run_dir(scenario, out)
     load_before = os.getloadavg()
-    start = time.perf_counter()
-    summary = run_scenario(scenario, run_dir)
-    wall = time.perf_counter() - start
+    if args.from_run:  # a run made earlier with `fedgrpo run scenarios/smollm2.yaml ...`
+        run_dir = Path(args.from_run)
+        scenario = load_scenario(run_dir / "scenario.yaml")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        wall = float(summary["wall_s"])
+        sets = [f"(from {run_dir}: rounds={scenario.rounds}, eval.per_domain={scenario.eval.per_domain})"]
+    else:
+        scenario = load_scenario(ROOT / "scenarios" / "smollm2.yaml", sets)
+        out = Path(args.out or tempfile.mkdtemp(prefix="fedgrpo-real-model-"))
+        run_dir = new_run_dir(scenario, out)
+        start = time.perf_counter()
+        summary = run_scenario(scenario, run_dir)
+        wall = time.perf_counter() - start
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     rounds = [r for r in records if r.get("event") == "round"]
     change = summary.get("accuracy_change") or {}
@@ -126,6 +133,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="parent of the run directory (default: a temp dir)")
     parser.add_argument("--tag", default="real_model", help="results file name (benchmarks/results/TAG.*)")
     parser.add_argument("--load-note", default="", help="what else ran on the machine")
+    parser.add_argument("--from-run", default=None, help="summarise an existing smollm2 run directory instead")
     args = parser.parse_args()
     result = run(args)
     print(json.dumps({k: result[k] for k in ("device", "rounds", "wall_s", "sec_per_round", "gain", "p_value", "gpu_peak_memory_mb")}))
