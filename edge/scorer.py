@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,9 @@ class EdgeScorer:
         self.eos_token_id = eos_token_id
         self.name = name
         self.manifest = manifest
+        # question -> the text the model continues; the plain zoo format unless a deployment
+        # (or benchmarks/edge_fidelity.py) sets a chat prompt for an instruct model
+        self.prompt: Callable[[str], str] = make_prompt
         self._greedy: OrderedDict[str, str | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -203,7 +206,7 @@ class EdgeScorer:
 
     def greedy_completions(self, questions: Sequence[str]) -> list[str]:
         """Uncached greedy completions (text after the prompt), for agreement and competence."""
-        prompts = [e.ids for e in self.tokenizer.encode_batch([make_prompt(q) for q in questions])]
+        prompts = [e.ids for e in self.tokenizer.encode_batch([self.prompt(q) for q in questions])]
         generated = self.model.greedy(prompts, self.config.max_new_tokens, self.eos_token_id)
         return list(self.tokenizer.decode_batch(generated, skip_special_tokens=True))
 
@@ -219,7 +222,7 @@ class EdgeScorer:
             span = answer_span(c)
             if span is None:
                 continue
-            prompt = make_prompt(q)
+            prompt = self.prompt(q)
             texts.append(prompt + c)
             spans.append((len(prompt) + span[0], len(prompt) + span[1]))
             owners.append(i)

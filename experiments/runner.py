@@ -24,7 +24,13 @@ from fedgrpo.experiments.records import write_summary
 from fedgrpo.experiments.signals import sigterm_as_interrupt
 from fedgrpo.experiments.tracking import TrackedWriter
 from fedgrpo.scenarios.behaviour_section import make_aggregator, run_outputs
-from fedgrpo.scenarios.mapping import experts_ranked, grpo_config, late_rewards
+from fedgrpo.scenarios.mapping import (
+    device_config,
+    experts_ranked,
+    grpo_config,
+    late_rewards,
+    prompt_config,
+)
 from fedgrpo.scenarios.schema import Scenario
 from fedgrpo.server.checkpoint import has_checkpoint, prune
 
@@ -201,12 +207,15 @@ def _load_models(s: Scenario) -> tuple[Context, Any, Any]:
     """The run's context (zoo built if needed) and the server model + tokenizer."""
     import torch
 
+    from fedgrpo.server.device import place, prepare_model
     from fedgrpo.server.zoo.loading import load_causal_lm
 
     if s.server.threads is not None:
         torch.set_num_threads(s.server.threads)
+    placement = place(device_config(s))  # a cuda without GPU fails here, before loading
     ctx = build_context(s)
     model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
+    model = prepare_model(model, device_config(s), placement)
     return ctx, model, tokenizer
 
 
@@ -215,6 +224,7 @@ def _prepare(
 ) -> _Run:
     """Trainer (config from the scenario mapping), resumed state and the sim journal."""
     from fedgrpo.server.comm import lora_bytes_per_round
+    from fedgrpo.server.prompting import PromptFormatter, prompted_suite
     from fedgrpo.server.trainer import FedGRPOTrainer
 
     s = ctx.scenario
@@ -222,7 +232,7 @@ def _prepare(
     trainer = FedGRPOTrainer(
         model,
         tokenizer,
-        ctx.suite,
+        prompted_suite(ctx.suite, PromptFormatter(tokenizer, prompt_config(s), ctx.suite)),
         gatherer,
         selector,
         grpo_config(s),

@@ -320,4 +320,18 @@ def check_token_env(s: Scenario) -> list[Problem]:
 
 def environment_errors(s: Scenario) -> list[Problem]:
     """(field path, message) for what this machine lacks to run ``s``."""
-    return check_local_models(s) + check_token_env(s) + task_data_errors(s)
+    return check_local_models(s) + check_token_env(s) + task_data_errors(s) + check_device(s)
+
+
+def check_device(s: Scenario) -> list[Problem]:
+    """``server.device: cuda[:N]`` on a machine whose torch sees no such GPU."""
+    if not s.models_needed or not s.server.device.startswith("cuda"):
+        return []
+    from fedgrpo.errors import ConfigError
+    from fedgrpo.server.device import resolve_device
+
+    try:
+        resolve_device(s.server.device)
+    except ConfigError as exc:
+        return [("server.device", str(exc).removeprefix("server.device: "))]
+    return []

@@ -5,6 +5,9 @@
 * the whole scenario -> :class:`fedgrpo.sim.config.SimConfig` with its
   :class:`~fedgrpo.sim.config.WorkloadSpec` and one :class:`~fedgrpo.sim.config.ClientSpec`
   per client (:func:`sim_config`, :func:`workload`, :func:`sim_client`);
+* ``server.device``/``dtype``/``gradient_checkpointing``/``compile`` ->
+  :class:`fedgrpo.server.device.DeviceConfig` and ``server.prompt`` ->
+  :class:`fedgrpo.server.prompting.PromptConfig` (:func:`device_config`, :func:`prompt_config`);
 * each client's reward settings (:func:`client_rewards`): every request to a client carries
   its own group's ``reward_mode`` and ``format_weight``, in every mode.
 
@@ -31,9 +34,11 @@ from fedgrpo.scenarios.task_section import to_task_source
 
 if TYPE_CHECKING:
     from fedgrpo.rounds import RoundPolicy
+    from fedgrpo.server.device import DeviceConfig
     from fedgrpo.server.grpo.config import GRPOConfig
     from fedgrpo.server.grpo.offpolicy import LateRewardConfig
     from fedgrpo.server.tasks import TaskSource
+    from fedgrpo.server.prompting import PromptConfig
     from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines
@@ -62,6 +67,19 @@ def task_source(s: Scenario) -> TaskSource:
 
 
 # --------------------------------------------------------------------------- experts per question
+
+
+def device_config(s: Scenario) -> DeviceConfig:
+    from fedgrpo.server.device import DeviceConfig
+
+    v = s.server
+    return DeviceConfig(v.device, v.dtype, v.gradient_checkpointing, v.compile)
+
+
+def prompt_config(s: Scenario) -> PromptConfig:
+    from fedgrpo.server.prompting import PromptConfig
+
+    return PromptConfig(**s.server.prompt.model_dump(), seed=s.seed)
 
 
 def primaries_per_question(s: Scenario) -> int:

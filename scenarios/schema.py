@@ -30,6 +30,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.server_model_section import ServerModelFields
 from fedgrpo.scenarios.task_section import TaskSourceSection
 from fedgrpo.scenarios.tracking_section import Loggers
 
@@ -147,7 +148,7 @@ class GRPOSection(_Section):
     shuffle_rewards: bool = False
 
 
-class ServerSection(_Section):
+class ServerSection(_Section, ServerModelFields):  # + device, dtype, prompt, ...
     model: str = "zoo:server-base"
     grpo: GRPOSection = Field(default_factory=GRPOSection)
     baseline: Literal["fedgrpo", "central_grpo", "zero_shot"] = "fedgrpo"

@@ -30,13 +30,14 @@ def embed_texts(
     chunks = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            batch = encode_prompts(tokenizer, texts[start : start + batch_size])
+            encoded = encode_prompts(tokenizer, texts[start : start + batch_size])
+            batch = {k: v.to(model.device) for k, v in encoded.items()}
             mask = batch["attention_mask"]
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(**batch, position_ids=position_ids, output_hidden_states=True)
             hidden = out.hidden_states[layer]
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            chunks.append(pooled.float().numpy())
+            chunks.append(pooled.float().cpu().numpy())
     emb = np.concatenate(chunks, axis=0)
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

@@ -58,16 +58,17 @@ def generate(
     greedy = params.temperature <= 0.0
     model_was_training = model.training
     model.eval()
-    kwargs = _generate_kwargs(tokenizer, params)
+    stops = stop_token_ids(model, tokenizer)
+    kwargs = _generate_kwargs(tokenizer, params, stops)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        batch = encode_prompts(tokenizer, chunk)
+        batch = {k: v.to(model.device) for k, v in encode_prompts(tokenizer, chunk).items()}
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             if generator is not None and not greedy:
                 seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
                 torch.manual_seed(seed)
             out = model.generate(**batch, **kwargs)  # type: ignore[operator]
-        for prompt, generated in _split_rows(tokenizer, out, batch):
+        for prompt, generated in _split_rows(tokenizer, out.cpu(), batch, stops):
             prompt_ids.append(prompt)
             completion_ids.append(generated)
             texts.append(tokenizer.decode(generated, skip_special_tokens=True))
@@ -76,16 +77,35 @@ def generate(
     return texts, prompt_ids, completion_ids
 
 
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Tokens that end a completion: the tokenizer's EOS and the model's generation-config EOS.
+
+    They differ for chat models: SmolLM2's GGUF tokenizer names ``<|im_start|>`` its EOS,
+    while a chat turn ends with ``<|im_end|>`` (its generation config's EOS). Without the
+    latter a completion would run on into a new turn."""
+    ids: list[int] = []
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, config_eos):
+        for token in value if isinstance(value, list) else [value]:
+            if token is not None and int(token) not in ids:
+                ids.append(int(token))
+    return ids
+
+
 def _generate_kwargs(
-    tokenizer: PreTrainedTokenizerBase, params: SamplingParams
+    tokenizer: PreTrainedTokenizerBase, params: SamplingParams, stops: list[int]
 ) -> dict[str, object]:
-    """HF ``generate`` arguments for ``params`` (greedy at temperature 0, else pure top-p)."""
+    """HF ``generate`` arguments for ``params`` (greedy at temperature 0, else pure top-p).
+
+    Every row of a batch decodes together with a KV cache (``use_cache``): one forward pass
+    over the new token per step, not over the whole sequence."""
     greedy = params.temperature <= 0.0
     kwargs: dict[str, object] = {
         "max_new_tokens": params.max_new_tokens,
         "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": stops,
         "do_sample": not greedy,
+        "use_cache": True,
     }
     if not greedy:
         kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
@@ -93,16 +113,20 @@ def _generate_kwargs(
 
 
 def _split_rows(
-    tokenizer: PreTrainedTokenizerBase, out: torch.Tensor, batch: dict[str, torch.Tensor]
+    tokenizer: PreTrainedTokenizerBase,
+    out: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    stops: list[int],
 ) -> Iterator[tuple[list[int], list[int]]]:
     """Per generated row: the prompt's token ids without padding, and the completion's up to
-    and including EOS (or without padding when it never ended)."""
+    and including the first stop token (or without padding when it never ended)."""
     width = batch["input_ids"].shape[1]
-    for row, mask in zip(out, batch["attention_mask"]):
+    for row, mask in zip(out, batch["attention_mask"].cpu()):
         prompt = row[:width][mask.bool()].tolist()
         generated = row[width:].tolist()
-        if tokenizer.eos_token_id in generated:
-            generated = generated[: generated.index(tokenizer.eos_token_id) + 1]
+        ends = [k for k, t in enumerate(generated) if t in stops]
+        if ends:
+            generated = generated[: ends[0] + 1]
         else:
             generated = [t for t in generated if t != tokenizer.pad_token_id]
         yield prompt, generated

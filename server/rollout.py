@@ -98,7 +98,8 @@ def rollout(
 
     repeated = [p for p in prompts for _ in range(group_size)]
     texts, prompt_ids, completion_ids = generate(model, tokenizer, repeated, params, generator)
-    input_ids, attention, cmask = pack(prompt_ids, completion_ids, tokenizer.pad_token_id)
+    packed = pack(prompt_ids, completion_ids, tokenizer.pad_token_id)
+    input_ids, attention, cmask = (t.to(model.device) for t in packed)
     with torch.no_grad():
         old = completion_logps(
             model, input_ids, attention, cmask.shape[1], temperature=max(params.temperature, 1e-6)

@@ -228,10 +228,12 @@ class FedGRPOTrainer:
         cfg = self.config
         mask = ~np.isnan(combined)
         adv, effective = group_advantages(np.nan_to_num(combined), mask, scale=cfg.scale)
-        adv_t = torch.as_tensor(np.asarray(adv), dtype=torch.float32).reshape(-1)
+        device = batch.old_logps.device  # the policy's device (server/device.py)
+        adv_t = torch.as_tensor(np.asarray(adv), dtype=torch.float32, device=device).reshape(-1)
         if cfg.negative_advantage_scale != 1.0:
             adv_t = torch.where(adv_t < 0, adv_t * cfg.negative_advantage_scale, adv_t)
-        seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool).reshape(-1)
+        seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool, device=device)
+        seq_mask = seq_mask.reshape(-1)
         groups_with_signal = signal_groups(combined)
         out: dict[str, Any] = {
             "groups_with_signal": groups_with_signal,

@@ -83,7 +83,9 @@ def test_library_properties() -> None:
     assert lib["noniid-dirichlet"].tasks.partition.scheme == "dirichlet"
     assert lib["async-staleness"].round_policy.async_
     assert lib["smollm2"].server.model == "builtin:smollm2-135m-instruct"
-    assert all(g.model == "builtin:smollm2-135m-instruct" for g in lib["smollm2"].clients.groups)
+    smol = lib["smollm2"]  # the real server model learns from the zoo experts (int8 ONNX)
+    assert smol.server.prompt.style == "chat" and smol.clients.groups[0].export == "int8"
+    assert [c.model for c in smol.client_list()] == [f"zoo:expert-{k}" for k in range(5)]
     assert lib["emulate-local"].mode == "emulate" and lib["emulate-local"].clients.total == 3
     live = lib["live-template"]
     assert live.mode == "live" and all(c.url for c in live.client_list())
