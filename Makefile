@@ -6,6 +6,9 @@ STAMP := $(VENV)/.fedgrpo-installed
 MODELS_DIR ?= models
 SCENARIO ?= scenarios/quickstart.yaml
 PYTEST_ARGS ?=
+# two test processes (pytest-xdist), one test file each at a time: many tests wait on
+# subprocesses, servers and sockets, so two workers fill the two cores CI has
+PYTEST_PAR ?= -n 2 --dist loadfile
 
 .PHONY: venv demo test test-fast test-all lint bench clean-venv
 
@@ -30,10 +33,10 @@ lint: $(STAMP)
 # What CI runs: lint + type check + the whole suite, slow end-to-end tests included
 # (SmolLM2 from its PyPI wheel, ~3 min in all on 2 cores). `make test-fast` skips the slow ones.
 test: lint
-	FEDGRPO_SLOW=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	FEDGRPO_SLOW=1 $(PY) -m pytest -q $(PYTEST_PAR) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_PAR) $(PYTEST_ARGS)
 
 test-all: test
 

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from fedgrpo.server.device import DeviceConfig
     from fedgrpo.server.grpo.config import GRPOConfig
     from fedgrpo.server.grpo.offpolicy import LateRewardConfig
-    from fedgrpo.server.tasks import TaskSource
     from fedgrpo.server.prompting import PromptConfig
+    from fedgrpo.server.tasks import TaskSource
     from fedgrpo.sim.config import ClientSpec, SimConfig, WorkloadSpec
 
 OFFLINE_CYCLE_DEADLINES = 20  # on/off cycle length for an 'offline: p' override, in deadlines

@@ -9,6 +9,7 @@ leaves a half-written entry that looks valid; a manifest mismatch means corrupte
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -72,9 +73,26 @@ class ModelCache:
     ) -> CacheResult:
         """Return the cached entry, or call ``build(recipe, tmp_dir)`` and store its output."""
         start = time.perf_counter()
-        problem = self.verify(recipe)
-        if problem is None:
+        if self.verify(recipe) is None:
             return CacheResult(recipe, self.path_for(recipe), "hit", time.perf_counter() - start)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # One builder per entry across processes (parallel test workers, two runs sharing a
+        # models dir): the others wait, then find the entry built.
+        with open(self.root / f".lock-{recipe.cache_key}", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            problem = self.verify(recipe)
+            if problem is None:
+                path = self.path_for(recipe)
+                return CacheResult(recipe, path, "hit", time.perf_counter() - start)
+            return self._build(recipe, build, problem, start)
+
+    def _build(
+        self,
+        recipe: ModelRecipe,
+        build: Callable[[ModelRecipe, Path], dict[str, object]],
+        problem: str,
+        start: float,
+    ) -> CacheResult:
         status = "built" if problem == "missing" else "rebuilt"
         if status == "rebuilt":
             log.warning("cache entry %s is corrupted (%s); rebuilding", recipe.cache_key, problem)
