@@ -17,7 +17,7 @@ from fedgrpo.edge.answer_format import make_completion, make_prompt
 from fedgrpo.edge.answer_span import answer_span
 from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
 
 def _cache() -> Path:

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.real_model
 def test_smollm2_scenario_one_round_writes_the_format_and_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fedgrpo.experiments.runner import run_scenario
     from fedgrpo.scenarios.loader import load_scenario, new_run_dir
