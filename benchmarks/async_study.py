@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
+from machine import cpu_model, versions  # noqa: E402  (benchmarks/, the script's own folder)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SCENARIO = ROOT / "scenarios" / "async-staleness.yaml"
@@ -162,21 +161,6 @@ def summarise(runs: list[dict[str, Any]], items: int) -> dict[str, Any]:
     return out
 
 
-def versions() -> dict[str, str]:
-    import numpy
-    import simpy
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "simpy": simpy.__version__,
-        "numpy": numpy.__version__,
-    }
-
-
 def write_markdown(path: Path, table: dict[str, Any], meta: dict[str, Any]) -> None:
     lines = [
         "# Async FedGRPO under stragglers: accuracy vs virtual time",
@@ -263,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "machine": cpu_model(),
         "cores": os.cpu_count(),
-        "versions": versions(),
+        "versions": versions("torch", "transformers", "simpy", "numpy"),
         "seeds": list(range(args.seeds)),
         "settings": f"sync {args.sync_rounds} rounds, async {args.async_rounds} rounds, "
         f"{args.questions} questions/round, lr {args.lr}, aux set {args.aux}, eval every {args.eval_every} rounds on "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import version
 from pathlib import Path
 
 
@@ -14,3 +16,8 @@ def cpu_model(default: str = "unknown") -> str:
     except OSError:
         pass
     return default
+
+
+def versions(*distributions: str) -> dict[str, str]:
+    """Python's version and each installed distribution's, for a result header."""
+    return {"python": platform.python_version(), **{d: version(d) for d in distributions}}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, versions  # noqa: E402
 
 QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
 POPULATION = ROOT / "scenarios" / "population.yaml"
@@ -212,23 +211,6 @@ def summarise(rows: list[Row], results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
-def versions() -> dict[str, str]:
-    import numpy
-    import onnxruntime
-    import peft
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
-    }
-
-
 def write_markdown(path: Path, table: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     lines = [
         "# Paper table: held-out accuracy gain over the base (500 test items, greedy)",
@@ -319,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "machine": cpu_model(),
         "cores": os.cpu_count(),
-        "versions": versions(),
+        "versions": versions("torch", "transformers", "peft", "onnxruntime", "numpy"),
         "seeds": list(range(args.seeds)),
         "wall_s": time.perf_counter() - start,
     }

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, versions  # noqa: E402
 
 QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
 G0 = "clients.groups.0"
@@ -155,21 +154,6 @@ def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, 
     return table
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    import numpy
-    import onnxruntime
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__, "dp-accounting": version("dp-accounting"),
-    }  # fmt: skip
-
-
 def write_markdown(path: Path, table: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     v = ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
     lines = [
@@ -267,7 +251,7 @@ def _write(
 ) -> int:
     table = summarise(rows, results)
     meta = {
-        "machine": cpu_model(), "cores": os.cpu_count(), "versions": versions(),
+        "machine": cpu_model(), "cores": os.cpu_count(), "versions": versions("torch", "transformers", "onnxruntime", "numpy", "dp-accounting"),
         "seeds": list(range(args.seeds)), "rounds": args.rounds, "per_domain": args.per_domain,
         "wall_s": sum(x["wall_s"] for x in results) if partial else time.perf_counter() - start,
         "partial": partial,
