@@ -167,9 +167,10 @@ def offpolicy_grpo_loss(
         token_normalizer=token_normalizer,
         token_weights=w,
     )
-    stale_tokens = completion_mask.bool() & (keep & (staleness > 0))[:, None]
+    stale_rows = keep & (staleness > 0)
+    stale_tokens = completion_mask.bool() & stale_rows[:, None]
     metrics.update(_weight_metrics(w, truncated, stale_tokens))
-    metrics["stale_sequences"] = float((keep & (staleness > 0)).sum())
+    metrics["stale_sequences"] = float(stale_rows.sum())
     metrics["too_stale_sequences"] = float((base & too_stale).sum())
     return loss, metrics
 
