@@ -8,7 +8,7 @@ Where this departs from the paper's description (see also ``server.grpo``):
 missing rewards are masked rather than zeroed, and the auxiliary-set embeddings come from
 the *initial* (frozen) server model so they never drift during training.
 
-Size: ~405 lines, just over the 400 cap, since three features met here in one merge (late
+Size: just over the 400-line cap, since three features met here in one merge (late
 rewards, device placement, the trust aggregator hook); the next split moves ``_late`` and
 the checkpoint save/load into their own modules.
 
