@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from fedgrpo.edge.answer_math import canonical_expression
+
 ANSWER_PREFIX = "answer:"
 QUESTION_PREFIX = "Q: "
 ANSWER_CUE = "\nA:"
@@ -32,11 +34,19 @@ _CHAR_FOLDS = str.maketrans(
     }
 )
 
+# "answer: ..." up to the line end or the next "answer" (models sometimes restate)
 _ANSWER_RE = re.compile(
-    r"answer\s*(?:is)?\s*[:=]?\s*[*_`$]*\s*([+-]?\d[\d,]*)", flags=re.IGNORECASE
+    r"answer\s*(?:is)?\s*[:=]?\s*([*_`$\s]*(?:(?!answer)[^\n])*)", flags=re.IGNORECASE
 )
-_BOXED_RE = re.compile(r"\\boxed\{\s*([+-]?\d[\d,]*)\s*\}")
-_FORMAT_RE = re.compile(r"^\s*[^\n]*\S[^\n]*\nanswer: -?\d+\s*$")
+_LEADING_NUMBER = re.compile(r"[+-]?\d[\d,]*(?:\.\d+)?(?:/\d+)?")  # prose after it is ignored
+_LEAD = re.compile(r"[*_`$]*\s*")  # emphasis, then spaces, before the answer
+_OLD_INTEGER = re.compile(r"[+-]?\d[\d,]*")
+_STARTS = re.compile(r"[+-]?(?:[^\W_]|[\\({\[|.])")  # how an answer begins
+_CONTINUES = re.compile(r"\.\d|[A-Za-z]|\s*[\\^/{]")  # ...so the integer is not the answer
+_FORMAT_RE = re.compile(r"^\s*[^\n]*\S[^\n]*\nanswer: (\S[^\n]*?)\s*$")
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_MARKUP = "*_`$ \t\n"
+MAX_INTEGER_CHARS = 4000  # Python refuses int() of more than 4300 digits
 
 
 def fold_text(text: str) -> str:
@@ -45,31 +55,103 @@ def fold_text(text: str) -> str:
 
 
 def normalise_answer(answer: str) -> str | None:
-    """Canonical form of a numeric answer: no sign for zero, no leading zeros, no separators.
+    """The one canonical string of an answer, or ``None`` if it is not one.
 
-    Returns ``None`` if ``answer`` is not an integer after folding.
+    Integers as always (no sign for zero, no leading zeros, no separators); decimals and
+    fractions as the exact reduced fraction (``0.5`` -> ``1/2``); other LaTeX expressions in
+    MATH's exact-match normal form (:mod:`fedgrpo.edge.answer_math`). A whole-answer
+    ``\\boxed{...}`` is unwrapped.
     """
-    folded = fold_text(answer).strip().replace(",", "").replace("_", "")
-    if not re.fullmatch(r"[+-]?\d+", folded):
+    folded = fold_text(answer).strip()
+    plain = folded.replace(",", "").replace("_", "")
+    if re.fullmatch(r"[+-]?\d+", plain):
+        return str(int(plain)) if len(plain) <= MAX_INTEGER_CHARS else None
+    boxed = last_boxed(folded)
+    if boxed is not None and boxed[0] == 0 and boxed[1] == len(folded):
+        folded = boxed[2].strip()
+    return canonical_expression(folded)
+
+
+def locate_answer(folded: str) -> tuple[str, int, int] | None:
+    """``(canonical answer, start, end)`` of the final answer in already-folded text.
+
+    The last ``answer: X`` whose ``X`` reads as an answer wins; ``X`` is the rest of the line
+    (markdown emphasis and ``$`` around it dropped), or, when prose follows, the number it
+    starts with (``answer: 75 because ...``). Without one, the last ``\\boxed{X}``.
+    """
+    for match in reversed(list(_ANSWER_RE.finditer(folded))):
+        found = _read_answer_text(folded, match.start(1), match.end(1))
+        if found is not None:
+            return found
+    boxed = last_boxed(folded)
+    if boxed is None:
         return None
-    value = int(folded)
-    return str(value)
+    _, end, content = boxed
+    value = normalise_answer(content)
+    return None if value is None else (value, end - 1 - len(content), end - 1)
+
+
+def _read_answer_text(text: str, lo: int, hi: int) -> tuple[str, int, int] | None:
+    """The answer at the start of ``text[lo:hi]`` (the rest of an ``answer`` line).
+
+    An integer not continued by a decimal point, a letter, ``/``, ``^``, ``{`` or a LaTeX
+    command reads as it always did (its digits only: ``75 apples``, ``5-3`` and ``12%5``
+    give 75, 5 and 12); anything else is read whole (:func:`normalise_answer`), or, when prose
+    follows, by the number it starts with (``3.5 cups`` -> ``7/2``).
+    """
+    lo = _LEAD.match(text, lo, hi).end()  # type: ignore[union-attr]  # always matches
+    integer = _OLD_INTEGER.match(text, lo, hi)
+    if integer is not None and not _CONTINUES.match(text, integer.end(), hi):
+        return _token(text, lo, integer.end())
+    if not _STARTS.match(text, lo, hi) or (text[lo].isalpha() and text[lo - 1].isalpha()):
+        return None  # "answer, 0", "answer-=0", "answerx": not an answer line
+    end = hi
+    while end > lo and text[end - 1] in _MARKUP + ".,;:!?":
+        end -= 1
+    value = normalise_answer(text[lo:end]) if end > lo else None
+    if value is not None:
+        return value, lo, end
+    number = _LEADING_NUMBER.match(text, lo, hi)
+    return None if number is None else _token(text, lo, number.end())
+
+
+def _token(text: str, lo: int, end: int) -> tuple[str, int, int] | None:
+    while end > lo and text[end - 1] == ",":  # "answer: 75, done" -> "75"
+        end -= 1
+    value = normalise_answer(text[lo:end])
+    return None if value is None else (value, lo, end)
+
+
+def last_boxed(text: str) -> tuple[int, int, str] | None:
+    """(start, end, content) of the last ``\\boxed{...}`` / ``\\fbox{...}``, braces balanced;
+    None if there is none or its braces never close."""
+    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
+    if start < 0:
+        return None
+    brace = text.find("{", start)
+    if brace < 0 or text[start:brace].strip() not in _BOX_COMMANDS:
+        return None
+    depth = 0
+    for pos in range(brace, len(text)):
+        if text[pos] == "{":
+            depth += 1
+        elif text[pos] == "}":
+            depth -= 1
+            if depth == 0:
+                return start, pos + 1, text[brace + 1 : pos]
+    return None
 
 
 def extract_answer(completion: str) -> str | None:
     """The final answer of a completion, normalised, or ``None`` if there is none.
 
-    Takes the *last* ``answer: N`` (models sometimes restate), tolerates markdown emphasis,
-    full-width digits, unicode minus signs, thousands separators and trailing text, and
-    falls back to a LaTeX ``\\boxed{N}`` for general-purpose chat models.
+    Takes the *last* ``answer: X`` (models sometimes restate), tolerates markdown emphasis,
+    full-width digits, unicode minus signs, thousands separators and trailing prose, and
+    falls back to a LaTeX ``\\boxed{X}`` for general-purpose chat models. ``X`` is an integer,
+    a decimal, a fraction or a LaTeX expression (:func:`normalise_answer`).
     """
-    text = fold_text(completion)
-    matches = _ANSWER_RE.findall(text)
-    if not matches:
-        matches = _BOXED_RE.findall(text)
-    if not matches:
-        return None
-    return normalise_answer(matches[-1])
+    found = locate_answer(fold_text(completion))
+    return None if found is None else found[0]
 
 
 def is_correct(completion: str, reference_answer: str) -> bool:
@@ -80,8 +162,18 @@ def is_correct(completion: str, reference_answer: str) -> bool:
 
 
 def follows_format(completion: str) -> bool:
-    """Whether the completion is one rationale line then exactly ``answer: N`` at the end."""
-    return bool(_FORMAT_RE.match(fold_text(completion)))
+    """Whether the completion is one rationale line then exactly ``answer: X`` at the end.
+
+    An integer is written ``-?\\d+`` (no ``+``, separators, ``$`` or full stop); any other
+    answer must read as one (:func:`normalise_answer`)."""
+    match = _FORMAT_RE.match(fold_text(completion))
+    if match is None:
+        return False
+    written = match.group(1)
+    value = normalise_answer(written)
+    if value is not None and re.fullmatch(r"-?\d+", value):
+        return bool(re.fullmatch(r"-?\d+", written))
+    return value is not None
 
 
 def normalise_question(question: str) -> str:

@@ -9,11 +9,9 @@ folded character came from, run the same patterns as ``answer_format`` and map t
 from __future__ import annotations
 
 from fedgrpo.edge.answer_format import (  # the one definition of what an answer looks like
-    _ANSWER_RE,
-    _BOXED_RE,
     extract_answer,
     fold_text,
-    normalise_answer,
+    locate_answer,
 )
 
 
@@ -38,14 +36,7 @@ def answer_span(completion: str) -> tuple[int, int] | None:
     if expected is None:
         return None
     folded, origins = _fold_with_origins(completion)
-    for pattern in (_ANSWER_RE, _BOXED_RE):
-        matches = list(pattern.finditer(folded))
-        if matches:
-            last = matches[-1]
-            start, end = last.span(1)
-            while end > start and folded[end - 1] == ",":  # "answer: 75, done" -> "75"
-                end -= 1
-            if end <= start or normalise_answer(folded[start:end]) != expected:
-                return None
-            return origins[start], origins[end - 1] + 1
-    return None
+    found = locate_answer(folded)
+    if found is None or found[0] != expected or found[2] <= found[1]:
+        return None
+    return origins[found[1]], origins[found[2] - 1] + 1

@@ -29,7 +29,10 @@ class AnswerTable:
     def add(self, question: str, answer: str) -> None:
         normalised = normalise_answer(answer)
         if normalised is None:
-            raise AnswerTableError(f"answer {answer!r} for {question!r} is not an integer")
+            raise AnswerTableError(
+                f"answer {answer!r} for {question!r} is not an answer the device can read "
+                "(an integer, decimal, fraction or LaTeX expression; write words as \\text{...})"
+            )
         self._answers[normalise_question(question)] = normalised
 
     def lookup(self, question: str) -> str | None:
@@ -56,9 +59,10 @@ class AnswerTable:
                 if not isinstance(row, dict):
                     raise AnswerTableError(f"{path}:{number}: expected an object")
                 question, answer = row.get("question"), row.get("answer")
-                if not isinstance(question, str) or not isinstance(answer, (str, int)):
+                numeric = isinstance(answer, (int, float)) and not isinstance(answer, bool)
+                if not isinstance(question, str) or not (isinstance(answer, str) or numeric):
                     raise AnswerTableError(
-                        f"{path}:{number}: needs string 'question' and 'answer' fields"
+                        f"{path}:{number}: needs a string 'question' and a string or number 'answer'"
                     )
                 try:
                     table.add(question, str(answer))

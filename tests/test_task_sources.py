@@ -28,8 +28,9 @@ def test_gsm8k_answers_drop_calculator_notes_and_separators() -> None:
     assert gsm8k_answer(text) == ("Half of 48 is 24. Then 24+1001=1025.", "1025")
     with pytest.raises(LayoutError, match="no '#### N'"):
         gsm8k_answer("just 12")
-    with pytest.raises(LayoutError, match="not an integer"):
-        gsm8k_answer("so\n#### 2.5")
+    assert gsm8k_answer("so\n#### 2.5")[1] == "5/2"
+    with pytest.raises(LayoutError, match="not an answer the clients can read"):
+        gsm8k_answer("so\n#### two and a half")
 
 
 def test_math_answers_read_the_last_boxed_with_balanced_braces() -> None:
@@ -37,8 +38,11 @@ def test_math_answers_read_the_last_boxed_with_balanced_braces() -> None:
     assert math_answer(r"First \boxed{1}, then $\boxed{{12}}$")[1] == "12"
     assert math_answer(r"$\boxed{5\text{ cm}}$")[1] == "5"
     assert math_answer(r"\fbox{-7}")[1] == "-7"
-    with pytest.raises(LayoutError, match="not an integer"):
-        math_answer(r"$\boxed{\frac{1}{2}}$")
+    assert math_answer(r"$\boxed{\frac{1}{2}}$")[1] == "1/2"
+    assert math_answer(r"$\boxed{\dfrac{\sqrt{3}}{2}}$")[1] == r"\frac{\sqrt{3}}{2}"
+    assert math_answer(r"$\boxed{\text{odd}}$")[1] == r"\text{odd}"
+    with pytest.raises(LayoutError, match=r"write a word answer as \\text"):
+        math_answer(r"$\boxed{odd}$")
     with pytest.raises(LayoutError, match="never close"):
         math_answer(r"so \boxed{\frac{1}{2}")
     with pytest.raises(LayoutError, match=r"no \\boxed"):
@@ -48,7 +52,8 @@ def test_math_answers_read_the_last_boxed_with_balanced_braces() -> None:
 def test_qa_answers_take_numbers_and_text() -> None:
     assert qa_answer(3.0) == ("3", "3")
     assert qa_answer("1,200", "600+600=1200") == ("600+600=1200", "1200")
-    for bad in (2.5, None, True, "seven"):
+    assert qa_answer(2.5) == ("5/2", "5/2") and qa_answer(1e-5)[1] == "1/100000"
+    for bad in (float("nan"), None, True, "seven"):
         with pytest.raises(LayoutError):
             qa_answer(bad)
 
@@ -116,7 +121,7 @@ def test_validate_names_the_file_and_the_field_for_bad_data(tmp_path: Path) -> N
 
 def test_unreadable_answers_error_or_are_skipped(tmp_path: Path) -> None:
     rows = [{"problem": f"p{k}", "solution": f"$\\boxed{{{k}}}$"} for k in range(8)]
-    rows[3]["solution"] = r"$\boxed{\frac{1}{2}}$"
+    rows[3]["solution"] = r"$\boxed{seven}$"
     path = tmp_path / "math.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DatasetError, match=r"row 4: column 'solution' the boxed answer") as exc:

@@ -7,15 +7,17 @@
 * ``qa``: a generic ``answer`` column holding the answer itself (optionally a rationale column).
 
 Pure functions: each returns ``(rationale, answer)`` or raises :class:`LayoutError` saying what
-is wrong with the text. Answers are normalised with the edge's answer format, so they must be
-integers: the clients' answer tables and checkers hold integers.
+is wrong with the text. Answers are normalised with the edge's answer format (integers,
+decimals, fractions and LaTeX expressions, one canonical string each), the form the clients'
+answer tables and checkers hold.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
-from fedgrpo.edge.answer_format import normalise_answer
+from fedgrpo.edge.answer_format import last_boxed, normalise_answer
 
 LAYOUTS = ("gsm8k", "math", "qa")
 # default (question column, answer column) per layout
@@ -23,8 +25,6 @@ DEFAULT_FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-# LaTeX that wraps or decorates a number without changing it
-_LATEX_NOISE = re.compile(r"\\text\{[^{}]*\}|\\mathrm\{[^{}]*\}|\\[!,;: ]|\\%|\^\{?\\circ\}?|\$|\s")
 
 
 class LayoutError(ValueError):
@@ -36,11 +36,12 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def integer_answer(raw: str, what: str) -> str:
+def readable_answer(raw: str, what: str) -> str:
     normalised = normalise_answer(raw)
     if normalised is None:
         raise LayoutError(
-            f"{what} {raw!r} is not an integer (the clients' answer format holds integers)"
+            f"{what} {raw!r} is not an answer the clients can read (an integer, decimal, "
+            "fraction or LaTeX expression; write a word answer as \\text{...})"
         )
     return normalised
 
@@ -50,29 +51,9 @@ def gsm8k_answer(text: str) -> tuple[str, str]:
     if "####" not in text:
         raise LayoutError("has no '#### N' final answer")
     body, _, final = text.rpartition("####")
-    answer = integer_answer(final.strip(), "the answer after ####")
+    answer = readable_answer(final.strip(), "the answer after ####")
     rationale = one_line(_CALCULATOR.sub("", body))
     return rationale or answer, answer
-
-
-def last_boxed(text: str) -> tuple[int, int, str] | None:
-    """(start, end, content) of the last ``\\boxed{...}`` / ``\\fbox{...}``, braces balanced;
-    None if there is none or its braces never close."""
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
-    if start < 0:
-        return None
-    brace = text.find("{", start)
-    if brace < 0 or text[start:brace].strip() not in _BOX_COMMANDS:
-        return None
-    depth = 0
-    for pos in range(brace, len(text)):
-        if text[pos] == "{":
-            depth += 1
-        elif text[pos] == "}":
-            depth -= 1
-            if depth == 0:
-                return start, pos + 1, text[brace + 1 : pos]
-    return None
 
 
 def math_answer(text: str) -> tuple[str, str]:
@@ -83,8 +64,7 @@ def math_answer(text: str) -> tuple[str, str]:
             raise LayoutError("has a \\boxed{ whose braces never close")
         raise LayoutError("has no \\boxed{...} final answer")
     start, end, content = found
-    cleaned = _LATEX_NOISE.sub("", content).replace("{,}", ",").strip("{}")
-    answer = integer_answer(cleaned, "the boxed answer")
+    answer = readable_answer(content, "the boxed answer")
     rationale = one_line((text[:start] + content + text[end:]).replace("$", ""))
     return rationale, answer
 
@@ -92,11 +72,11 @@ def math_answer(text: str) -> tuple[str, str]:
 def qa_answer(value: object, rationale: object = None) -> tuple[str, str]:
     """A generic answer cell (text or number) and an optional rationale cell."""
     if isinstance(value, bool) or value is None:
-        raise LayoutError(f"answer {value!r} is not an integer")
+        raise LayoutError(f"answer {value!r} is not a number or text")
     if isinstance(value, float):
-        if not value.is_integer():
-            raise LayoutError(f"answer {value!r} is not an integer")
-        value = int(value)
-    answer = integer_answer(str(value), "answer")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise LayoutError(f"answer {value!r} is not a finite number")
+        value = int(value) if value.is_integer() else format(Decimal(repr(value)), "f")
+    answer = readable_answer(str(value), "answer")
     text = one_line(str(rationale)) if rationale not in (None, "") else ""
     return text or answer, answer

@@ -39,6 +39,7 @@ from fedgrpo.edge.answer_format import (
     normalise_answer,
     normalise_question,
 )
+from fedgrpo.edge.answer_math import canonical_number, number_value
 from fedgrpo.errors import DatasetError
 from fedgrpo.server.tasks.domains import TaskItem
 from fedgrpo.server.tasks.suite import DomainSplits, TaskSuite, build_suite
@@ -110,12 +111,15 @@ ARITHMETIC = ArithmeticTask()
 
 
 def numeric_slip(item: TaskItem) -> TaskItem:
-    """A generic slip for any integer answer: one more than the truth (the rationale is
-    kept, so the slipped and the correct solution differ only in the final answer)."""
+    """A generic slip for any answer: a number becomes one more than the truth, any other
+    expression ``X`` becomes ``X+1`` (the rationale is kept, so the slipped and the correct
+    solution differ only in the final answer)."""
     value = normalise_answer(item.answer)
     if value is None:
         return item
-    return TaskItem(item.domain, item.question, item.rationale, str(int(value) + 1))
+    number = number_value(value)
+    slipped = canonical_number(str(number + 1)) if number is not None else f"{value}+1"
+    return TaskItem(item.domain, item.question, item.rationale, slipped or f"{value}+1")
 
 
 class ItemTask(NumericAnswers):
