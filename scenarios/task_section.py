@@ -58,7 +58,7 @@ class TaskSourceSection(BaseModel):
     # each row's domain: a column, or one fixed name (default: the layout's name)
     domain_field: str | None = None
     domain: str | None = None
-    # a row whose answer cannot be read (no '#### N', no \boxed{}, not an integer)
+    # a row whose answer cannot be read (no '#### N', no \boxed{}, not a number or expression)
     on_bad_answer: Literal["error", "skip"] = "error"
     # plugin: a registered task name or module:Class, the module that registers it, and the
     # keyword arguments the class is constructed with

@@ -131,3 +131,16 @@ INTEGER_TEXT = st.lists(
 def test_integer_outputs_read_exactly_as_before(text: str) -> None:
     assert extract_answer(text) == _old_extract(text)
     assert follows_format(" r\n" + text) == bool(_OLD_FORMAT.match(fold_text(" r\n" + text)))
+
+
+def test_the_shipped_math_sample_keeps_its_fractions_and_radicals() -> None:
+    from fedgrpo.server.tasks.dataset import DatasetSpec, DatasetTask
+
+    task = DatasetTask(DatasetSpec("sample:math", "math", domain_field="type"))
+    items = list(task.items())
+    answers = {i.answer for i in items}
+    assert {"3/2", "1/4", "3\\sqrt{5}", "1/6", "3/8"} <= answers and task.skipped == 0
+    table = AnswerTable((i.question, i.answer) for i in items)  # what a client would hold
+    for item in items:  # the training completion is what the device reads back, exactly
+        assert table.lookup(item.question) == extract_answer(item.completion) == item.answer
+        assert follows_format(item.completion)

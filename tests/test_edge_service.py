@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from edge_reference import TinyBuild
 
+from fedgrpo.edge.answer_table import AnswerTable
 from fedgrpo.edge.protocol import ScoreRequest, dumps, encode_request, parse_response
 from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 from fedgrpo.edge.service import start_server
@@ -418,3 +419,22 @@ async def test_binary_tensor_extension(
         ) as r:
             assert r.status == 400, fragment
             assert fragment in (await r.json())["error"]
+
+
+async def test_non_integer_answers_cross_the_wire(scorer: EdgeScorer) -> None:
+    """MATH-style answers in the device's table, candidates spelling them differently."""
+    table = AnswerTable(
+        [("half of 1", "\\frac{1}{2}"), ("root of 45", "3\\sqrt{5}"), ("a quarter", "0.25")]
+    )
+    device = EdgeScorer(
+        scorer.model, scorer.tokenizer, table, scorer.config, scorer.eos_token_id, NAME
+    )
+    questions = ("half of 1", "root of 45", "a quarter", "half of 1")
+    completions = (" 1/2\nanswer: 0.5", " so\nanswer: 3\\sqrt5", " w\nanswer: $\\dfrac{1}{4}$",
+                   " w\nanswer: 1/3")  # fmt: skip
+    request = encode_request(ScoreRequest("frac-1", questions, completions, "answer"))
+    async with _serve(device, ServiceConfig(model_name=NAME)) as server:
+        async with server.session.post(server.infer_url(), data=dumps(request)) as r:
+            assert r.status == 200
+            response = parse_response(await r.json(), 4, expected_id="frac-1")
+    assert list(response.values) == [1.0, 1.0, 1.0, 0.0]

@@ -14,7 +14,8 @@ A task supplies
   zoo uses to pre-train a server base with misconceptions and confidently wrong experts.
 
 Clients score on the device with the one answer format of :mod:`fedgrpo.edge.answer_format`
-(``rationale`` line, then ``answer: N`` with an integer N); the server-side checks of
+(``rationale`` line, then ``answer: X``, X an integer, decimal, fraction or LaTeX expression
+in one canonical form); the server-side checks of
 :class:`ItemTask` are those same functions, so a client's answer-table reward and the
 server's checker agree bit for bit. A plug-in may override the checker (e.g. a tolerance) but
 then only the server side (evaluation, central baseline) uses it.
