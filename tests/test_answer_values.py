@@ -118,12 +118,9 @@ def _old_extract(completion: str) -> str | None:
 # what the tiny zoo's character models and integer tasks write: digits, signs, separators,
 # markdown, words, restated answer lines -- but no decimal point, slash, caret, backslash or
 # dollar, and no lone letter (``answer: 2x`` and ``answer: * $5`` read as answers now, by design)
-INTEGER_TEXT = st.lists(
-    st.sampled_from(["answer", "answer:", "Answer is", ":", " ", "\n", "-", "+", ",", "*", "**",
-                     "`", "_", "so", "is", "then", "0", "7", "42", "1,000", "=", "%",
-                     "\u2212", "\uff17", "sort", "rev"]),  # fmt: skip
-    max_size=14,
-).map("".join)
+PIECES = ["answer", "answer:", "Answer is", ":", " ", "\n", "-", "+", ",", "*", "**", "`", "_",
+          "so", "is", "then", "0", "7", "42", "1,000", "=", "%", "\u2212", "\uff17", "sort", "rev"]  # fmt: skip
+INTEGER_TEXT = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -144,3 +141,21 @@ def test_the_shipped_math_sample_keeps_its_fractions_and_radicals() -> None:
     for item in items:  # the training completion is what the device reads back, exactly
         assert table.lookup(item.question) == extract_answer(item.completion) == item.answer
         assert follows_format(item.completion)
+
+
+def test_dataset_zoo_models_can_write_latex_and_arithmetic_models_are_unchanged() -> None:
+    from fedgrpo.server.tasks.dataset import DatasetSpec
+    from fedgrpo.server.tasks.registry import TaskSource
+    from fedgrpo.server.zoo.recipes import SuiteSpec, ZooSpec
+    from fedgrpo.server.zoo.tokenizer import alphabet, build_char_tokenizer
+
+    builtin = ZooSpec()
+    assert {r.tokenizer for r in builtin.recipes()} == {"char-v1"}  # arithmetic digests as before
+    source = TaskSource(kind="dataset", dataset=DatasetSpec("sample:math", "math", domain_field="type"))
+    math = ZooSpec(suite=SuiteSpec(domains=(), test_per_domain=3, aux_pool_per_domain=3, source=source))
+    assert {r.tokenizer for r in math.recipes()} == {"char-v2"}
+    v1, v2 = (build_char_tokenizer(alphabet(n)) for n in ("char-v1", "char-v2"))
+    text = " so\nanswer: 3\\sqrt{5}"
+    assert v2.decode(v2.encode(text).ids) == text  # every character has its own token
+    assert "<unk>" in v1.encode(text).tokens
+    assert all(v1.token_to_id(c) == v2.token_to_id(c) for c in alphabet("char-v1"))

@@ -433,8 +433,10 @@ async def test_non_integer_answers_cross_the_wire(scorer: EdgeScorer) -> None:
     completions = (" 1/2\nanswer: 0.5", " so\nanswer: 3\\sqrt5", " w\nanswer: $\\dfrac{1}{4}$",
                    " w\nanswer: 1/3")  # fmt: skip
     request = encode_request(ScoreRequest("frac-1", questions, completions, "answer"))
-    async with _serve(device, ServiceConfig(model_name=NAME)) as server:
-        async with server.session.post(server.infer_url(), data=dumps(request)) as r:
-            assert r.status == 200
-            response = parse_response(await r.json(), 4, expected_id="frac-1")
+    async with (
+        _serve(device, ServiceConfig(model_name=NAME)) as server,
+        server.session.post(server.infer_url(), data=dumps(request)) as r,
+    ):
+        assert r.status == 200
+        response = parse_response(await r.json(), 4, expected_id="frac-1")
     assert list(response.values) == [1.0, 1.0, 1.0, 0.0]

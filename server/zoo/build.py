@@ -35,11 +35,11 @@ TRAIN_NOISE = (
 def train_recipe(recipe: ModelRecipe, out_dir: Path) -> dict[str, object]:
     """Train ``recipe`` from scratch and save an HF directory into ``out_dir``."""
     from fedgrpo.server.zoo.architectures import build_tiny_model
-    from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
+    from fedgrpo.server.zoo.tokenizer import alphabet, build_char_tokenizer, wrap_for_transformers
     from fedgrpo.server.zoo.train import train_sft
 
     start = time.perf_counter()
-    tokenizer = wrap_for_transformers(build_char_tokenizer())
+    tokenizer = wrap_for_transformers(build_char_tokenizer(alphabet(recipe.tokenizer)))
     model = build_tiny_model(recipe.arch, tokenizer, recipe.seed)
     items = recipe.data.items()
     with quiet(TRAIN_NOISE):

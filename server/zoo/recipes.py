@@ -241,6 +241,12 @@ class ZooSpec:
             )
         return q[k]
 
+    @property
+    def tokenizer(self) -> str:
+        """``char-v1`` for the built-in arithmetic (its digests unchanged); a dataset or plug-in
+        task gets ``char-v2``, whose alphabet adds LaTeX's ``\\ $ ^ # & |`` (MATH answers)."""
+        return "char-v1" if self.suite.source is None else "char-v2"
+
     def expert_recipe(self, k: int) -> ModelRecipe:
         quality = self.quality(k)
         train = self.expert_train
@@ -258,6 +264,7 @@ class ZooSpec:
                 misconception_rate=1.0 if quality == "wrong" else 0.0,
             ),
             seed=self.seed + 1 + k,
+            tokenizer=self.tokenizer,
         )
 
     def recipes(self) -> list[ModelRecipe]:
@@ -274,5 +281,6 @@ class ZooSpec:
                 misconception_rate=self.base_misconception_rate,
             ),
             seed=self.seed,
+            tokenizer=self.tokenizer,
         )
         return [base, *(self.expert_recipe(k) for k in range(self.partition.num_clients))]

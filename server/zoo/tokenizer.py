@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from fedgrpo.errors import ConfigError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -19,6 +21,16 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 ALPHABET = (
     string.digits + string.ascii_lowercase + string.ascii_uppercase + " \n+-*/%=,.:;?()[]{}<>!'\"_"
 )
+# by the recipe's ``tokenizer`` name; new characters only ever go at the end (ids stay put)
+ALPHABETS = {"char-v1": ALPHABET, "char-v2": ALPHABET + "\\$^#&|"}
+
+
+def alphabet(name: str) -> str:
+    """The characters of tokenizer ``name`` (``char-v1``: arithmetic; ``char-v2``: + LaTeX)."""
+    try:
+        return ALPHABETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown zoo tokenizer {name!r}; known: {', '.join(ALPHABETS)}") from None
 
 
 def build_char_tokenizer(alphabet: str = ALPHABET) -> Tokenizer:
