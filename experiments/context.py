@@ -143,15 +143,23 @@ def export_client_model(ctx: Context, client: ClientEntry) -> Path:
     return out
 
 
+def device_token_budget(s: Scenario) -> int:
+    """A device's own greedy answer (agreement, competence) gets at least the server's
+    completion budget, so a long dataset rationale is not cut before its answer line."""
+    from fedgrpo.edge.scorer import ScorerConfig
+
+    return max(ScorerConfig.max_new_tokens, s.server.grpo.max_new_tokens)
+
+
 def load_scorers(ctx: Context, threads: int = 1) -> list[EdgeScorer]:
     from fedgrpo.edge.scorer import EdgeScorer, ScorerConfig
 
+    budget = device_token_budget(ctx.scenario)
     scorers = []
     for client in ctx.clients:
         directory = export_client_model(ctx, client)
-        scorers.append(
-            EdgeScorer.load(directory, ScorerConfig(variant=client.group.export, threads=threads))
-        )
+        config = ScorerConfig(variant=client.group.export, threads=threads, max_new_tokens=budget)
+        scorers.append(EdgeScorer.load(directory, config))
     return scorers
 
 

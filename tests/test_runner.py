@@ -19,11 +19,13 @@ from fedgrpo.scenarios.loader import load_scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 # live needs devices, emulate and dataset-gsm8k have their own end-to-end tests
-# (test_emulate.py, test_task_sources.py), smollm2 is the slow model test
+# (test_emulate.py, test_task_sources.py); dataset-math (about 50 s, over the suite's budget)
+# is covered piecewise by test_answer_values.py and the wire test in test_edge_service.py
+# smollm2 is the slow model test
 CHEAP = [
     p.stem
     for p in sorted(LIBRARY.glob("*.yaml"))
-    if p.stem not in {"live-template", "emulate-local", "smollm2", "dataset-gsm8k"}
+    if p.stem not in {"live-template", "emulate-local", "smollm2", "dataset-gsm8k", "dataset-math"}
 ]
 SHRINK = [
     "rounds=2", "selection.aux_size=6", "selection.L=3",
@@ -44,14 +46,16 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Any:
     quick = TrainConfig(steps=3, batch_size=8)
     real_spec = context.zoo_spec
     mp = pytest.MonkeyPatch()
-    mp.setattr(
-        context,
-        "zoo_spec",
-        lambda s: replace(
-            real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick,
-            weak_steps=3,
-        ),
-    )
+
+
+    def tiny_spec(s: Any) -> Any:
+        spec = replace(real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny,
+                       base_train=quick, weak_steps=3)  # fmt: skip
+        if spec.suite.source is None:
+            return spec
+        return context.sized_for_data(spec, s.server.grpo.max_new_tokens)  # long dataset rows
+
+    mp.setattr(context, "zoo_spec", tiny_spec)
     mp.setenv("FEDGRPO_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
     yield
     mp.undo()

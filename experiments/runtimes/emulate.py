@@ -43,6 +43,7 @@ from fedgrpo.errors import FedGRPOError
 from fedgrpo.experiments.context import (
     ClientRewardTransport,
     Context,
+    device_token_budget,
     export_client_model,
     models_dir,
 )
@@ -262,7 +263,8 @@ def start_fleet(ctx: Context, log_dir: Path | None = None) -> EmulatedFleet:
     try:
         dirs = [export_client_model(ctx, c) for c in ctx.clients]
         for c, d in zip(ctx.clients, dirs):
-            fleet.launch(c, d, c.group.export, s.emulate.host, tuple(edge_flags(s, c)))
+            budget = ("--max-new-tokens", str(device_token_budget(s)))
+            fleet.launch(c, d, c.group.export, s.emulate.host, (*edge_flags(s, c), *budget))
         log.info("started %d edge processes; logs in %s", len(fleet.edges), fleet.log_dir)
         fleet.wait_ready(s.emulate.startup_timeout_s)
         fleet.proxies = ProxyHost()
