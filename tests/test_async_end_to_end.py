@@ -85,7 +85,9 @@ def round_records(run_dir: Path) -> list[dict[str, Any]]:
 def check_late_rewards_trained(rounds: list[dict[str, Any]], max_staleness: int) -> None:
     """The straggler's late rewards completed held groups that entered later updates."""
     assert len(rounds) == 6
-    assert rounds[0]["round"] == 1 and rounds[0]["late"] > 0 and rounds[0]["groups_held"] > 0  # the pi missed round 0
+    assert (
+        rounds[0]["round"] == 1 and rounds[0]["late"] > 0 and rounds[0]["groups_held"] > 0
+    )  # the pi missed round 0
     assert sum(r["late_rewards"] for r in rounds) > 0
     used = [r for r in rounds if r["stale_groups_used"] > 0]
     assert used, "no late group entered an update"
