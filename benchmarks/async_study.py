@@ -20,8 +20,8 @@ beyond noise"):
 * a run's *final accuracy* is the mean of its last two evals (one eval is one binomial draw);
 * the noise tolerance ``τ`` is the larger of the seed-to-seed std of sync's final accuracy
   and one eval's binomial standard error at it; the *level* is sync's mean final accuracy − τ;
-* *reaches* = the first eval from which the run's evals, averaged with every later one, stay
-  at or above the level (:func:`time_to_reach`: one lucky eval does not count);
+* *reaches* = the first eval that is at or above the level and from which the run's evals,
+  averaged with every later one, stay at or above it (:func:`time_to_reach`: one lucky eval does not count);
 * the level must be above the runs' starting accuracy (else sync's own gain is within the
   noise and the target is reported *undetermined*);
 * target met when every seed of ``async-is`` reaches the level by <= 0.6x sync's mean virtual
@@ -126,12 +126,13 @@ def run_one(condition: str, seed: int, sets: list[str], tmp: str) -> dict[str, A
 
 
 def time_to_reach(curve: list[tuple[float, float]], level: float) -> float | None:
-    """First virtual time from which the run *stays* at ``level``: the earliest eval whose
-    accuracy averaged with every later eval of the run is >= ``level`` (None if never). One
-    lucky eval does not count, and neither does a level the run falls back from."""
-    for i, (t, _acc) in enumerate(curve):
+    """First virtual time from which the run *stays* at ``level``: the earliest eval that is
+    itself >= ``level`` and whose accuracy averaged with every later eval of the run is too
+    (None if never). One lucky eval does not count, and neither does a level the run falls
+    back from (nor a start below the level that later evals average out)."""
+    for i, (t, acc) in enumerate(curve):
         rest = [a for _t, a in curve[i:]]
-        if statistics.fmean(rest) >= level:
+        if acc >= level and statistics.fmean(rest) >= level:
             return t
     return None
 
@@ -248,7 +249,8 @@ def write_markdown(path: Path, table: dict[str, Any], meta: dict[str, Any]) -> N
     for cond in ("async-none", "async-is"):
         e = table[cond]
         hist = ", ".join(f"{k}: {v}" for k, v in e["staleness_hist"].items()) or "-"
-        ess = "-" if e["ess_mean"] is None else f"{e['ess_mean']:.3f} ({e['ess_min']:.3f})"
+        ess = "-" if e["ess_mean"] is None else f"{e['ess_mean']:.3f}"
+        ess += "" if e["ess_min"] is None else f" ({e['ess_min']:.3f})"
         w = "-" if e["is_weight_mean"] is None else f"{e['is_weight_mean']:.3f}"
         tr = "-" if e["is_truncated_mean"] is None else f"{100 * e['is_truncated_mean']:.2f} %"
         lines.append(f"| {cond} | {hist} | {ess} | {w} | {tr} |")
