@@ -104,7 +104,7 @@ def check_late_rewards_trained(rounds: list[dict[str, Any]], max_staleness: int)
         for k, v in r["staleness_hist"].items():
             hist[k] = hist.get(k, 0) + v
     assert hist and sum(hist.values()) == sum(r["stale_groups_used"] for r in rounds)
-    # the pi is not asked again while its straggler runs: on-time answers do not collapse
+    # the straggler's queued work does not crowd out the on-time answers of later rounds
     assert all(r["answered"] > 0 for r in rounds[1:])
 
 
