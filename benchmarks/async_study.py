@@ -61,16 +61,29 @@ CONDITIONS: dict[str, list[str]] = {
     "async-none": ["round_policy.correction=none"],
     "async-is": ["round_policy.correction=truncated_is"],
 }
+# diagnostics (``--diagnose SEED``): what a seed's decline comes from; (overrides, round budget)
+DIAGNOSTICS: dict[str, tuple[list[str], str]] = {
+    # synchronous for as many rounds (updates) as the async runs make
+    "sync-long": (CONDITIONS["sync"], "async"),
+    # asynchronous, late rewards never used (stragglers cancelled at the close)
+    "async-drop": (["round_policy.max_staleness=0"], "async"),
+}
 TARGET_RATIO = 0.6
 
 
 def _overrides(args: argparse.Namespace, condition: str, seed: int) -> list[str]:
-    rounds = args.sync_rounds if condition == "sync" else args.async_rounds
+    if condition in DIAGNOSTICS:
+        sets, budget = DIAGNOSTICS[condition]
+    else:
+        sets, budget = CONDITIONS[condition], "sync" if condition == "sync" else "async"
+    rounds, every = (
+        (args.sync_rounds, args.eval_every) if budget == "sync" else (args.async_rounds, args.async_eval_every)
+    )
     return [
-        *CONDITIONS[condition],
+        *sets,
         f"seed={seed}",
         f"rounds={rounds}",
-        f"eval.every={args.eval_every if condition == 'sync' else args.async_eval_every}",
+        f"eval.every={every}",
         f"eval.per_domain={args.per_domain}",
         f"server.grpo.questions_per_round={args.questions}",
         f"server.grpo.lr={args.lr}",
@@ -266,6 +279,29 @@ def write_markdown(path: Path, table: dict[str, Any], meta: dict[str, Any]) -> N
     path.write_text("\n".join(lines) + "\n")
 
 
+def diagnostics_markdown(diags: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
+    """The diagnostic runs next to the study's runs of the same seeds (accuracy at each eval)."""
+    seeds = sorted({d["seed"] for d in diags})
+    lines = [
+        "",
+        "## Diagnostics",
+        "",
+        "`sync-long`: synchronous rounds for as many rounds (updates) as the async runs; "
+        "`async-drop`: asynchronous rounds with late rewards never used (`max_staleness: 0`).",
+        "",
+        "| run | seed | rounds | updates | virtual h | accuracy at each eval | final (last two) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    mine = [r for r in runs if r["seed"] in seeds] + list(diags)
+    for r in sorted(mine, key=lambda r: (r["seed"], r["condition"])):
+        accs = " ".join(f"{a:.3f}" for _t, a in r["curve"])
+        lines.append(
+            f"| {r['condition']} | {r['seed']} | {r['rounds']} | {r['updates']} | "
+            f"{r['virtual_s'] / 3600:.3f} | {accs} | {final_accuracy(r):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot(path: Path, runs: list[dict[str, Any]]) -> None:
     from fedgrpo.experiments.plots import pyplot, save_figure
 
@@ -301,22 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "async_study_accuracy.png")
     ap.add_argument("--summarise", type=Path, help="re-summarise a saved async_study.json")
+    ap.add_argument("--diagnose", type=int, nargs="+", metavar="SEED",
+                    help=f"run the diagnostics ({', '.join(DIAGNOSTICS)}) for these seeds and add them "
+                    "to the saved study (--summarise FILE, same settings)")
     args = ap.parse_args(argv)
+    if args.diagnose:
+        if not args.summarise:
+            ap.error("--diagnose needs --summarise FILE (the study the diagnostics belong to)")
+        saved = json.loads(args.summarise.read_text())
+        diags = _run_jobs(args, [(c, s) for c in DIAGNOSTICS for s in args.diagnose])
+        return _report(args, saved["runs"], saved["meta"], diags)
     if args.summarise:
         saved = json.loads(args.summarise.read_text())
-        return _report(args, saved["runs"], saved["meta"])
+        return _report(args, saved["runs"], saved["meta"], saved.get("diagnostics", []))
     start = time.perf_counter()
-    jobs = [(c, s) for c in CONDITIONS for s in range(args.seeds)]
-    runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
-        max_workers=args.workers, mp_context=get_context("spawn")
-    ) as pool:
-        futures = [pool.submit(run_one, c, s, _overrides(args, c, s), tmp) for c, s in jobs]
-        for (c, s), fut in zip(jobs, futures):
-            r = fut.result()
-            runs.append(r)
-            print(f"[async_study] {c} seed {s}: {r['curve'][0][1]:.3f} -> {r['curve'][-1][1]:.3f} "
-                  f"in {r['virtual_s'] / 3600:.3f} virtual h ({r['wall_s']:.0f} s wall)", flush=True)
+    runs = _run_jobs(args, [(c, s) for c in CONDITIONS for s in range(args.seeds)])
     meta = {
         "machine": cpu_model(),
         "cores": os.cpu_count(),
@@ -332,11 +367,33 @@ def main(argv: list[str] | None = None) -> int:
     return _report(args, runs, meta)
 
 
-def _report(args: argparse.Namespace, runs: list[dict[str, Any]], meta: dict[str, Any]) -> int:
+def _run_jobs(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
+        max_workers=args.workers, mp_context=get_context("spawn")
+    ) as pool:
+        futures = [pool.submit(run_one, c, s, _overrides(args, c, s), tmp) for c, s in jobs]
+        for (c, s), fut in zip(jobs, futures):
+            r = fut.result()
+            runs.append(r)
+            print(f"[async_study] {c} seed {s}: {r['curve'][0][1]:.3f} -> {r['curve'][-1][1]:.3f} "
+                  f"in {r['virtual_s'] / 3600:.3f} virtual h ({r['wall_s']:.0f} s wall)", flush=True)
+    return runs
+
+
+def _report(
+    args: argparse.Namespace, runs: list[dict[str, Any]], meta: dict[str, Any],
+    diagnostics: list[dict[str, Any]] | None = None,
+) -> int:  # fmt: skip
     table = summarise(runs, int(meta.get("eval_items", 5 * args.per_domain)))
+    diags = diagnostics or []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "async_study.json").write_text(json.dumps({"meta": meta, "summary": table, "runs": runs}, indent=2))
+    doc = {"meta": meta, "summary": table, "runs": runs, "diagnostics": diags}
+    (args.out / "async_study.json").write_text(json.dumps(doc, indent=2))
     write_markdown(args.out / "async_study.md", table, meta)
+    if diags:
+        with (args.out / "async_study.md").open("a") as fh:
+            fh.write(diagnostics_markdown(diags, runs))
     plot(args.plot, runs)
     print((args.out / "async_study.md").read_text())
     return 0
