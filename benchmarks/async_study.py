@@ -302,7 +302,7 @@ def diagnostics_markdown(diags: list[dict[str, Any]], runs: list[dict[str, Any]]
     return "\n".join(lines) + "\n"
 
 
-def plot(path: Path, runs: list[dict[str, Any]]) -> None:
+def plot(path: Path, runs: list[dict[str, Any]], table: dict[str, Any] | None = None) -> None:
     from fedgrpo.experiments.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -313,6 +313,10 @@ def plot(path: Path, runs: list[dict[str, Any]]) -> None:
             t = [p[0] / 3600 for p in r["curve"]]
             acc = [p[1] for p in r["curve"]]
             ax.plot(t, acc, marker="o", ms=3, color=colours[cond], alpha=0.8, label=cond if i == 0 else None)
+    if table is not None:  # the criterion: the level, and 0.6x sync's mean virtual time
+        ax.axhline(table["level"], color="black", ls="--", lw=0.8, label="sync final − τ")
+        ax.axvline(TARGET_RATIO * table["sync_virtual_s"] / 3600, color="black", ls=":", lw=0.8,
+                   label=f"{TARGET_RATIO}× sync time")
     ax.set_xlabel("virtual hours")
     ax.set_ylabel("held-out mean accuracy")
     ax.set_title("async-staleness: 5 phones + 5 slow Pi Zero 2 (one line per seed)")
@@ -394,7 +398,7 @@ def _report(
     if diags:
         with (args.out / "async_study.md").open("a") as fh:
             fh.write(diagnostics_markdown(diags, runs))
-    plot(args.plot, runs)
+    plot(args.plot, runs, table)
     print((args.out / "async_study.md").read_text())
     return 0
 
