@@ -7,7 +7,10 @@ slowed 8x, one of each per domain) under three conditions, for ``--seeds`` seeds
 * ``async-none``: 6 s asynchronous rounds, late groups used as if on-policy (no correction);
 * ``async-is``: the same with the decoupled truncated-IS loss (``correction: truncated_is``).
 
-``--summarise FILE`` redoes the tables and the plot from a saved ``async_study.json``.
+``--summarise FILE`` redoes the tables and the plot from a saved ``async_study.json``;
+``--summarise FILE --diagnose SEED...`` adds diagnostic runs of those seeds: ``sync-long``
+(synchronous for as many rounds as the async runs) and ``async-drop`` (asynchronous, late
+rewards never used: ``max_staleness: 0``).
 
 Per run it reads the eval records (held-out mean accuracy at virtual time ``time_s``) and the
 late-reward records (stale groups used / dropped, staleness histogram in policy versions, the
