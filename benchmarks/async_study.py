@@ -24,7 +24,9 @@ beyond noise"):
 * the noise tolerance ``τ`` is the larger of the seed-to-seed std of sync's final accuracy
   and one eval's binomial standard error at it; the *level* is sync's mean final accuracy − τ;
 * *reaches* = the first eval that is at or above the level and from which the run's evals,
-  averaged with every later one, stay at or above it (:func:`time_to_reach`: one lucky eval does not count);
+  averaged with every later one, stay at or above it (:func:`time_to_reach`: one lucky eval
+  does not count; "itself at or above" was added while the study ran, once its sync runs had
+  finished and before any async run had, so that a start below the level is never "reached");
 * the level must be above the runs' starting accuracy (else sync's own gain is within the
   noise and the target is reported *undetermined*);
 * target met when every seed of ``async-is`` reaches the level by <= 0.6x sync's mean virtual
