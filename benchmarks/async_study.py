@@ -276,7 +276,7 @@ def write_markdown(path: Path, table: dict[str, Any], meta: dict[str, Any]) -> N
         "",
         f"Final accuracy = mean of a run's last two evals. τ = max(seed-to-seed std of sync's final "
         f"accuracy, one eval's binomial SE) = {100 * table['tolerance']:.1f} points; level = sync's mean "
-        f"final − τ = {table['level']:.3f}. Target (fixed before the run): every async-is seed stays at "
+        f"final − τ = {table['level']:.3f}. Target (fixed before the async runs finished; see the script's docstring): every async-is seed stays at "
         f"≥ the level (averaged over its later evals) from ≤ {TARGET_RATIO}× sync's mean virtual time "
         f"({table['sync_virtual_s']:.0f} s), and async-is's mean final accuracy ≥ sync's − τ. "
         "With correction 'none' the behaviour weights are 1 by construction (its ESS column is 1).",
