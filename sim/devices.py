@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 from fedgrpo.errors import ConfigError
 
 __all__ = [
@@ -226,6 +228,18 @@ def request_timing(
     return rtt / 2, (timing.sec_fixed + units * timing.sec_per_unit) * jitter
 
 
-def transfer_s(half_rtt: float, nbytes: float, bytes_per_s: float) -> float:
-    """One-way time of a message: half the round trip plus its bytes over the link."""
+def request_timing_arrays(
+    rtt_mu: np.ndarray, rtt_sigma: np.ndarray, speed_sigma: np.ndarray, sec_fixed: np.ndarray,
+    sec_per_unit: np.ndarray, units: np.ndarray, z_rtt: np.ndarray, z_speed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`request_timing` over arrays of requests (each :class:`DeviceTiming` field given
+    per request): the same formula, elementwise (the vectorised simulator)."""
+    rtt = np.exp(rtt_mu + rtt_sigma * z_rtt)
+    jitter = np.exp(speed_sigma * z_speed)
+    return rtt / 2, (sec_fixed + units * sec_per_unit) * jitter
+
+
+def transfer_s(half_rtt: Any, nbytes: Any, bytes_per_s: Any) -> Any:
+    """One-way time of a message: half the round trip plus its bytes over the link (floats, or
+    numpy arrays elementwise)."""
     return half_rtt + nbytes / bytes_per_s

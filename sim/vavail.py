@@ -55,8 +55,10 @@ class AvailabilityTable:
         self._online0 = np.zeros(n, dtype=bool)
         self._last = np.full(n, -math.inf)  # rows are valid for t < last flip
         self._flips = np.full((n, 0), math.inf)
-        self._k_at = np.zeros((n, 2))  # (flips at or before the time, the time) of last query
-        self._k_at[:, 1] = math.inf
+        # each client's window of its latest query: [lo, hi), online in it or not
+        self._win_lo = np.full(n, math.inf)
+        self._win_hi = np.full(n, math.inf)
+        self._win_on = np.zeros(n, dtype=bool)
 
     def _build(self, cid: int) -> Availability:
         spec = self._clients[cid]
@@ -103,7 +105,7 @@ class AvailabilityTable:
         self._last[cids] = flips[np.arange(len(cids)), keep - 1]
         self._online0[cids] = online0
         self._ready[cids] = True
-        self._k_at[cids, 1] = math.inf
+        self._win_lo[cids] = math.inf
 
     def prefill(self) -> None:
         """Draw every on/off chain now (in blocks), instead of at each client's first query."""
@@ -128,6 +130,17 @@ class AvailabilityTable:
         return out
 
     def _markov(self, cl: np.ndarray, t: np.ndarray) -> np.ndarray:
+        # most queries fall in the window of the client's previous one (rounds are short
+        # next to on/off periods): two comparisons; the others bisect the client's row
+        out = np.where(self._win_on[cl], self._win_hi[cl], math.nan)
+        miss = np.nonzero(~((self._win_lo[cl] <= t) & (t < self._win_hi[cl])))[0]
+        if miss.size:
+            out[miss] = self._lookup(cl[miss], t[miss])
+        return out
+
+    def _lookup(self, cl: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The answers for ``(cl, t)`` from the rows; the windows of ``cl`` set to those
+        holding ``t`` (a client asked twice here keeps one: each is checked at each use)."""
         stale = ~self._ready[cl] | (t >= self._last[cl])
         if stale.any():
             idx = np.nonzero(stale)[0]
@@ -139,21 +152,12 @@ class AvailabilityTable:
         width = flips.shape[1]
         flat = flips.reshape(-1)
         base = cl * width
-        # start from the client's last answer if it is not later than t (times mostly grow)
-        k_at = self._k_at[cl]
-        k = np.where(k_at[:, 1] <= t, k_at[:, 0], 0).astype(np.int64)
-        for _ in range(3):
-            adv = (k < width) & (flat[base + np.minimum(k, width - 1)] <= t)
-            if not adv.any():
-                break
-            k += adv
-        else:
-            k = self._bisect(flat, base, width, k, t)
-        order = np.argsort(t, kind="stable")
-        self._k_at[cl[order]] = np.column_stack([k[order], t[order]])  # latest query wins
+        k = self._bisect(flat, base, width, np.zeros(len(cl), dtype=np.int64), t)
+        lo = np.where(k > 0, flat[base + np.maximum(k - 1, 0)], -math.inf)
+        hi = flat[base + np.minimum(k, width - 1)]
         online = self._online0[cl] ^ (k % 2 == 1)
-        until = flat[base + np.minimum(k, width - 1)]
-        return np.where(online, until, math.nan)
+        self._win_lo[cl], self._win_hi[cl], self._win_on[cl] = lo, hi, online
+        return np.where(online, hi, math.nan)
 
     @staticmethod
     def _bisect(

@@ -12,6 +12,7 @@ import numpy as np
 from fedgrpo.sim.vround import (
     CRASH,
     DONE,
+    DONE_CANCELLED,
     INF,
     MAX_PASSES,
     OFFLINE,
@@ -22,6 +23,7 @@ from fedgrpo.sim.vround import (
     Timeline,
     _groups,
     make_attempts,
+    sorted_by,
     timeline,
 )
 
@@ -169,49 +171,83 @@ def simulate_round(
     pass only the devices whose requests changed (cancel time, retries) are recomputed: a
     device's timeline depends on nothing else."""
     deadline = t0 + rules.deadline_s
-    o = np.argsort(plan.client, kind="stable")
+    o = sorted_by(plan.client)
+    firsts = plan.client[o]
     rank0 = np.empty(plan.n, dtype=np.int64)
-    rank0[o] = _groups(plan.client[o])[1]  # first sends in plan order
+    rank0[o] = _groups(firsts)[1]  # first sends in plan order
     ones = np.ones(plan.n, np.int64)
     first = make_attempts(
         fleet, rules, plan, keys, np.arange(plan.n), ones, np.full(plan.n, t0), rank0
     )
-    att = first
+    att, order = first, sorted_by(first.cl, first.arrive)
+    first_order = order
     cancel = np.full(plan.n, deadline)
-    tl = timeline(fleet, rules, plan, att, cancel, free_at)
+    tl = Timeline.empty(plan.n)
+    timeline(fleet, rules, att, cancel, free_at, order, tl)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
     for _ in range(MAX_PASSES):
         view = server(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
         same_retry = all(np.array_equal(x, y) for x, y in zip(view.retry, retry_prev))
-        # a new cancel time matters only if it is not after every time it is compared with
-        reach = np.full(plan.n, -INF)
-        np.maximum.at(reach, att.a, tl.last)
-        changed = np.nonzero((new_cancel != cancel) & (np.minimum(new_cancel, cancel) <= reach))[0]
-        if same_retry and not len(changed):
+        moved, flips = _cancel_effects(att, tl, cancel, new_cancel)
+        if same_retry and not len(moved) and not len(flips):
             return att, tl, view
         cancel = new_cancel
-        touched[plan.client[changed]] = True
+        tl.recancel(att, flips, cancel)
+        touched[att.cl[moved]] = True
         if not same_retry:
             touched[plan.client[retry_prev[0]]] = True
             retry_prev = view.retry
             ra, rno, rt, rp = view.retry
             touched[plan.client[ra]] = True
             more = make_attempts(
-                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, plan.client[o], ra, rt, rp)
+                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, firsts, ra, rt, rp)
             )
             att = _concat(first, more)
             tl = tl.resized(len(first), len(att))
-        rows = np.nonzero(touched[plan.client[att.a]])[0]
-        sub = _subset(att, rows)
-        tl.take(rows, timeline(fleet, rules, plan, sub, cancel, free_at))
-        touched[plan.client[att.a[rows]]] = False
+            order = _merged(first, first_order, more)
+        rows = order[touched[att.cl[order]]]
+        timeline(fleet, rules, att, cancel, free_at, rows, tl)
+        touched[att.cl[rows]] = False
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
 
 
-def _subset(att: Attempts, rows: np.ndarray) -> Attempts:
-    return Attempts(*(getattr(att, f)[rows] for f in Attempts.__dataclass_fields__))
+def _cancel_effects(
+    att: Attempts, tl: Timeline, old: np.ndarray, new: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """What new cancel times change: the attempts now kept where they were dropped or the
+    other way round (their devices' queues change), and those that ran to completion and
+    are now wanted or not when done (only their own fate changes)."""
+    changed = np.nonzero(old != new)[0]
+    if not len(changed):
+        return changed, changed
+    rows = np.nonzero(np.isin(att.a, changed, kind="table"))[0]
+    ca = att.a[rows]
+    c_old, c_new, at = old[ca], new[ca], tl.at[rows]
+    moved = (c_old >= at) != (c_new >= at)
+    code, done = tl.code[rows], tl.done[rows]
+    ran = (code == DONE) | (code == DONE_CANCELLED)
+    flips = ran & ~moved & ((c_old >= done) != (c_new >= done))
+    return rows[moved], rows[flips]
+
+
+def _merged(first: Attempts, first_order: np.ndarray, more: Attempts) -> np.ndarray:
+    """The order by device, then arrival, then index, of ``first`` followed by ``more``
+    (``first_order`` is that of ``first``): the few retries merged in."""
+    n = len(first)
+    if not len(more):
+        return first_order
+    mo = np.lexsort((more.arrive, more.cl))
+    cl_s, arr_s = first.cl[first_order], first.arrive[first_order]
+    mc, ma = more.cl[mo], more.arrive[mo]
+    lo = np.searchsorted(cl_s, mc, side="left")
+    hi = np.searchsorted(cl_s, mc, side="right")
+    ins = lo.copy()
+    for d in range(int((hi - lo).max())):  # first attempts on the same device arriving no later
+        j = lo + d
+        ins += (j < hi) & (arr_s[np.minimum(j, n - 1)] <= ma)
+    return np.insert(first_order, ins, mo + n)
 
 
 def _concat(x: Attempts, y: Attempts) -> Attempts:
