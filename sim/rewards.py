@@ -46,12 +46,14 @@ RoundSource = Callable[[int, np.random.Generator], RoundInput]
 def surrogate_rounds(config: SimConfig) -> RoundSource:
     """Abstract questions: a uniform domain each, candidates correct with ``policy_accuracy``."""
     w = config.workload
+    numbers = [str(b) for b in range(w.questions_per_round)]  # ids "r{r}q{b}", built fast
 
     def source(r: int, rng: np.random.Generator) -> RoundInput:
         doms = rng.integers(0, len(w.domains), size=w.questions_per_round).tolist()
         domains = [w.domains[d] for d in doms]
         correct = rng.random((w.questions_per_round, w.group_size)) < w.policy_accuracy
-        return RoundInput([f"r{r}q{b}" for b in range(len(domains))], domains, None, correct)
+        prefix = f"r{r}q"
+        return RoundInput([prefix + b for b in numbers], domains, None, correct)
 
     return source
 

@@ -27,7 +27,7 @@ from fedgrpo.sim.vround import (
     timeline,
 )
 
-__all__ = ["STATUS", "ServerView", "server", "simulate_round"]
+__all__ = ["STATUS", "ServerView", "simulate_round"]
 
 
 @dataclass
@@ -60,9 +60,11 @@ def _answers(plan: PlanArrays, tl: Timeline, att: Attempts) -> tuple[np.ndarray,
         first = np.full(len(plan.unit_size), INF)
         np.minimum.at(first, du, dd)
         tie = np.nonzero(dd == first[du])[0]
-        _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
         rank = np.ones(len(dv), dtype=np.int64)
-        rank[tie[win]] = 0
+        if np.bincount(du[tie], minlength=len(first)).max(initial=0) > 1:
+            _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
+            tie = tie[win]
+        rank[tie] = 0
         return dv, du, dd, rank
     o = np.lexsort((dd, du))
     dv, du, dd = dv[o], du[o], dd[o]
@@ -85,36 +87,62 @@ def _quorum_time(rules: Rules, plan: PlanArrays, first: np.ndarray) -> float:
     return float(np.partition(at, need - 1)[need - 1])
 
 
-def server(
+@dataclass
+class _Close:
+    """The server's reading of a timeline up to the round's close (what the passes need),
+    and what :func:`_finish` turns into the rest of the :class:`ServerView`."""
+
+    sat: np.ndarray
+    first: np.ndarray
+    t_close: float
+    by: str
+    retry: tuple[np.ndarray, ...]
+    dv: np.ndarray
+    dd: np.ndarray
+    rank: np.ndarray
+    fl: np.ndarray
+    fn: np.ndarray
+    real: np.ndarray
+    allowed: np.ndarray
+    latest: np.ndarray
+    res: np.ndarray
+    picked: np.ndarray  # rank < need
+
+
+def _close(
     rules: Rules, plan: PlanArrays, att: Attempts, tl: Timeline, deadline: float
-) -> ServerView:  # one pass over the round's rules; long because it is one decision table
+) -> _Close:  # one pass over the round's rules; long because it is one decision table
     dv, du, dd, rank = _answers(plan, tl, att)
     need = plan.need
     sat = np.full(len(plan.unit_size), INF)
     first = np.full(len(plan.unit_size), INF)
-    pick = dv[rank < need]
-    ok = dd[rank < need] <= deadline  # events at the deadline run before it closes
-    sat[du[rank == need - 1]] = dd[rank == need - 1]
-    first[du[rank == 0]] = dd[rank == 0]
+    picked = rank < need
+    pick, dd_pick = dv[picked], dd[picked]
+    ok = dd_pick <= deadline  # events at the deadline run before it closes
+    last_needed = rank == need - 1
+    sat[du[last_needed]] = dd[last_needed]
+    at0 = rank == 0
+    first[du[at0]] = dd[at0]
     first[first > deadline] = INF
     # failures seen by the server
-    fl = np.nonzero((tl.code == OFFLINE) | (tl.code == CRASH))[0]
+    code = tl.code
+    fl = np.nonzero((code == OFFLINE) | (code == CRASH))[0]
     fn = tl.notice[fl]
-    real = fn < sat[plan.unit[att.a[fl]]]  # else the assignment was already cancelled
+    sat_fl = sat[plan.unit[att.a[fl]]]
+    real = fn < sat_fl  # else the assignment was already cancelled
     allowed = (att.no[fl] <= rules.max_retries) & (
         deadline - fn > rules.backoff_s + rules.min_remaining_s
     )
-    latest = np.full(plan.n, -1)
-    np.maximum.at(latest, att.a, np.arange(len(att)))
+    latest = np.arange(plan.n)
+    if len(att) > plan.n:
+        np.maximum.at(latest, att.a[plan.n :], np.arange(plan.n, len(att)))
     # resolution time of each assignment, whatever the close
-    res = sat[plan.unit].copy()
-    acc_a = att.a[pick[ok]]
-    res[acc_a] = dd[rank < need][ok]
+    res = sat[plan.unit]
+    res[att.a[pick[ok]]] = dd_pick[ok]
     final = fl[real & ~allowed]
     is_latest_final = latest[att.a[final]] == final
-    res[att.a[final[is_latest_final]]] = np.minimum(
-        res[att.a[final[is_latest_final]]], fn[real & ~allowed][is_latest_final]
-    )
+    fa = att.a[final[is_latest_final]]
+    res[fa] = np.minimum(res[fa], fn[real & ~allowed][is_latest_final])
     t_q = _quorum_time(rules, plan, first)
     t_c = float(res.max()) if rules.close_early and plan.n and np.isfinite(res).all() else INF
     t_close, by = deadline, "deadline"
@@ -124,28 +152,43 @@ def server(
         t_close, by = t_c, "complete"
     if plan.n == 0:
         t_close, by = deadline - rules.deadline_s, "complete"
-    status = np.full(plan.n, LATE if by == "deadline" else CANCELLED, dtype=np.int8)
+    send = fn + rules.backoff_s
+    again = real & allowed & (send < np.minimum(sat_fl, t_close))
+    # the time each failure was scheduled orders retries sent at the same instant
+    fa_ = fl[again]
+    pushed = np.where(code[fa_] == OFFLINE, att.arrive[fa_], tl.notice[fa_] - att.half[fa_])
+    retry = (att.a[fa_], att.no[fa_] + 1, send[again], pushed)
+    return _Close(
+        sat, first, t_close, by, retry, dv, dd, rank, fl, fn, real, allowed, latest, res, picked
+    )
+
+
+def _finish(rules: Rules, plan: PlanArrays, att: Attempts, c: _Close) -> ServerView:
+    """The statuses, attempt counts, accepted answers and leftovers at the close."""
+    t_close, fl, fn, real, allowed, latest = c.t_close, c.fl, c.fn, c.real, c.allowed, c.latest
+    status = np.full(plan.n, LATE if c.by == "deadline" else CANCELLED, dtype=np.int8)
     pend = fl[real & allowed & (fn <= t_close)]
     status[att.a[pend[latest[att.a[pend]] == pend]]] = FAILED  # waiting to be re-sent
-    resolved = res <= t_close
-    status[resolved] = CANCELLED
+    status[c.res <= t_close] = CANCELLED
+    final = fl[real & ~allowed]
+    is_latest_final = latest[att.a[final]] == final
     status[att.a[final[is_latest_final]][fn[real & ~allowed][is_latest_final] <= t_close]] = FAILED
-    accepted = pick[ok & (dd[rank < need] <= t_close)]
+    dd_pick = c.dd[c.picked]
+    accepted = c.dv[c.picked][dd_pick <= t_close]  # t_close <= the deadline
     status[att.a[accepted]] = ANSWERED
-    attempts = np.zeros(plan.n, dtype=np.int64)
-    np.maximum.at(attempts, att.a, att.no)
-    send = fn + rules.backoff_s
-    again = real & allowed & (send < np.minimum(sat[plan.unit[att.a[fl]]], t_close))
-    # the time each failure was scheduled orders retries sent at the same instant
-    pushed = np.where(tl.code[fl] == OFFLINE, att.arrive[fl], tl.notice[fl] - att.half[fl])
-    retry = (att.a[fl[again]], att.no[fl[again]] + 1, send[again], pushed[again])
+    attempts = np.ones(plan.n, dtype=np.int64)
+    if len(att) > plan.n:
+        np.maximum.at(attempts, att.a[plan.n :], att.no[plan.n :])
     # results and failures the round did not use, up to its close (same-instant events
     # after the closing one still reach the closed round)
-    ignored = int(((rank >= need) & (dd <= t_close)).sum()) + int(
-        ((fn >= sat[plan.unit[att.a[fl]]]) & (fn <= t_close)).sum()
+    sat_fl = c.sat[plan.unit[att.a[fl]]]
+    ignored = int(((c.rank >= plan.need) & (c.dd <= t_close)).sum()) + int(
+        ((fn >= sat_fl) & (fn <= t_close)).sum()
     )
-    late = dv[dd > t_close]
-    return ServerView(sat, first, t_close, by, status, attempts, accepted, retry, ignored, late)
+    late = c.dv[c.dd > t_close]
+    return ServerView(
+        c.sat, c.first, t_close, c.by, status, attempts, accepted, c.retry, ignored, late
+    )
 
 
 def _draw_index(
@@ -187,12 +230,12 @@ def simulate_round(
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
     for _ in range(MAX_PASSES):
-        view = server(rules, plan, att, tl, deadline)
+        view = _close(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
         same_retry = all(np.array_equal(x, y) for x, y in zip(view.retry, retry_prev))
         moved, flips = _cancel_effects(att, tl, cancel, new_cancel)
         if same_retry and not len(moved) and not len(flips):
-            return att, tl, view
+            return att, tl, _finish(rules, plan, att, view)
         cancel = new_cancel
         tl.recancel(att, flips, cancel)
         touched[att.cl[moved]] = True
