@@ -105,7 +105,11 @@ class AvailabilityTable:
         self._last[cids] = flips[np.arange(len(cids)), keep - 1]
         self._online0[cids] = online0
         self._ready[cids] = True
-        self._win_lo[cids] = math.inf
+        # the window at time 0 (before the first flip), where the chain does not flip at 0
+        first = self._flips[cids, 0]
+        self._win_lo[cids] = np.where(first > 0, -math.inf, math.inf)
+        self._win_hi[cids] = first
+        self._win_on[cids] = online0
 
     def prefill(self) -> None:
         """Draw every on/off chain now (in blocks), instead of at each client's first query."""
@@ -115,9 +119,11 @@ class AvailabilityTable:
             self._fill(block, np.zeros(len(block)))
 
     def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
-        out = np.full(len(clients), math.inf)
         kind = self.kind[clients]
         m = np.nonzero(kind == _MARKOV)[0]
+        if m.size == len(clients):
+            return self._markov(clients, t)
+        out = np.full(len(clients), math.inf)
         if m.size:
             out[m] = self._markov(clients[m], t[m])
         for i in np.nonzero(kind == _OTHER)[0].tolist():

@@ -138,16 +138,6 @@ class Timeline:
             nan.copy(), np.zeros(n),
         )  # fmt: skip
 
-    def resized(self, n_keep: int, n: int) -> Timeline:
-        """The first ``n_keep`` attempts kept, room for ``n`` (the rest to be filled)."""
-        out = []
-        for f in _TL_FIELDS:
-            old = getattr(self, f)
-            new = np.zeros(n, dtype=old.dtype)
-            new[:n_keep] = old[:n_keep]
-            out.append(new)
-        return Timeline(*out)
-
     def recancel(self, att: Attempts, rows: np.ndarray, cancel: np.ndarray) -> None:
         """Attempts ``rows`` ran to completion; whether their result is still wanted when it
         is done (DONE) or not (DONE_CANCELLED) under the cancel times ``cancel``."""

@@ -21,6 +21,7 @@ from fedgrpo.sim.vround import (
     PlanArrays,
     Rules,
     Timeline,
+    _TL_FIELDS,
     _groups,
     make_attempts,
     sorted_by,
@@ -229,6 +230,7 @@ def simulate_round(
     timeline(fleet, rules, att, cancel, free_at, order, tl)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
+    room, order_cl = _Room(first), first.cl[order]
     for _ in range(MAX_PASSES):
         view = _close(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
@@ -247,10 +249,10 @@ def simulate_round(
             more = make_attempts(
                 fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, firsts, ra, rt, rp)
             )
-            att = _concat(first, more)
-            tl = tl.resized(len(first), len(att))
+            att, tl = room.with_retries(more, tl)
             order = _merged(first, first_order, more)
-        rows = order[touched[att.cl[order]]]
+            order_cl = att.cl[order]
+        rows = order[touched[order_cl]]
         timeline(fleet, rules, att, cancel, free_at, rows, tl)
         touched[att.cl[rows]] = False
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
@@ -262,10 +264,10 @@ def _cancel_effects(
     """What new cancel times change: the attempts now kept where they were dropped or the
     other way round (their devices' queues change), and those that ran to completion and
     are now wanted or not when done (only their own fate changes)."""
-    changed = np.nonzero(old != new)[0]
-    if not len(changed):
-        return changed, changed
-    rows = np.nonzero(np.isin(att.a, changed, kind="table"))[0]
+    changed = old != new
+    if not changed.any():
+        return (np.zeros(0, dtype=np.int64),) * 2
+    rows = np.nonzero(changed[att.a])[0]
     ca = att.a[rows]
     c_old, c_new, at = old[ca], new[ca], tl.at[rows]
     moved = (c_old >= at) != (c_new >= at)
@@ -293,7 +295,33 @@ def _merged(first: Attempts, first_order: np.ndarray, more: Attempts) -> np.ndar
     return np.insert(first_order, ins, mo + n)
 
 
-def _concat(x: Attempts, y: Attempts) -> Attempts:
-    return Attempts(
-        *(np.concatenate([getattr(x, f), getattr(y, f)]) for f in Attempts.__dataclass_fields__)
-    )
+class _Room:
+    """The round's attempts, first sends then the current retries, in buffers with room for
+    more retries: a new set of retries is written over the old one in place."""
+
+    def __init__(self, first: Attempts) -> None:
+        self.first, self.n, self.cap = first, len(first), 0
+        self._att: list[np.ndarray] = []
+        self._tl: list[np.ndarray] = []
+
+    def with_retries(self, more: Attempts, tl: Timeline) -> tuple[Attempts, Timeline]:
+        n, m = self.n, len(more)
+        if m > self.cap:  # (re)allocate, keeping the first sends and their timeline rows
+            self.cap = max(2 * m, 64)
+            self._att = [_grown(getattr(self.first, f), n + self.cap) for f in _ATT_FIELDS]
+            self._tl = [_grown(getattr(tl, f)[:n], n + self.cap) for f in _TL_FIELDS]
+        for buf, f in zip(self._att, _ATT_FIELDS):
+            buf[n : n + m] = getattr(more, f)
+        return (
+            Attempts(*(buf[: n + m] for buf in self._att)),
+            Timeline(*(buf[: n + m] for buf in self._tl)),
+        )
+
+
+_ATT_FIELDS = tuple(Attempts.__dataclass_fields__)
+
+
+def _grown(a: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
