@@ -25,7 +25,7 @@ Sources of the starting figures (approximate; every field can be overridden per 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -193,6 +193,9 @@ class DeviceTiming:
     up_bps: float  # bytes/s from the device
 
 
+_TIMING = ("rtt_mu", "rtt_sigma", "speed_sigma", "sec_fixed", "sec_per_unit", "down_bps", "up_bps")
+
+
 def device_timing(
     profile: DeviceProfile,
     speed: float,
@@ -226,6 +229,35 @@ def request_timing(
     rtt = math.exp(timing.rtt_mu + timing.rtt_sigma * z_rtt)
     jitter = math.exp(timing.speed_sigma * z_speed)
     return rtt / 2, (timing.sec_fixed + units * timing.sec_per_unit) * jitter
+
+
+@dataclass(frozen=True)
+class TimingArrays:
+    """:class:`DeviceTiming` of many devices, one array per field."""
+
+    rtt_mu: np.ndarray
+    rtt_sigma: np.ndarray
+    speed_sigma: np.ndarray
+    sec_fixed: np.ndarray
+    sec_per_unit: np.ndarray
+    down_bps: np.ndarray
+    up_bps: np.ndarray
+
+
+def timing_arrays(timings: Sequence[DeviceTiming]) -> TimingArrays:
+    """Per-device timing constants as arrays (devices sharing a :class:`DeviceTiming` object
+    read it once)."""
+    slot: dict[int, int] = {}
+    table: list[DeviceTiming] = []
+    idx = np.empty(len(timings), dtype=np.int64)
+    for i, t in enumerate(timings):
+        j = slot.get(id(t))
+        if j is None:
+            j = slot[id(t)] = len(table)
+            table.append(t)
+        idx[i] = j
+    cols = [np.array([getattr(t, f) for t in table], dtype=np.float64)[idx] for f in _TIMING]
+    return TimingArrays(*cols)
 
 
 def request_timing_arrays(

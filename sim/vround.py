@@ -34,7 +34,8 @@ from fedgrpo.sim.rng import normals_at, uniform_at
 from fedgrpo.sim.vavail import AvailabilityTable
 
 __all__ = [
-    "Attempts", "Fleet", "PlanArrays", "Rules", "Timeline", "make_attempts", "sorted_by", "timeline",
+    "Attempts", "Fleet", "PlanArrays", "Rules", "Timeline", "make_attempts", "positions_by",
+    "sorted_by", "timeline",
 ]  # fmt: skip
 
 INF = math.inf
@@ -196,6 +197,15 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gid = np.cumsum(first) - 1
     pos = np.arange(len(keys)) - np.nonzero(first)[0][gid]
     return gid, pos
+
+
+def positions_by(major: np.ndarray) -> np.ndarray:
+    """Each element's position among the elements with the same (non-negative integer)
+    ``major``, in index order."""
+    o = sorted_by(major)
+    out = np.empty(len(major), dtype=np.int64)
+    out[o] = _groups(major[o])[1]
+    return out
 
 
 def sorted_by(major: np.ndarray, minor: np.ndarray | None = None) -> np.ndarray:
