@@ -123,12 +123,8 @@ class RequestSteps:
             t.sec_per_unit[cl], k, z_rtt, z_speed,
         )  # fmt: skip
         self._first_round = r
-        self._first = list(
-            zip(
-                half.tolist(), compute.tolist(), uniform_at(keys, draw).tolist(),
-                uniform_at(keys, draw + 1).tolist(),
-            )  # fmt: skip
-        )
+        crash_u, crash_at = uniform_at(keys, draw).tolist(), uniform_at(keys, draw + 1).tolist()
+        self._first = list(zip(half.tolist(), compute.tolist(), crash_u, crash_at))
 
     def _set_streams(self, r: int, clients: list[int], n_cand: list[int]) -> None:
         prefill = n_cand if isinstance(self.reward, CompetenceRewards) else [0] * len(clients)

@@ -118,7 +118,7 @@ class Attempts:
         return len(self.a)
 
 
-_TL_FIELDS = ("code", "start", "spent", "done", "deliver", "notice", "at")
+TL_FIELDS = ("code", "start", "spent", "done", "deliver", "notice", "at")
 
 
 @dataclass

@@ -16,12 +16,12 @@ from fedgrpo.sim.vround import (
     INF,
     MAX_PASSES,
     OFFLINE,
+    TL_FIELDS,
     Attempts,
     Fleet,
     PlanArrays,
     Rules,
     Timeline,
-    _TL_FIELDS,
     _groups,
     make_attempts,
     positions_by,
@@ -308,7 +308,7 @@ class _Room:
         if m > self.cap:  # (re)allocate, keeping the first sends and their timeline rows
             self.cap = max(2 * m, 64)
             self._att = [_grown(getattr(self.first, f), n + self.cap) for f in _ATT_FIELDS]
-            self._tl = [_grown(getattr(tl, f)[:n], n + self.cap) for f in _TL_FIELDS]
+            self._tl = [_grown(getattr(tl, f)[:n], n + self.cap) for f in TL_FIELDS]
         for buf, f in zip(self._att, _ATT_FIELDS):
             buf[n : n + m] = getattr(more, f)
         return (
