@@ -19,8 +19,8 @@ from fedgrpo.sim.rng import ClientStream
 
 __all__ = [
     "CompetenceRewards",
-    "QuestionIds",
     "ModelRewards",
+    "QuestionIds",
     "RewardSource",
     "RoundInput",
     "RoundSource",

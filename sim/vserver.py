@@ -24,7 +24,6 @@ from fedgrpo.sim.vround import (
     Timeline,
     _groups,
     make_attempts,
-    positions_by,
     sorted_by,
     timeline,
 )
@@ -216,8 +215,10 @@ def simulate_round(
     pass only the devices whose requests changed (cancel time, retries) are recomputed: a
     device's timeline depends on nothing else."""
     deadline = t0 + rules.deadline_s
-    firsts = np.sort(plan.client)
-    rank0 = positions_by(plan.client)  # first sends in plan order
+    o = sorted_by(plan.client)
+    firsts = plan.client[o]
+    rank0 = np.empty(plan.n, dtype=np.int64)
+    rank0[o] = _groups(firsts)[1]  # first sends in plan order
     ones = np.ones(plan.n, np.int64)
     first = make_attempts(
         fleet, rules, plan, keys, np.arange(plan.n), ones, np.full(plan.n, t0), rank0
