@@ -240,18 +240,19 @@ def timeline(
     """What the attempts ``order`` (sorted by device, then arrival) do on their devices,
     given when their assignments are cancelled: written into ``tl``."""
     arrive = att.arrive[order]
-    until = att.until[order]
     live = cancel[att.a[order]] >= arrive  # else dropped on arrival
-    off = live & np.isnan(until)
-    tl.code[order] = np.where(off, OFFLINE, DROPPED).astype(np.int8)
-    for f in ("start", "done", "deliver"):
-        getattr(tl, f)[order] = np.nan
-    tl.spent[order] = 0.0
-    tl.notice[order] = np.where(
-        off, np.maximum(arrive, att.t_send[order] + rules.connect_timeout_s), np.nan
-    )
-    tl.at[order] = arrive
-    q = order[live & ~off]
+    on = live & ~np.isnan(att.until[order])
+    # dropped on arrival, or offline: the device never sees them
+    gone = np.nonzero(~on)[0]
+    if len(gone):
+        r, off, t = order[gone], live[gone], arrive[gone]
+        tl.code[r] = np.where(off, OFFLINE, DROPPED).astype(np.int8)
+        for f in ("start", "done", "deliver"):
+            getattr(tl, f)[r] = np.nan
+        tl.spent[r] = 0.0
+        tl.notice[r] = np.where(off, np.maximum(t, att.t_send[r] + rules.connect_timeout_s), np.nan)
+        tl.at[r] = t
+    q = order[on]
     if len(q):
         _queues(att, cancel, free_at, q, tl)
 

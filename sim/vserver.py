@@ -231,6 +231,7 @@ def simulate_round(
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
     room, order_cl = _Room(first), first.cl[order]
+    first_sorted = order_cl, first.arrive[order]
     for _ in range(MAX_PASSES):
         view = _close(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
@@ -250,7 +251,7 @@ def simulate_round(
                 fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, firsts, ra, rt, rp)
             )
             att, tl = room.with_retries(more, tl)
-            order = _merged(first, first_order, more)
+            order = _merged(first_sorted, first_order, more)
             order_cl = att.cl[order]
         rows = order[touched[order_cl]]
         timeline(fleet, rules, att, cancel, free_at, rows, tl)
@@ -277,14 +278,17 @@ def _cancel_effects(
     return rows[moved], rows[flips]
 
 
-def _merged(first: Attempts, first_order: np.ndarray, more: Attempts) -> np.ndarray:
-    """The order by device, then arrival, then index, of ``first`` followed by ``more``
-    (``first_order`` is that of ``first``): the few retries merged in."""
-    n = len(first)
+def _merged(
+    first_sorted: tuple[np.ndarray, np.ndarray], first_order: np.ndarray, more: Attempts
+) -> np.ndarray:
+    """The order by device, then arrival, then index, of the first sends followed by
+    ``more`` (``first_order`` is that of the first sends, ``first_sorted`` their devices and
+    arrivals in that order): the few retries merged in."""
+    n = len(first_order)
     if not len(more):
         return first_order
     mo = np.lexsort((more.arrive, more.cl))
-    cl_s, arr_s = first.cl[first_order], first.arrive[first_order]
+    cl_s, arr_s = first_sorted
     mc, ma = more.cl[mo], more.arrive[mo]
     lo = np.searchsorted(cl_s, mc, side="left")
     hi = np.searchsorted(cl_s, mc, side="right")
