@@ -53,24 +53,31 @@ ANSWERED, FAILED, CANCELLED, LATE = range(4)
 
 
 def _answers(plan: PlanArrays, tl: Timeline, att: Attempts) -> tuple[np.ndarray, ...]:
-    """Deliveries: attempt index, unit, time, rank in the unit (sorted by unit and time, except
-    with one answer per unit, where the rank is 0 for the first and 1 for the others)."""
+    """Deliveries: attempt index, time and rank in its unit (sorted by unit and time,
+    except with one answer per unit, where the rank is 0 for the first and 1 for the
+    others); the ones that count (rank < need); each unit's first and need-th answer."""
     dv = np.nonzero(tl.code == DONE)[0]
     du, dd = plan.unit[att.a[dv]], tl.deliver[dv]
+    n_units = len(plan.unit_size)
     if plan.need == 1:  # only the first answer per unit counts: no sort needed
-        first = np.full(len(plan.unit_size), INF)
-        np.minimum.at(first, du, dd)
-        tie = np.nonzero(dd == first[du])[0]
+        sat = np.full(n_units, INF)
+        np.minimum.at(sat, du, dd)
+        tie = np.nonzero(dd == sat[du])[0]
         rank = np.ones(len(dv), dtype=np.int64)
-        if np.bincount(du[tie], minlength=len(first)).max(initial=0) > 1:
+        if np.bincount(du[tie], minlength=n_units).max(initial=0) > 1:
             _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
             tie = tie[win]
         rank[tie] = 0
-        return dv, du, dd, rank
+        return dv, dd, rank, tie, sat, sat.copy()
     o = np.lexsort((dd, du))
     dv, du, dd = dv[o], du[o], dd[o]
     _, rank = _groups(du)
-    return dv, du, dd, rank
+    sat, first = np.full(n_units, INF), np.full(n_units, INF)
+    last_needed = rank == plan.need - 1
+    sat[du[last_needed]] = dd[last_needed]
+    at0 = rank == 0
+    first[du[at0]] = dd[at0]
+    return dv, dd, rank, np.nonzero(rank < plan.need)[0], sat, first
 
 
 def _quorum_time(rules: Rules, plan: PlanArrays, first: np.ndarray) -> float:
@@ -107,23 +114,15 @@ class _Close:
     allowed: np.ndarray
     latest: np.ndarray
     res: np.ndarray
-    picked: np.ndarray  # rank < need
+    picked: np.ndarray  # indices into dv of the answers that count (rank < need)
 
 
 def _close(
     rules: Rules, plan: PlanArrays, att: Attempts, tl: Timeline, deadline: float
 ) -> _Close:  # one pass over the round's rules; long because it is one decision table
-    dv, du, dd, rank = _answers(plan, tl, att)
-    need = plan.need
-    sat = np.full(len(plan.unit_size), INF)
-    first = np.full(len(plan.unit_size), INF)
-    picked = rank < need
+    dv, dd, rank, picked, sat, first = _answers(plan, tl, att)
     pick, dd_pick = dv[picked], dd[picked]
     ok = dd_pick <= deadline  # events at the deadline run before it closes
-    last_needed = rank == need - 1
-    sat[du[last_needed]] = dd[last_needed]
-    at0 = rank == 0
-    first[du[at0]] = dd[at0]
     first[first > deadline] = INF
     # failures seen by the server
     code = tl.code
