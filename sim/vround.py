@@ -4,22 +4,24 @@ The event engine (:mod:`fedgrpo.sim.requests`) steps each request through send �
 queue → compute → deliver and feeds results to :class:`fedgrpo.rounds.RoundState`. Here the
 same round is computed for all requests at once:
 
-* **device side** (:func:`timeline`): per attempt, the draws of its ``(seed, round, client,
-  "request")`` stream (the same indices the engine uses), uplink, availability at arrival,
-  the device's FIFO queue as a Lindley recursion ``start = max(arrival, previous end)``
-  (vectorised over devices, one step per queue position), crash / offline-mid-request /
-  done, downlink;
-* **server side** (:func:`server`): the round semantics of :mod:`fedgrpo.rounds` for a
-  timing-only round: a *unit* is the set of assignments that answer the same candidates (a
-  primary and the over-selected extras mirroring its shard; a whole group with
+* **device side** (:func:`make_attempts`, :func:`timeline`): per attempt, the draws of its
+  ``(seed, round, client, "request")`` stream (the same indices the engine uses), uplink,
+  availability at arrival, the device's FIFO queue as a Lindley recursion ``start =
+  max(arrival, previous end)`` (vectorised over devices: the requests laid out
+  position-major, busiest devices first, so that queue position ``p`` is one contiguous
+  slice and its devices a prefix), crash / offline-mid-request / done, downlink;
+* **server side** (:mod:`fedgrpo.sim.vserver`): the round semantics of :mod:`fedgrpo.rounds`
+  for a timing-only round: a *unit* is the set of assignments that answer the same
+  candidates (a primary and the over-selected extras mirroring its shard; a whole group with
   ``broadcast``) and is satisfied by its first ``need`` answers, which cancels the rest; group
   quorum, round quorum, completion, deadline; retries after failures.
 
-(:mod:`fedgrpo.sim.vserver`). The two depend on each other (a cancelled request frees its device for the next one; a
-freed device answers earlier...). :func:`simulate_round` iterates them to their fixed point,
-which is the causal trajectory: each pass gets every event right up to a later time, and the
-loop stops when nothing changes (2-4 passes in practice). Timing-only rewards are always
-valid values, so no result is ever invalid here.
+The two depend on each other (a cancelled request frees its device for the next one; a
+freed device answers earlier...). :func:`fedgrpo.sim.vserver.simulate_round` iterates them to
+their fixed point, which is the causal trajectory: each pass gets every event right up to a
+later time, and the loop stops when nothing changes (2-4 passes in practice; after the first,
+only the devices where a request is now kept instead of dropped or the other way round are
+recomputed). Timing-only rewards are always valid values, so no result is ever invalid here.
 """
 
 from __future__ import annotations

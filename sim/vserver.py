@@ -211,8 +211,9 @@ def simulate_round(
 ) -> tuple[Attempts, Timeline, ServerView]:  # fmt: skip
     """Round from ``t0`` with devices busy until ``free_at``: its attempts, their timeline
     and the server's view, at the fixed point of device and server sides. After the first
-    pass only the devices whose requests changed (cancel time, retries) are recomputed: a
-    device's timeline depends on nothing else."""
+    pass only the devices whose requests changed (one now kept where it was dropped or the
+    other way round, retries) are recomputed: a device's timeline depends on nothing else;
+    a request that ran to completion and is now wanted or not when done changes alone."""
     deadline = t0 + rules.deadline_s
     o = sorted_by(plan.client)
     firsts = plan.client[o]
