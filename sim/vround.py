@@ -104,16 +104,14 @@ class Attempts:
     t_send: np.ndarray
     half: np.ndarray
     compute: np.ndarray
-    crash_u: np.ndarray
-    crash_at: np.ndarray
     req: np.ndarray
     resp: np.ndarray
     arrive: np.ndarray
     until: np.ndarray  # availability at arrival: NaN offline, else when it goes offline
     # derived per attempt once, for the queue passes
     cl: np.ndarray  # its client
-    crash_in: np.ndarray  # compute * crash_at: a crash this long after the start, if it crashes
-    crashes: np.ndarray  # bool: crash_u < the device's crash probability
+    crash_in: np.ndarray  # compute × its crash point draw: when after the start it would crash
+    crashes: np.ndarray  # bool: its crash draw < the device's crash probability
     back: np.ndarray  # downlink seconds of its result
 
     def __len__(self) -> int:
@@ -184,7 +182,7 @@ def make_attempts(
     until = fleet.avail.online_until(cl, arrive)
     back = transfer_s(half, resp, fleet.up_bps[cl])
     return Attempts(
-        a, no, t_send, half, compute, cu, ca, req, resp, arrive, until, cl, compute * ca,
+        a, no, t_send, half, compute, req, resp, arrive, until, cl, compute * ca,
         cu < fleet.crash_p[cl], back,
     )  # fmt: skip
 

@@ -226,11 +226,12 @@ def simulate_round(
     att, order = first, sorted_by(first.cl, first.arrive)
     first_order = order
     cancel = np.full(plan.n, deadline)
-    tl = Timeline.empty(plan.n)
+    room = _Room(first)
+    tl = room.timeline()
     timeline(fleet, rules, att, cancel, free_at, order, tl)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
-    room, order_cl = _Room(first), first.cl[order]
+    order_cl = first.cl[order]
     first_sorted = order_cl, first.arrive[order]
     for _ in range(MAX_PASSES):
         view = _close(rules, plan, att, tl, deadline)
@@ -304,16 +305,24 @@ class _Room:
     more retries: a new set of retries is written over the old one in place."""
 
     def __init__(self, first: Attempts) -> None:
-        self.first, self.n, self.cap = first, len(first), 0
-        self._att: list[np.ndarray] = []
-        self._tl: list[np.ndarray] = []
+        self.first, self.n = first, len(first)
+        self.cap = max(64, self.n // 16)  # retries are a few % of the sends
+        self._att: list[np.ndarray] = []  # allocated at the first retries
+        empty = Timeline.empty(self.n + self.cap)
+        self._tl = [getattr(empty, f) for f in TL_FIELDS]
+
+    def timeline(self) -> Timeline:
+        """The first sends' timeline rows (in the buffers: no copy when retries come)."""
+        return Timeline(*(buf[: self.n] for buf in self._tl))
 
     def with_retries(self, more: Attempts, tl: Timeline) -> tuple[Attempts, Timeline]:
         n, m = self.n, len(more)
-        if m > self.cap:  # (re)allocate, keeping the first sends and their timeline rows
-            self.cap = max(2 * m, 64)
-            self._att = [_grown(getattr(self.first, f), n + self.cap) for f in _ATT_FIELDS]
+        if m > self.cap:  # reallocate, keeping the first sends' timeline rows
+            self.cap = 2 * m
             self._tl = [_grown(getattr(tl, f)[:n], n + self.cap) for f in TL_FIELDS]
+            self._att = []
+        if not self._att:  # the first sends copied once, retries written after them
+            self._att = [_grown(getattr(self.first, f), n + self.cap) for f in _ATT_FIELDS]
         for buf, f in zip(self._att, _ATT_FIELDS):
             buf[n : n + m] = getattr(more, f)
         return (
