@@ -215,14 +215,7 @@ def simulate_round(
     other way round, retries) are recomputed: a device's timeline depends on nothing else;
     a request that ran to completion and is now wanted or not when done changes alone."""
     deadline = t0 + rules.deadline_s
-    o = sorted_by(plan.client)
-    firsts = plan.client[o]
-    rank0 = np.empty(plan.n, dtype=np.int64)
-    rank0[o] = _groups(firsts)[1]  # first sends in plan order
-    ones = np.ones(plan.n, np.int64)
-    first = make_attempts(
-        fleet, rules, plan, keys, np.arange(plan.n), ones, np.full(plan.n, t0), rank0
-    )
+    firsts, first = _first_sends(fleet, rules, plan, keys, t0)
     att, order = first, sorted_by(first.cl, first.arrive)
     first_order = order
     cancel = np.full(plan.n, deadline)
@@ -258,6 +251,20 @@ def simulate_round(
         timeline(fleet, rules, att, cancel, free_at, rows, tl)
         touched[att.cl[rows]] = False
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
+
+
+def _first_sends(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, t0: float
+) -> tuple[np.ndarray, Attempts]:
+    """Every assignment sent at ``t0`` (a client's requests draw in plan order): the plan's
+    clients sorted, and the attempts."""
+    o = sorted_by(plan.client)
+    firsts = plan.client[o]
+    rank0 = np.empty(plan.n, dtype=np.int64)
+    rank0[o] = _groups(firsts)[1]
+    ones = np.ones(plan.n, np.int64)
+    t = np.full(plan.n, t0)
+    return firsts, make_attempts(fleet, rules, plan, keys, np.arange(plan.n), ones, t, rank0)
 
 
 def _cancel_effects(
