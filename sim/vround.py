@@ -234,8 +234,8 @@ def sorted_by(major: np.ndarray, minor: np.ndarray | None = None) -> np.ndarray:
 
 
 def timeline(
-    fleet: Fleet, rules: Rules, att: Attempts, cancel: np.ndarray, free_at: np.ndarray,
-    order: np.ndarray, tl: Timeline,
+    rules: Rules, att: Attempts, cancel: np.ndarray, free_at: np.ndarray, order: np.ndarray,
+    tl: Timeline,
 ) -> None:  # fmt: skip
     """What the attempts ``order`` (sorted by device, then arrival) do on their devices,
     given when their assignments are cancelled: written into ``tl``."""

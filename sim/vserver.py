@@ -221,7 +221,7 @@ def simulate_round(
     cancel = np.full(plan.n, deadline)
     room = _Room(first)
     tl = room.timeline()
-    timeline(fleet, rules, att, cancel, free_at, order, tl)
+    timeline(rules, att, cancel, free_at, order, tl)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
     order_cl = first.cl[order]
@@ -248,7 +248,7 @@ def simulate_round(
             order = _merged(first_sorted, first_order, more)
             order_cl = att.cl[order]
         rows = order[touched[order_cl]]
-        timeline(fleet, rules, att, cancel, free_at, rows, tl)
+        timeline(rules, att, cancel, free_at, rows, tl)
         touched[att.cl[rows]] = False
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
 
