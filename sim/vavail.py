@@ -6,7 +6,8 @@ chain (:class:`~fedgrpo.sim.availability.MarkovAvailability`) is read out as its
 (:meth:`~fedgrpo.sim.availability.MarkovAvailability.flips_until`) into one row of a table;
 the object is then dropped (a numpy generator per client would cost ~3 KB each at 1M clients).
 A row covers virtual time up to its last flip; a query past it rebuilds the chain (the same
-draws) further. Always-on clients need no row; other processes (traces) are asked one query
+draws) further. Each client's current window (between two flips) is kept, so a query that
+falls in it, nearly all of them, is answered with two comparisons. Always-on clients need no row; other processes (traces) are asked one query
 at a time (:meth:`online_until` of the object, kept).
 """
 
