@@ -121,17 +121,23 @@ class RandomSelector:
         avail = _available(self.num_clients, available)
         n, m = int(avail.size), min(self.M, int(avail.size))
         rows = rng.integers(0, max(n, 1), size=(questions, m + 4))
-        # first occurrence of each id in its row, in order
-        keep = np.ones(rows.shape, dtype=bool)
-        for j in range(1, rows.shape[1]):
-            keep[:, j] = ~(rows[:, :j] == rows[:, j : j + 1]).any(axis=1)
-        rank = np.cumsum(keep, axis=1) - 1
-        take = keep & (rank < m)
-        out = np.zeros((questions, m), dtype=np.int64)
-        r_idx, _ = np.nonzero(take)
-        out[r_idx, rank[take]] = rows[take]
-        for r in np.nonzero(take.sum(axis=1) < m)[0].tolist():  # too few distinct: rare
-            out[r] = rng.permutation(n)[:m]
+        out = rows[:, :m].copy()  # the first m ids, where they are distinct (nearly always)
+        dup = np.zeros(questions, dtype=bool)
+        for j in range(1, m):
+            dup |= (out[:, :j] == out[:, j : j + 1]).any(axis=1)
+        bad = np.nonzero(dup)[0]
+        if len(bad):
+            # first occurrence of each id in its row, in order
+            sub = rows[bad]
+            keep = np.ones(sub.shape, dtype=bool)
+            for j in range(1, sub.shape[1]):
+                keep[:, j] = ~(sub[:, :j] == sub[:, j : j + 1]).any(axis=1)
+            rank = np.cumsum(keep, axis=1) - 1
+            take = keep & (rank < m)
+            r_idx, _ = np.nonzero(take)
+            out[bad[r_idx], rank[take]] = sub[take]
+            for r in bad[take.sum(axis=1) < m].tolist():  # too few distinct: rare
+                out[r] = rng.permutation(n)[:m]
         return out if available is None else avail[out]
 
 

@@ -25,9 +25,11 @@ Sources of the starting figures (approximate; every field can be overridden per 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+import numpy as np
 
 from fedgrpo.errors import ConfigError
 
@@ -191,6 +193,9 @@ class DeviceTiming:
     up_bps: float  # bytes/s from the device
 
 
+_TIMING = ("rtt_mu", "rtt_sigma", "speed_sigma", "sec_fixed", "sec_per_unit", "down_bps", "up_bps")
+
+
 def device_timing(
     profile: DeviceProfile,
     speed: float,
@@ -226,6 +231,47 @@ def request_timing(
     return rtt / 2, (timing.sec_fixed + units * timing.sec_per_unit) * jitter
 
 
-def transfer_s(half_rtt: float, nbytes: float, bytes_per_s: float) -> float:
-    """One-way time of a message: half the round trip plus its bytes over the link."""
+@dataclass(frozen=True)
+class TimingArrays:
+    """:class:`DeviceTiming` of many devices, one array per field."""
+
+    rtt_mu: np.ndarray
+    rtt_sigma: np.ndarray
+    speed_sigma: np.ndarray
+    sec_fixed: np.ndarray
+    sec_per_unit: np.ndarray
+    down_bps: np.ndarray
+    up_bps: np.ndarray
+
+
+def timing_arrays(timings: Sequence[DeviceTiming]) -> TimingArrays:
+    """Per-device timing constants as arrays (devices sharing a :class:`DeviceTiming` object
+    read it once)."""
+    slot: dict[int, int] = {}
+    table: list[DeviceTiming] = []
+    idx = np.empty(len(timings), dtype=np.int64)
+    for i, t in enumerate(timings):
+        j = slot.get(id(t))
+        if j is None:
+            j = slot[id(t)] = len(table)
+            table.append(t)
+        idx[i] = j
+    cols = [np.array([getattr(t, f) for t in table], dtype=np.float64)[idx] for f in _TIMING]
+    return TimingArrays(*cols)
+
+
+def request_timing_arrays(
+    rtt_mu: np.ndarray, rtt_sigma: np.ndarray, speed_sigma: np.ndarray, sec_fixed: np.ndarray,
+    sec_per_unit: np.ndarray, units: np.ndarray, z_rtt: np.ndarray, z_speed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`request_timing` over arrays of requests (each :class:`DeviceTiming` field given
+    per request): the same formula, elementwise (the vectorised simulator)."""
+    rtt = np.exp(rtt_mu + rtt_sigma * z_rtt)
+    jitter = np.exp(speed_sigma * z_speed)
+    return rtt / 2, (sec_fixed + units * sec_per_unit) * jitter
+
+
+def transfer_s(half_rtt: Any, nbytes: Any, bytes_per_s: Any) -> Any:
+    """One-way time of a message: half the round trip plus its bytes over the link (floats, or
+    numpy arrays elementwise)."""
     return half_rtt + nbytes / bytes_per_s

@@ -74,7 +74,9 @@ class Device:
     """One client's constants and state in one object: a step does one lookup, and what it
     touches sits together in memory (10k clients' tables do not fit in the CPU caches)."""
 
-    __slots__ = ("avail", "busy", "crash_p", "queue", "req", "reward", "stream_round", "timing")
+    __slots__ = (
+        "avail", "busy", "crash_p", "queue", "req", "reward", "sent", "stream_round", "timing",
+    )  # fmt: skip
 
     def __init__(self, avail: Availability, timing: DeviceTiming, crash_p: float) -> None:
         self.avail = avail
@@ -86,6 +88,7 @@ class Device:
         self.req: ClientStream | None = None
         self.reward: ClientStream | None = None
         self.stream_round = -1
+        self.sent = 0  # requests sent this round (the next one's draws follow theirs)
 
 
 def make_devices(clients: Sequence[ClientSpec], workload: WorkloadSpec, seed: int) -> list[Device]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from fedgrpo.edge.protocol import dumps, encode_request
 from fedgrpo.rounds import (
     Assignment,
@@ -31,10 +33,18 @@ from fedgrpo.rounds import (
     validate_values,
 )
 from fedgrpo.sim.config import ClientSpec, SimConfig
-from fedgrpo.sim.devices import request_timing, transfer_s
+from fedgrpo.sim.devices import request_timing, request_timing_arrays, timing_arrays, transfer_s
 from fedgrpo.sim.events import Device, Env, Job, RoundRun, make_devices
 from fedgrpo.sim.rewards import CompetenceRewards, ModelRewards, RewardSource
-from fedgrpo.sim.rng import round_streams
+from fedgrpo.sim.rng import (
+    ClientStream,
+    CounterGenerator,
+    normals_at,
+    round_keys,
+    round_streams,
+    uniform_at,
+)
+from fedgrpo.sim.vround import positions_by
 
 __all__ = ["RequestSteps", "StaleEntry"]
 
@@ -76,6 +86,9 @@ class RequestSteps:
         self._resp_per_value = cfg.response_bytes_per_value
         self._cancel_queued = cfg.cancel_queued
         self._model_bytes = isinstance(self.reward, ModelRewards)
+        self._timing_arrays = timing_arrays([d.timing for d in self.devices])
+        self._first_round = -1
+        self._first: list[tuple[float, float, float, float]] = []
         self._push = self.env.push
         # bound once: a bound method per scheduled step would be one more object per event
         self._h_arrive = self._arrive
@@ -89,24 +102,42 @@ class RequestSteps:
     # ----------------------------------------------------------------- random streams
 
     def _open_streams(self, r: int, plan: RoundPlan) -> None:
-        """Round ``r``'s request and reward streams for every client in its plan, prefilled
-        with what the plan needs (2 normals + 2 uniforms per request, 1 uniform per
-        candidate); retries extend a stream on demand."""
-        reqs: dict[int, int] = {}
-        cands: dict[int, int] = {}
-        for a in plan.assignments:
-            c = a.client_id
-            reqs[c] = reqs.get(c, 0) + 1
-            cands[c] = cands.get(c, 0) + len(a.candidates)
-        self._set_streams(r, list(reqs), [2 * reqs[c] for c in reqs], [cands[c] for c in reqs])
+        """Round ``r``'s reward streams for every client in its plan, prefilled with what the
+        plan needs (1 uniform per candidate), and the draws and timing of every first send
+        (request ``j`` of a client takes normals and uniforms ``2j, 2j+1`` of its ``request``
+        stream), all in a few vectorised calls; retries open the request stream where the
+        first sends left it (:meth:`_retry_stream`)."""
+        asg = plan.assignments
+        cl = np.fromiter((a.client_id for a in asg), dtype=np.int64, count=len(asg))
+        k = np.fromiter((len(a.candidates) for a in asg), dtype=np.int64, count=len(asg))
+        n_req = np.bincount(cl, minlength=1)
+        clients = np.nonzero(n_req)[0]
+        n_cand = np.bincount(cl, weights=k, minlength=1)[clients].astype(np.int64)
+        self._set_streams(r, clients.tolist(), n_cand.tolist())
+        draw = 2 * positions_by(cl)
+        keys = round_keys(self.seed, r, cl, "request")
+        z_rtt, z_speed = normals_at(keys, draw, draw + 1)
+        t = self._timing_arrays
+        half, compute = request_timing_arrays(
+            t.rtt_mu[cl], t.rtt_sigma[cl], t.speed_sigma[cl], t.sec_fixed[cl],
+            t.sec_per_unit[cl], k, z_rtt, z_speed,
+        )  # fmt: skip
+        self._first_round = r
+        crash_u, crash_at = uniform_at(keys, draw).tolist(), uniform_at(keys, draw + 1).tolist()
+        self._first = list(zip(half.tolist(), compute.tolist(), crash_u, crash_at))
 
-    def _set_streams(self, r: int, clients: list[int], n_req: list[int], n_cand: list[int]) -> None:
-        req = round_streams(self.seed, r, clients, "request", n_req, n_req)
+    def _set_streams(self, r: int, clients: list[int], n_cand: list[int]) -> None:
         prefill = n_cand if isinstance(self.reward, CompetenceRewards) else [0] * len(clients)
         rew = round_streams(self.seed, r, clients, "reward", prefill)
-        for c, s_req, s_rew in zip(clients, req, rew):
+        for c, s_rew in zip(clients, rew):
             dev = self.devices[c]
-            dev.req, dev.reward, dev.stream_round = s_req, s_rew, r
+            dev.req, dev.reward, dev.stream_round, dev.sent = None, s_rew, r, 0
+
+    def _retry_stream(self, r: int, cid: int, dev: Device) -> ClientStream:
+        """Client ``cid``'s ``request`` stream of round ``r`` after its ``dev.sent`` sends."""
+        key = int(round_keys(self.seed, r, np.array([cid]), "request")[0])
+        dev.req = ClientStream(CounterGenerator(key, 2 * dev.sent, 2 * dev.sent))
+        return dev.req
 
     # ----------------------------------------------------------------- request life
 
@@ -122,17 +153,20 @@ class RequestSteps:
         cid = a.client_id
         dev = self.devices[cid]
         if dev.stream_round != rr.index:  # a client added to the plan after it was built
-            self._set_streams(rr.index, [cid], [2], [len(a.candidates)])
-        s = dev.req
-        assert s is not None
+            self._set_streams(rr.index, [cid], [len(a.candidates)])
         job = Job(rr, a, attempt, now, dev)
         job.rstream = dev.reward  # a straggler scores with its own round's stream
         rr.jobs[a.index] = job
         k = len(a.candidates)
         # fixed draws per request keep each client's stream aligned across scenarios
-        z_rtt, z_speed = s.normals(2)
-        job.crash_u, job.crash_at = s.uniforms(2)
-        half, job.compute = request_timing(dev.timing, k, z_rtt, z_speed)
+        if attempt == 1 and rr.index == self._first_round:  # drawn with the plan
+            half, job.compute, job.crash_u, job.crash_at = self._first[a.index]
+        else:
+            s = dev.req or self._retry_stream(rr.index, cid, dev)
+            z_rtt, z_speed = s.normals(2)
+            job.crash_u, job.crash_at = s.uniforms(2)
+            half, job.compute = request_timing(dev.timing, k, z_rtt, z_speed)
+        dev.sent += 1
         job.half = half
         req_bytes = (
             self._request_bytes(rr, a)

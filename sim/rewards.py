@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from fedgrpo.sim.rng import ClientStream
 __all__ = [
     "CompetenceRewards",
     "ModelRewards",
+    "QuestionIds",
     "RewardSource",
     "RoundInput",
     "RoundSource",
@@ -33,7 +34,7 @@ class RoundInput:
     ``correct`` ([B, G] latent truth) by the timing-only surrogate; ``experts`` (ranked lists
     per question, ≥ ⌈M·(1+f)⌉ long) overrides the built-in selector."""
 
-    questions: list[str]
+    questions: Sequence[str]
     domains: list[str]
     candidates: list[list[str]] | None = None
     correct: np.ndarray | None = None
@@ -41,6 +42,29 @@ class RoundInput:
 
 
 RoundSource = Callable[[int, np.random.Generator], RoundInput]
+
+
+class QuestionIds(Sequence[str]):
+    """The abstract questions ``r{round}q{b}`` of a round, made when asked for (a round of
+    the scale studies has 25k of them and nothing reads them but ``len``)."""
+
+    __slots__ = ("_n", "_r")
+
+    def __init__(self, round_index: int, n: int) -> None:
+        self._r, self._n = round_index, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [f"r{self._r}q{b}" for b in range(self._n)[i]]
+        b = range(self._n)[i]  # IndexError past the end, negative from the end
+        return f"r{self._r}q{b}"
 
 
 def surrogate_rounds(config: SimConfig) -> RoundSource:
@@ -51,7 +75,7 @@ def surrogate_rounds(config: SimConfig) -> RoundSource:
         doms = rng.integers(0, len(w.domains), size=w.questions_per_round).tolist()
         domains = [w.domains[d] for d in doms]
         correct = rng.random((w.questions_per_round, w.group_size)) < w.policy_accuracy
-        return RoundInput([f"r{r}q{b}" for b in range(len(domains))], domains, None, correct)
+        return RoundInput(QuestionIds(r, len(domains)), domains, None, correct)
 
     return source
 

@@ -32,6 +32,7 @@ __all__ = [
     "ClientStream",
     "CounterGenerator",
     "normal_at",
+    "normals_at",
     "round_keys",
     "round_streams",
     "server_rng",
@@ -92,10 +93,19 @@ def uniform_at(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
 def normal_at(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Standard normal number ``index[i]`` of the stream with key ``keys[i]``: Box-Muller,
     normal ``j`` from uniforms ``j`` of two salted keys."""
+    return normals_at(keys, index)[0]
+
+
+def normals_at(keys: np.ndarray, *indices: np.ndarray) -> list[np.ndarray]:
+    """:func:`normal_at` at several index arrays of the same keys (the salted keys once)."""
     ka = keys ^ np.uint64(_NORMAL_SALT)
-    a = uniform_at(ka, index)
-    b = uniform_at(_mix(ka), index)
-    return np.sqrt(-2.0 * np.log1p(-a)) * np.cos(2.0 * np.pi * b)
+    kb = _mix(ka)
+    out = []
+    for index in indices:
+        a = uniform_at(ka, index)
+        b = uniform_at(kb, index)
+        out.append(np.sqrt(-2.0 * np.log1p(-a)) * np.cos(2.0 * np.pi * b))
+    return out
 
 
 def round_keys(seed: int, round_index: int, clients: np.ndarray, purpose: str) -> np.ndarray:

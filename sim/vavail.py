@@ -6,7 +6,8 @@ chain (:class:`~fedgrpo.sim.availability.MarkovAvailability`) is read out as its
 (:meth:`~fedgrpo.sim.availability.MarkovAvailability.flips_until`) into one row of a table;
 the object is then dropped (a numpy generator per client would cost ~3 KB each at 1M clients).
 A row covers virtual time up to its last flip; a query past it rebuilds the chain (the same
-draws) further. Always-on clients need no row; other processes (traces) are asked one query
+draws) further. Each client's current window (between two flips) is kept, so a query that
+falls in it, nearly all of them, is answered with two comparisons. Always-on clients need no row; other processes (traces) are asked one query
 at a time (:meth:`online_until` of the object, kept).
 """
 
@@ -55,8 +56,10 @@ class AvailabilityTable:
         self._online0 = np.zeros(n, dtype=bool)
         self._last = np.full(n, -math.inf)  # rows are valid for t < last flip
         self._flips = np.full((n, 0), math.inf)
-        self._k_at = np.zeros((n, 2))  # (flips at or before the time, the time) of last query
-        self._k_at[:, 1] = math.inf
+        # each client's window of its latest query: [lo, hi), online in it or not
+        self._win_lo = np.full(n, math.inf)
+        self._win_hi = np.full(n, math.inf)
+        self._win_on = np.zeros(n, dtype=bool)
 
     def _build(self, cid: int) -> Availability:
         spec = self._clients[cid]
@@ -103,7 +106,11 @@ class AvailabilityTable:
         self._last[cids] = flips[np.arange(len(cids)), keep - 1]
         self._online0[cids] = online0
         self._ready[cids] = True
-        self._k_at[cids, 1] = math.inf
+        # the window at time 0 (before the first flip), where the chain does not flip at 0
+        first = self._flips[cids, 0]
+        self._win_lo[cids] = np.where(first > 0, -math.inf, math.inf)
+        self._win_hi[cids] = first
+        self._win_on[cids] = online0
 
     def prefill(self) -> None:
         """Draw every on/off chain now (in blocks), instead of at each client's first query."""
@@ -113,9 +120,11 @@ class AvailabilityTable:
             self._fill(block, np.zeros(len(block)))
 
     def online_until(self, clients: np.ndarray, t: np.ndarray) -> np.ndarray:
-        out = np.full(len(clients), math.inf)
         kind = self.kind[clients]
         m = np.nonzero(kind == _MARKOV)[0]
+        if m.size == len(clients):
+            return self._markov(clients, t)
+        out = np.full(len(clients), math.inf)
         if m.size:
             out[m] = self._markov(clients[m], t[m])
         for i in np.nonzero(kind == _OTHER)[0].tolist():
@@ -128,6 +137,17 @@ class AvailabilityTable:
         return out
 
     def _markov(self, cl: np.ndarray, t: np.ndarray) -> np.ndarray:
+        # most queries fall in the window of the client's previous one (rounds are short
+        # next to on/off periods): two comparisons; the others bisect the client's row
+        out = np.where(self._win_on[cl], self._win_hi[cl], math.nan)
+        miss = np.nonzero(~((self._win_lo[cl] <= t) & (t < self._win_hi[cl])))[0]
+        if miss.size:
+            out[miss] = self._lookup(cl[miss], t[miss])
+        return out
+
+    def _lookup(self, cl: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The answers for ``(cl, t)`` from the rows; the windows of ``cl`` set to those
+        holding ``t`` (a client asked twice here keeps one: each is checked at each use)."""
         stale = ~self._ready[cl] | (t >= self._last[cl])
         if stale.any():
             idx = np.nonzero(stale)[0]
@@ -139,21 +159,12 @@ class AvailabilityTable:
         width = flips.shape[1]
         flat = flips.reshape(-1)
         base = cl * width
-        # start from the client's last answer if it is not later than t (times mostly grow)
-        k_at = self._k_at[cl]
-        k = np.where(k_at[:, 1] <= t, k_at[:, 0], 0).astype(np.int64)
-        for _ in range(3):
-            adv = (k < width) & (flat[base + np.minimum(k, width - 1)] <= t)
-            if not adv.any():
-                break
-            k += adv
-        else:
-            k = self._bisect(flat, base, width, k, t)
-        order = np.argsort(t, kind="stable")
-        self._k_at[cl[order]] = np.column_stack([k[order], t[order]])  # latest query wins
+        k = self._bisect(flat, base, width, np.zeros(len(cl), dtype=np.int64), t)
+        lo = np.where(k > 0, flat[base + np.maximum(k - 1, 0)], -math.inf)
+        hi = flat[base + np.minimum(k, width - 1)]
         online = self._online0[cl] ^ (k % 2 == 1)
-        until = flat[base + np.minimum(k, width - 1)]
-        return np.where(online, until, math.nan)
+        self._win_lo[cl], self._win_hi[cl], self._win_on[cl] = lo, hi, online
+        return np.where(online, hi, math.nan)
 
     @staticmethod
     def _bisect(

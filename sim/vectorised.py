@@ -101,36 +101,44 @@ def build_rules(config: SimConfig) -> Rules:
     )  # fmt: skip
 
 
-def plan_arrays(
-    config: SimConfig, experts: np.ndarray, orders: np.ndarray | None
-) -> tuple[PlanArrays, np.ndarray]:
-    """The plan layout of :func:`fedgrpo.rounds.build_plan` as arrays, and each unit's sorted
-    candidates: per question the P primaries with a shard, then ``over_selection`` extras,
-    extra ``j`` mirroring primary ``j % P``'s shard (``broadcast``: one unit per question)."""
-    w, f = config.workload, config.policy.over_selection
-    g, m, q = w.group_size, w.experts_per_question, len(experts)
-    if orders is None:  # broadcast: M primaries score all G; a unit is the whole group
-        p, sizes, need = m, [g], m
-        unit_j = np.zeros(p + f, dtype=np.int64)
-    else:
-        sizes = [s for s in chunk_sizes(g, m) if s]
-        p, need = len(sizes), 1
-        j = np.arange(p + f)
-        unit_j = np.where(j < p, j, (j - p) % p)
+def _shards(config: SimConfig) -> tuple[list[int], int, int]:
+    """The candidates per unit of a question, primaries (P) and answers a unit wants."""
+    w = config.workload
+    if w.dispatch == "broadcast":  # M primaries score all G; a unit is the whole group
+        return [w.group_size], w.experts_per_question, w.experts_per_question
+    sizes = [s for s in chunk_sizes(w.group_size, w.experts_per_question) if s]
+    return sizes, len(sizes), 1
+
+
+def plan_arrays(config: SimConfig, experts: np.ndarray) -> PlanArrays:
+    """The plan layout of :func:`fedgrpo.rounds.build_plan` as arrays: per question the P
+    primaries with a shard, then ``over_selection`` extras, extra ``j`` mirroring primary
+    ``j % P``'s shard (``broadcast``: one unit per question)."""
+    f, q = config.policy.over_selection, len(experts)
+    sizes, p, need = _shards(config)
     per_group = len(sizes)
+    j = np.arange(p + f)
+    unit_j = np.where(j < p, j, (j - p) % p) % per_group  # broadcast: all in the one unit
     client = np.ascontiguousarray(experts[:, : p + f]).reshape(-1)
     unit = (np.arange(q)[:, None] * per_group + unit_j[None, :]).reshape(-1)
     unit_size = np.tile(np.array(sizes, dtype=np.int64), q)
+    g = config.workload.group_size
+    return PlanArrays(client, unit, unit_size[unit], unit_size, q, per_group, need, g)
+
+
+def unit_candidates(config: SimConfig, orders: np.ndarray | None, q: int) -> np.ndarray:
+    """``[units, max shard]``: each unit's candidates, sorted (-1 pads a shorter shard)."""
+    sizes, _, _ = _shards(config)
+    per_group, g = len(sizes), config.workload.group_size
     cands = np.full((q * per_group, max(sizes)), -1, dtype=np.int64)
     if orders is None:
         cands[:] = np.arange(g)
-    else:
-        start = 0
-        for u, s in enumerate(sizes):
-            cands[u::per_group, :s] = np.sort(orders[:, start : start + s], axis=1)
-            start += s
-    plan = PlanArrays(client, unit, unit_size[unit], unit_size, q, per_group, need, g)
-    return plan, cands
+        return cands
+    start = 0
+    for u, s in enumerate(sizes):
+        cands[u::per_group, :s] = np.sort(orders[:, start : start + s], axis=1)
+        start += s
+    return cands
 
 
 class VectorisedSimulator:
@@ -179,13 +187,14 @@ class VectorisedSimulator:
         orders = (
             None if w.dispatch == "broadcast" else split_orders(len(experts), w.group_size, rng)
         )
-        plan, cands = plan_arrays(cfg, experts, orders)
+        plan = plan_arrays(cfg, experts)
         keys = round_keys(self.seed, r, plan.client, "request")
         att, tl, view = simulate_round(self.fleet, self.rules, plan, keys, self.t, self.free_at)
         self.free_at = tl.device_free(plan, att, self.free_at)
         arrays = RoundArrays(r, self.t, plan, att, tl, view, cfg.policy.quorum)
         record = vector_record(arrays, self.profile_idx, self.profile_names)
         if self.keep_outcomes:
+            cands = unit_candidates(cfg, orders, len(experts))
             self.outcomes.append(self._outcome(arrays, cands, inp, r))
         self.t = view.t_close + cfg.update_s
         return record

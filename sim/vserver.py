@@ -12,9 +12,11 @@ import numpy as np
 from fedgrpo.sim.vround import (
     CRASH,
     DONE,
+    DONE_CANCELLED,
     INF,
     MAX_PASSES,
     OFFLINE,
+    TL_FIELDS,
     Attempts,
     Fleet,
     PlanArrays,
@@ -22,10 +24,11 @@ from fedgrpo.sim.vround import (
     Timeline,
     _groups,
     make_attempts,
+    sorted_by,
     timeline,
 )
 
-__all__ = ["STATUS", "ServerView", "server", "simulate_round"]
+__all__ = ["STATUS", "ServerView", "simulate_round"]
 
 
 @dataclass
@@ -50,22 +53,31 @@ ANSWERED, FAILED, CANCELLED, LATE = range(4)
 
 
 def _answers(plan: PlanArrays, tl: Timeline, att: Attempts) -> tuple[np.ndarray, ...]:
-    """Deliveries: attempt index, unit, time, rank in the unit (sorted by unit and time, except
-    with one answer per unit, where the rank is 0 for the first and 1 for the others)."""
+    """Deliveries: attempt index, time and rank in its unit (sorted by unit and time,
+    except with one answer per unit, where the rank is 0 for the first and 1 for the
+    others); the ones that count (rank < need); each unit's first and need-th answer."""
     dv = np.nonzero(tl.code == DONE)[0]
     du, dd = plan.unit[att.a[dv]], tl.deliver[dv]
+    n_units = len(plan.unit_size)
     if plan.need == 1:  # only the first answer per unit counts: no sort needed
-        first = np.full(len(plan.unit_size), INF)
-        np.minimum.at(first, du, dd)
-        tie = np.nonzero(dd == first[du])[0]
-        _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
+        sat = np.full(n_units, INF)
+        np.minimum.at(sat, du, dd)
+        tie = np.nonzero(dd == sat[du])[0]
         rank = np.ones(len(dv), dtype=np.int64)
-        rank[tie[win]] = 0
-        return dv, du, dd, rank
+        if np.bincount(du[tie], minlength=n_units).max(initial=0) > 1:
+            _, win = np.unique(du[tie], return_index=True)  # the earliest attempt among ties
+            tie = tie[win]
+        rank[tie] = 0
+        return dv, dd, rank, tie, sat, sat.copy()
     o = np.lexsort((dd, du))
     dv, du, dd = dv[o], du[o], dd[o]
     _, rank = _groups(du)
-    return dv, du, dd, rank
+    sat, first = np.full(n_units, INF), np.full(n_units, INF)
+    last_needed = rank == plan.need - 1
+    sat[du[last_needed]] = dd[last_needed]
+    at0 = rank == 0
+    first[du[at0]] = dd[at0]
+    return dv, dd, rank, np.nonzero(rank < plan.need)[0], sat, first
 
 
 def _quorum_time(rules: Rules, plan: PlanArrays, first: np.ndarray) -> float:
@@ -83,36 +95,54 @@ def _quorum_time(rules: Rules, plan: PlanArrays, first: np.ndarray) -> float:
     return float(np.partition(at, need - 1)[need - 1])
 
 
-def server(
+@dataclass
+class _Close:
+    """The server's reading of a timeline up to the round's close (what the passes need),
+    and what :func:`_finish` turns into the rest of the :class:`ServerView`."""
+
+    sat: np.ndarray
+    first: np.ndarray
+    t_close: float
+    by: str
+    retry: tuple[np.ndarray, ...]
+    dv: np.ndarray
+    dd: np.ndarray
+    rank: np.ndarray
+    fl: np.ndarray
+    fn: np.ndarray
+    real: np.ndarray
+    allowed: np.ndarray
+    latest: np.ndarray
+    res: np.ndarray
+    picked: np.ndarray  # indices into dv of the answers that count (rank < need)
+
+
+def _close(
     rules: Rules, plan: PlanArrays, att: Attempts, tl: Timeline, deadline: float
-) -> ServerView:  # one pass over the round's rules; long because it is one decision table
-    dv, du, dd, rank = _answers(plan, tl, att)
-    need = plan.need
-    sat = np.full(len(plan.unit_size), INF)
-    first = np.full(len(plan.unit_size), INF)
-    pick = dv[rank < need]
-    ok = dd[rank < need] <= deadline  # events at the deadline run before it closes
-    sat[du[rank == need - 1]] = dd[rank == need - 1]
-    first[du[rank == 0]] = dd[rank == 0]
+) -> _Close:  # one pass over the round's rules; long because it is one decision table
+    dv, dd, rank, picked, sat, first = _answers(plan, tl, att)
+    pick, dd_pick = dv[picked], dd[picked]
+    ok = dd_pick <= deadline  # events at the deadline run before it closes
     first[first > deadline] = INF
     # failures seen by the server
-    fl = np.nonzero((tl.code == OFFLINE) | (tl.code == CRASH))[0]
+    code = tl.code
+    fl = np.nonzero((code == OFFLINE) | (code == CRASH))[0]
     fn = tl.notice[fl]
-    real = fn < sat[plan.unit[att.a[fl]]]  # else the assignment was already cancelled
+    sat_fl = sat[plan.unit[att.a[fl]]]
+    real = fn < sat_fl  # else the assignment was already cancelled
     allowed = (att.no[fl] <= rules.max_retries) & (
         deadline - fn > rules.backoff_s + rules.min_remaining_s
     )
-    latest = np.full(plan.n, -1)
-    np.maximum.at(latest, att.a, np.arange(len(att)))
+    latest = np.arange(plan.n)
+    if len(att) > plan.n:
+        np.maximum.at(latest, att.a[plan.n :], np.arange(plan.n, len(att)))
     # resolution time of each assignment, whatever the close
-    res = sat[plan.unit].copy()
-    acc_a = att.a[pick[ok]]
-    res[acc_a] = dd[rank < need][ok]
+    res = sat[plan.unit]
+    res[att.a[pick[ok]]] = dd_pick[ok]
     final = fl[real & ~allowed]
     is_latest_final = latest[att.a[final]] == final
-    res[att.a[final[is_latest_final]]] = np.minimum(
-        res[att.a[final[is_latest_final]]], fn[real & ~allowed][is_latest_final]
-    )
+    fa = att.a[final[is_latest_final]]
+    res[fa] = np.minimum(res[fa], fn[real & ~allowed][is_latest_final])
     t_q = _quorum_time(rules, plan, first)
     t_c = float(res.max()) if rules.close_early and plan.n and np.isfinite(res).all() else INF
     t_close, by = deadline, "deadline"
@@ -122,28 +152,43 @@ def server(
         t_close, by = t_c, "complete"
     if plan.n == 0:
         t_close, by = deadline - rules.deadline_s, "complete"
-    status = np.full(plan.n, LATE if by == "deadline" else CANCELLED, dtype=np.int8)
+    send = fn + rules.backoff_s
+    again = real & allowed & (send < np.minimum(sat_fl, t_close))
+    # the time each failure was scheduled orders retries sent at the same instant
+    fa_ = fl[again]
+    pushed = np.where(code[fa_] == OFFLINE, att.arrive[fa_], tl.notice[fa_] - att.half[fa_])
+    retry = (att.a[fa_], att.no[fa_] + 1, send[again], pushed)
+    return _Close(
+        sat, first, t_close, by, retry, dv, dd, rank, fl, fn, real, allowed, latest, res, picked
+    )
+
+
+def _finish(rules: Rules, plan: PlanArrays, att: Attempts, c: _Close) -> ServerView:
+    """The statuses, attempt counts, accepted answers and leftovers at the close."""
+    t_close, fl, fn, real, allowed, latest = c.t_close, c.fl, c.fn, c.real, c.allowed, c.latest
+    status = np.full(plan.n, LATE if c.by == "deadline" else CANCELLED, dtype=np.int8)
     pend = fl[real & allowed & (fn <= t_close)]
     status[att.a[pend[latest[att.a[pend]] == pend]]] = FAILED  # waiting to be re-sent
-    resolved = res <= t_close
-    status[resolved] = CANCELLED
+    status[c.res <= t_close] = CANCELLED
+    final = fl[real & ~allowed]
+    is_latest_final = latest[att.a[final]] == final
     status[att.a[final[is_latest_final]][fn[real & ~allowed][is_latest_final] <= t_close]] = FAILED
-    accepted = pick[ok & (dd[rank < need] <= t_close)]
+    dd_pick = c.dd[c.picked]
+    accepted = c.dv[c.picked][dd_pick <= t_close]  # t_close <= the deadline
     status[att.a[accepted]] = ANSWERED
-    attempts = np.zeros(plan.n, dtype=np.int64)
-    np.maximum.at(attempts, att.a, att.no)
-    send = fn + rules.backoff_s
-    again = real & allowed & (send < np.minimum(sat[plan.unit[att.a[fl]]], t_close))
-    # the time each failure was scheduled orders retries sent at the same instant
-    pushed = np.where(tl.code[fl] == OFFLINE, att.arrive[fl], tl.notice[fl] - att.half[fl])
-    retry = (att.a[fl[again]], att.no[fl[again]] + 1, send[again], pushed[again])
+    attempts = np.ones(plan.n, dtype=np.int64)
+    if len(att) > plan.n:
+        np.maximum.at(attempts, att.a[plan.n :], att.no[plan.n :])
     # results and failures the round did not use, up to its close (same-instant events
     # after the closing one still reach the closed round)
-    ignored = int(((rank >= need) & (dd <= t_close)).sum()) + int(
-        ((fn >= sat[plan.unit[att.a[fl]]]) & (fn <= t_close)).sum()
+    sat_fl = c.sat[plan.unit[att.a[fl]]]
+    ignored = int(((c.rank >= plan.need) & (c.dd <= t_close)).sum()) + int(
+        ((fn >= sat_fl) & (fn <= t_close)).sum()
     )
-    late = dv[dd > t_close]
-    return ServerView(sat, first, t_close, by, status, attempts, accepted, retry, ignored, late)
+    late = c.dv[c.dd > t_close]
+    return ServerView(
+        c.sat, c.first, t_close, c.by, status, attempts, accepted, c.retry, ignored, late
+    )
 
 
 def _draw_index(
@@ -166,55 +211,137 @@ def simulate_round(
 ) -> tuple[Attempts, Timeline, ServerView]:  # fmt: skip
     """Round from ``t0`` with devices busy until ``free_at``: its attempts, their timeline
     and the server's view, at the fixed point of device and server sides. After the first
-    pass only the devices whose requests changed (cancel time, retries) are recomputed: a
-    device's timeline depends on nothing else."""
+    pass only the devices whose requests changed (one now kept where it was dropped or the
+    other way round, retries) are recomputed: a device's timeline depends on nothing else;
+    a request that ran to completion and is now wanted or not when done changes alone."""
     deadline = t0 + rules.deadline_s
-    o = np.argsort(plan.client, kind="stable")
-    rank0 = np.empty(plan.n, dtype=np.int64)
-    rank0[o] = _groups(plan.client[o])[1]  # first sends in plan order
-    ones = np.ones(plan.n, np.int64)
-    first = make_attempts(
-        fleet, rules, plan, keys, np.arange(plan.n), ones, np.full(plan.n, t0), rank0
-    )
-    att = first
+    firsts, first = _first_sends(fleet, rules, plan, keys, t0)
+    att, order = first, sorted_by(first.cl, first.arrive)
+    first_order = order
     cancel = np.full(plan.n, deadline)
-    tl = timeline(fleet, rules, plan, att, cancel, free_at)
+    room = _Room(first)
+    tl = room.timeline()
+    timeline(rules, att, cancel, free_at, order, tl)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
+    order_cl = first.cl[order]
+    first_sorted = order_cl, first.arrive[order]
     for _ in range(MAX_PASSES):
-        view = server(rules, plan, att, tl, deadline)
+        view = _close(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
         same_retry = all(np.array_equal(x, y) for x, y in zip(view.retry, retry_prev))
-        # a new cancel time matters only if it is not after every time it is compared with
-        reach = np.full(plan.n, -INF)
-        np.maximum.at(reach, att.a, tl.last)
-        changed = np.nonzero((new_cancel != cancel) & (np.minimum(new_cancel, cancel) <= reach))[0]
-        if same_retry and not len(changed):
-            return att, tl, view
+        moved, flips = _cancel_effects(att, tl, cancel, new_cancel)
+        if same_retry and not len(moved) and not len(flips):
+            return att, tl, _finish(rules, plan, att, view)
         cancel = new_cancel
-        touched[plan.client[changed]] = True
+        tl.recancel(att, flips, cancel)
+        touched[att.cl[moved]] = True
         if not same_retry:
             touched[plan.client[retry_prev[0]]] = True
             retry_prev = view.retry
             ra, rno, rt, rp = view.retry
             touched[plan.client[ra]] = True
             more = make_attempts(
-                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, plan.client[o], ra, rt, rp)
+                fleet, rules, plan, keys, ra, rno, rt, _draw_index(plan, firsts, ra, rt, rp)
             )
-            att = _concat(first, more)
-            tl = tl.resized(len(first), len(att))
-        rows = np.nonzero(touched[plan.client[att.a]])[0]
-        sub = _subset(att, rows)
-        tl.take(rows, timeline(fleet, rules, plan, sub, cancel, free_at))
-        touched[plan.client[att.a[rows]]] = False
+            att, tl = room.with_retries(more, tl)
+            order = _merged(first_sorted, first_order, more)
+            order_cl = att.cl[order]
+        rows = order[touched[order_cl]]
+        timeline(rules, att, cancel, free_at, rows, tl)
+        touched[att.cl[rows]] = False
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
 
 
-def _subset(att: Attempts, rows: np.ndarray) -> Attempts:
-    return Attempts(*(getattr(att, f)[rows] for f in Attempts.__dataclass_fields__))
+def _first_sends(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, t0: float
+) -> tuple[np.ndarray, Attempts]:
+    """Every assignment sent at ``t0`` (a client's requests draw in plan order): the plan's
+    clients sorted, and the attempts."""
+    o = sorted_by(plan.client)
+    firsts = plan.client[o]
+    rank0 = np.empty(plan.n, dtype=np.int64)
+    rank0[o] = _groups(firsts)[1]
+    ones = np.ones(plan.n, np.int64)
+    t = np.full(plan.n, t0)
+    return firsts, make_attempts(fleet, rules, plan, keys, np.arange(plan.n), ones, t, rank0)
 
 
-def _concat(x: Attempts, y: Attempts) -> Attempts:
-    return Attempts(
-        *(np.concatenate([getattr(x, f), getattr(y, f)]) for f in Attempts.__dataclass_fields__)
-    )
+def _cancel_effects(
+    att: Attempts, tl: Timeline, old: np.ndarray, new: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """What new cancel times change: the attempts now kept where they were dropped or the
+    other way round (their devices' queues change), and those that ran to completion and
+    are now wanted or not when done (only their own fate changes)."""
+    changed = old != new
+    if not changed.any():
+        return (np.zeros(0, dtype=np.int64),) * 2
+    rows = np.nonzero(changed[att.a])[0]
+    ca = att.a[rows]
+    c_old, c_new, at = old[ca], new[ca], tl.at[rows]
+    moved = (c_old >= at) != (c_new >= at)
+    code, done = tl.code[rows], tl.done[rows]
+    ran = (code == DONE) | (code == DONE_CANCELLED)
+    flips = ran & ~moved & ((c_old >= done) != (c_new >= done))
+    return rows[moved], rows[flips]
+
+
+def _merged(
+    first_sorted: tuple[np.ndarray, np.ndarray], first_order: np.ndarray, more: Attempts
+) -> np.ndarray:
+    """The order by device, then arrival, then index, of the first sends followed by
+    ``more`` (``first_order`` is that of the first sends, ``first_sorted`` their devices and
+    arrivals in that order): the few retries merged in."""
+    n = len(first_order)
+    if not len(more):
+        return first_order
+    mo = np.lexsort((more.arrive, more.cl))
+    cl_s, arr_s = first_sorted
+    mc, ma = more.cl[mo], more.arrive[mo]
+    lo = np.searchsorted(cl_s, mc, side="left")
+    hi = np.searchsorted(cl_s, mc, side="right")
+    ins = lo.copy()
+    for d in range(int((hi - lo).max())):  # first attempts on the same device arriving no later
+        j = lo + d
+        ins += (j < hi) & (arr_s[np.minimum(j, n - 1)] <= ma)
+    return np.insert(first_order, ins, mo + n)
+
+
+class _Room:
+    """The round's attempts, first sends then the current retries, in buffers with room for
+    more retries: a new set of retries is written over the old one in place."""
+
+    def __init__(self, first: Attempts) -> None:
+        self.first, self.n = first, len(first)
+        self.cap = max(64, self.n // 16)  # retries are a few % of the sends
+        self._att: list[np.ndarray] = []  # allocated at the first retries
+        empty = Timeline.empty(self.n + self.cap)
+        self._tl = [getattr(empty, f) for f in TL_FIELDS]
+
+    def timeline(self) -> Timeline:
+        """The first sends' timeline rows (in the buffers: no copy when retries come)."""
+        return Timeline(*(buf[: self.n] for buf in self._tl))
+
+    def with_retries(self, more: Attempts, tl: Timeline) -> tuple[Attempts, Timeline]:
+        n, m = self.n, len(more)
+        if m > self.cap:  # reallocate, keeping the first sends' timeline rows
+            self.cap = 2 * m
+            self._tl = [_grown(getattr(tl, f)[:n], n + self.cap) for f in TL_FIELDS]
+            self._att = []
+        if not self._att:  # the first sends copied once, retries written after them
+            self._att = [_grown(getattr(self.first, f), n + self.cap) for f in _ATT_FIELDS]
+        for buf, f in zip(self._att, _ATT_FIELDS):
+            buf[n : n + m] = getattr(more, f)
+        return (
+            Attempts(*(buf[: n + m] for buf in self._att)),
+            Timeline(*(buf[: n + m] for buf in self._tl)),
+        )
+
+
+_ATT_FIELDS = tuple(Attempts.__dataclass_fields__)
+
+
+def _grown(a: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
