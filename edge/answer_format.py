@@ -44,7 +44,7 @@ _OLD_INTEGER = re.compile(r"[+-]?\d[\d,]*")
 _STARTS = re.compile(r"[+-]?(?:[^\W_]|[\\({\[|.])")  # how an answer begins
 _CONTINUES = re.compile(r"\.\d|[A-Za-z]|\s*[\\^/{]")  # ...so the integer is not the answer
 _FORMAT_RE = re.compile(r"^\s*[^\n]*\S[^\n]*\nanswer: (\S[^\n]*?)\s*$")
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
+BOX_COMMANDS = ("\\boxed", "\\fbox")  # what last_boxed reads
 _MARKUP = "*_`$ \t\n"
 MAX_INTEGER_CHARS = 4000  # Python refuses int() of more than 4300 digits
 
@@ -125,11 +125,11 @@ def _token(text: str, lo: int, end: int) -> tuple[str, int, int] | None:
 def last_boxed(text: str) -> tuple[int, int, str] | None:
     """(start, end, content) of the last ``\\boxed{...}`` / ``\\fbox{...}``, braces balanced;
     None if there is none or its braces never close."""
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
+    start = max(text.rfind(cmd) for cmd in BOX_COMMANDS)
     if start < 0:
         return None
     brace = text.find("{", start)
-    if brace < 0 or text[start:brace].strip() not in _BOX_COMMANDS:
+    if brace < 0 or text[start:brace].strip() not in BOX_COMMANDS:
         return None
     depth = 0
     for pos in range(brace, len(text)):

@@ -256,6 +256,12 @@ def timing_arrays(timings: Sequence[DeviceTiming]) -> TimingArrays:
             j = slot[id(t)] = len(table)
             table.append(t)
         idx[i] = j
+    return timing_columns(table, idx)
+
+
+def timing_columns(table: Sequence[DeviceTiming], idx: np.ndarray) -> TimingArrays:
+    """Device ``i`` gets ``table[idx[i]]``'s constants: each distinct timing read once, then
+    gathered per device (what both engines hold for a fleet)."""
     cols = [np.array([getattr(t, f) for t in table], dtype=np.float64)[idx] for f in _TIMING]
     return TimingArrays(*cols)
 

@@ -31,7 +31,7 @@ from fedgrpo.rounds import experts_to_ask
 from fedgrpo.rounds.dispatch import chunk_sizes
 from fedgrpo.selection import RandomSelector
 from fedgrpo.sim.config import SimConfig
-from fedgrpo.sim.devices import DeviceTiming, device_timing, size_factor
+from fedgrpo.sim.devices import DeviceTiming, device_timing, size_factor, timing_columns
 from fedgrpo.sim.result import SimResult
 from fedgrpo.sim.rewards import RoundInput, RoundSource, surrogate_rounds
 from fedgrpo.sim.rng import round_keys, server_rng
@@ -62,7 +62,6 @@ def build_fleet(config: SimConfig, seed: int) -> Fleet:
     """Per-client timing constants (as the event engine's ``make_devices``) as arrays."""
     w = config.workload
     tokens_per_cand = w.question_tokens + w.completion_tokens
-    cache: dict[tuple[Any, float, float | None], DeviceTiming] = {}
     idx = np.empty(len(config.clients), dtype=np.int64)
     table: list[DeviceTiming] = []
     crash: list[float] = []
@@ -72,17 +71,14 @@ def build_fleet(config: SimConfig, seed: int) -> Fleet:
         key = (p, size_factor(spec.size_class) * spec.speed_factor, spec.bandwidth_mbps)
         j = slot.get(key)
         if j is None:
-            cache[key] = device_timing(p, key[1], w.decode_tokens, tokens_per_cand, key[2])
             j = slot[key] = len(table)
-            table.append(cache[key])
+            table.append(device_timing(p, key[1], w.decode_tokens, tokens_per_cand, key[2]))
             crash.append(p.crash_prob)
         idx[cid] = j
-    col = {f: np.array([getattr(t, f) for t in table])[idx] for f in DeviceTiming.__slots__}
     return Fleet(
-        col["rtt_mu"], col["rtt_sigma"], col["speed_sigma"], col["sec_fixed"],
-        col["sec_per_unit"], col["down_bps"], col["up_bps"], np.array(crash)[idx],
+        timing_columns(table, idx), np.array(crash)[idx],
         _prefilled(AvailabilityTable(config.clients, seed)),
-    )  # fmt: skip
+    )
 
 
 def _prefilled(table: AvailabilityTable) -> AvailabilityTable:

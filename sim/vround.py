@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedgrpo.sim.devices import request_timing_arrays, transfer_s
+from fedgrpo.sim.devices import TimingArrays, request_timing_arrays, transfer_s
 from fedgrpo.sim.rng import normals_at, uniform_at
 from fedgrpo.sim.vavail import AvailabilityTable
 
@@ -50,13 +50,7 @@ MAX_PASSES = 200
 class Fleet:
     """Per-client constants (sim.devices.DeviceTiming as arrays) and availability."""
 
-    rtt_mu: np.ndarray
-    rtt_sigma: np.ndarray
-    speed_sigma: np.ndarray
-    sec_fixed: np.ndarray
-    sec_per_unit: np.ndarray
-    down_bps: np.ndarray
-    up_bps: np.ndarray
+    timing: TimingArrays
     crash_p: np.ndarray
     avail: AvailabilityTable
 
@@ -169,18 +163,19 @@ def make_attempts(
     i1 = i0 + 1
     z_rtt, z_speed = normals_at(ka, i0, i1)
     k = plan.k[a]
+    t = fleet.timing
     half, compute = request_timing_arrays(
-        fleet.rtt_mu[cl], fleet.rtt_sigma[cl], fleet.speed_sigma[cl], fleet.sec_fixed[cl],
-        fleet.sec_per_unit[cl], k, z_rtt, z_speed,
+        t.rtt_mu[cl], t.rtt_sigma[cl], t.speed_sigma[cl], t.sec_fixed[cl], t.sec_per_unit[cl],
+        k, z_rtt, z_speed,
     )  # fmt: skip
     req = rules.req_overhead + k * rules.est_per_cand
     resp = rules.resp_overhead + k * rules.resp_per_value
-    arrive = t_send + transfer_s(half, req, fleet.down_bps[cl])
+    arrive = t_send + transfer_s(half, req, t.down_bps[cl])
     cu, ca = uniform_at(ka, i0), uniform_at(ka, i1)
     # the device's state at arrival is a function of time alone, so it is asked once per
     # attempt, whatever the passes decide about cancellations
     until = fleet.avail.online_until(cl, arrive)
-    back = transfer_s(half, resp, fleet.up_bps[cl])
+    back = transfer_s(half, resp, t.up_bps[cl])
     return Attempts(
         a, no, t_send, half, compute, req, resp, arrive, until, cl, compute * ca,
         cu < fleet.crash_p[cl], back,

@@ -17,14 +17,13 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from fedgrpo.edge.answer_format import last_boxed, normalise_answer
+from fedgrpo.edge.answer_format import BOX_COMMANDS, last_boxed, normalise_answer
 
 LAYOUTS = ("gsm8k", "math", "qa")
 # default (question column, answer column) per layout
 DEFAULT_FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution"), "qa": ("question", "answer")}
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
 class LayoutError(ValueError):
@@ -60,7 +59,7 @@ def math_answer(text: str) -> tuple[str, str]:
     """``'So $x = \\boxed{1{,}000}$.'`` -> ``('So x = 1{,}000.', '1000')``."""
     found = last_boxed(text)
     if found is None:
-        if any(cmd in text for cmd in _BOX_COMMANDS):
+        if any(cmd in text for cmd in BOX_COMMANDS):
             raise LayoutError("has a \\boxed{ whose braces never close")
         raise LayoutError("has no \\boxed{...} final answer")
     start, end, content = found
