@@ -34,6 +34,7 @@ EXPECTED = {
     "emulate-local",
     "live-template",
     "dataset-gsm8k",
+    "dataset-math",
 }
 
 
