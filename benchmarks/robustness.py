@@ -218,10 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="only tabulate the finished runs in --cache (seeds that finished)")
     ap.add_argument("--full", action="store_true", help="every attack, 40 %% inverted, Laplace")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated row names to run (default: the whole grid)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "robustness_epsilon.png")
     args = ap.parse_args(argv)
     rows = ATTACKS + EPSILONS + (FULL if args.full else [])
+    if args.rows:
+        wanted = args.rows.split(",")
+        unknown = sorted(set(wanted) - {r.name for r in rows})
+        if unknown:
+            ap.error(f"--rows: unknown {', '.join(unknown)}; known: {', '.join(r.name for r in rows)}")
+        rows = [r for r in rows if r.name in wanted]
     start = time.perf_counter()
     jobs = [(r, seed) for seed in range(args.seeds) for r in rows]
     results: list[dict[str, Any]] = []

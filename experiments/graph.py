@@ -20,7 +20,8 @@ def show_graph(
     """The text ``fedgrpo graph show`` prints (selector forced to ``confidence_graph``);
     ``save`` also writes the competence matrix there as JSON."""
     from fedgrpo.experiments.context import build_context, load_scorers, resolve_model, scorer_fn
-    from fedgrpo.experiments.runner import _selector_and_embedder, refresh_competence
+    from fedgrpo.experiments.enrolment import refresh_competence
+    from fedgrpo.experiments.runner import _selector_and_embedder
     from fedgrpo.selection.graph import competence_scores, cosine_neighbours, top_m
     from fedgrpo.server.gathering.inprocess import DirectGatherer
     from fedgrpo.server.zoo.loading import load_causal_lm

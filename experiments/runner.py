@@ -19,6 +19,7 @@ import numpy as np
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.experiments.context import Context, auxiliary_set, build_context, resolve_model
+from fedgrpo.experiments.enrolment import refresh_competence
 from fedgrpo.experiments.provenance import write_provenance
 from fedgrpo.experiments.records import write_summary
 from fedgrpo.experiments.signals import sigterm_as_interrupt
@@ -57,27 +58,6 @@ def _make_gatherer(ctx: Context) -> tuple[Any, Any]:
 
         return make_live_gatherer(ctx)
     raise ConfigError(f"mode {s.mode!r} is unknown; use sim, emulate or live")
-
-
-def refresh_competence(
-    ctx: Context, gatherer: Any, competence: Any, aux: list[Any], round_index: int, every_n: int
-) -> list[str]:
-    """Ask clients that were never measured (or not for ``every_n`` rounds) for competence
-    bits on the auxiliary set. A client that fails stays unknown: the selector gives it the
-    prior, so it keeps being explored. Returns the ids that answered."""
-    ids = competence.needs_refresh(round_index, every_n)
-    index = {c.id: c.index for c in ctx.clients}
-    if not ids:
-        return []
-    bits = gatherer.competence(
-        [index[i] for i in ids], [a.question for a in aux], [a.answer for a in aux]
-    )
-    answered = []
-    for k, values in bits.items():
-        if values is not None:
-            competence.update(ctx.clients[k].id, list(range(len(aux))), values, round=round_index)
-            answered.append(ctx.clients[k].id)
-    return answered
 
 
 def _selector_and_embedder(
@@ -345,7 +325,8 @@ def _one_round(run: _Run) -> dict[str, Any]:
     if trainer.competence is not None:
         every = s.selection.refresh_every
         r0 = trainer.state.round
-        if refresh_competence(run.ctx, run.gatherer, trainer.competence, run.aux, r0, every):
+        ctx, agg = run.ctx, trainer.aggregator
+        if refresh_competence(ctx, run.gatherer, trainer.competence, run.aux, r0, every, agg):
             (run.run_dir / "competence.json").write_text(trainer.competence.to_json())
     rec = trainer.step()
     duration = float(rec.get("duration_s") or 0.0)

@@ -38,6 +38,7 @@ from fedgrpo.server.grpo import combine, group_advantages, grpo_loss
 from fedgrpo.server.grpo.config import GRPOConfig
 from fedgrpo.server.grpo.offpolicy import LateRewardConfig, offpolicy_grpo_loss
 from fedgrpo.server.grpo.rewards import shuffle_within_groups, signal_groups
+from fedgrpo.server.grpo.trust import trusted_pool
 from fedgrpo.server.late_groups import LateGroups, MergedBatch, late_record, merge_rows
 from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout
 from fedgrpo.server.schedule import lr_factor, make_optimizer, round_rngs, sample_accuracy
@@ -157,6 +158,8 @@ class FedGRPOTrainer:
         idle = getattr(self.gatherer, "idle_clients", None)
         if self.late_groups is not None and idle is not None:
             available = idle(available)  # stragglers' devices are not asked again (issue 14)
+        if self.aggregator is not None:  # distrusted experts are not asked (grpo/trust.py)
+            available = trusted_pool(available, self.aggregator.last_weights)
         return self.selector.select(embeddings, [i.domain for i in items], rng, available=available)
 
     def _gather(
@@ -363,6 +366,7 @@ class FedGRPOTrainer:
             "competence": self.competence.to_json() if self.competence is not None else None,
             "version": self.state.version,
             "late_groups": self.late_groups,
+            "aggregator": self.aggregator.state() if self.aggregator is not None else None,
             "python_random": random.getstate(),
             "torch_rng": torch.get_rng_state(),
             "extra": extra or {},
@@ -397,6 +401,8 @@ class FedGRPOTrainer:
         self.state.version = int(payload.get("version", self.state.round))
         if self.late_groups is not None and payload.get("late_groups") is not None:
             self.late_groups = payload["late_groups"]
+        if self.aggregator is not None and payload.get("aggregator") is not None:
+            self.aggregator.restore(payload["aggregator"])
         if payload.get("competence"):
             loaded_competence = CompetenceMatrix.from_json(payload["competence"])
             if self.competence is None:

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: stream purposes (part of the key: never reorder, only append)
-PURPOSES = {"request": 0, "availability": 1, "reward": 2, "server": 3, "behaviour": 4}
+PURPOSES = {"request": 0, "availability": 1, "reward": 2, "server": 3, "behaviour": 4, "probe": 5}
 _SERVER_ID = 2**31 - 1
 _M64 = 2**64 - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

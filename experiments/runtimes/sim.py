@@ -12,7 +12,7 @@ The simulator's configuration comes from :func:`fedgrpo.scenarios.mapping.sim_co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class SimGatherer:
         self.sim_round = 0
         self._experts: dict[int, list[list[int]]] = {}  # async: expert lists of recent rounds
         self._stale_seen = 0
+        self._reward_fn = per_client_reward_fn(s, score_fns)
+        self._seed = seed
+        self._probes: list[dict[str, Any]] = []  # journalled with the next round
 
     def _source(self, r: int, rng: np.random.Generator) -> Any:
         return self._input
@@ -97,6 +100,8 @@ class SimGatherer:
                 f"{resume_round}; the simulator cannot be restored exactly: start afresh"
             )
         for entry in entries[:resume_round]:
+            for probe in entry.get("probes", []):  # their releases count against DP budgets
+                self._probe({int(k): v for k, v in probe["requests"].items()}, probe["round"])
             self._step(GatherRequest(**{k: entry[k] for k in _JOURNAL_KEYS}))
         path.write_text("".join(json.dumps(e) + "\n" for e in entries[:resume_round]))
 
@@ -105,8 +110,11 @@ class SimGatherer:
             return
         import json
 
+        entry: dict[str, Any] = {k: getattr(request, k) for k in _JOURNAL_KEYS}
+        if self._probes:
+            entry["probes"], self._probes = self._probes, []
         with self.journal.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({k: getattr(request, k) for k in _JOURNAL_KEYS}) + "\n")
+            fh.write(json.dumps(entry) + "\n")
 
     def gather(self, request: GatherRequest, rng: np.random.Generator) -> GatherResult:
         self._log(request)
@@ -158,6 +166,40 @@ class SimGatherer:
         for k in clients:
             req = CompetenceRequest(f"competence-c{k}", tuple(questions), tuple(answers))
             out[k] = list(self.score_fns[k](req).values)
+        return out
+
+    def probe(
+        self, requests: dict[int, tuple[Sequence[str], Sequence[str]]], round_index: int
+    ) -> dict[int, list[float] | None]:
+        """Client k's rewards for its probe ``(questions, completions)`` (``grpo/trust.py``):
+        an ordinary score request through the device's behaviour and privacy, drawing from
+        the ``(seed, round, client, "probe")`` stream; None once its budget is spent."""
+        plain = {k: (list(q), list(c)) for k, (q, c) in requests.items()}
+        self._probes.append({"round": round_index, "requests": plain})
+        return self._probe(plain, round_index)
+
+    def _probe(
+        self, requests: Mapping[int, tuple[Sequence[str], Sequence[str]]], round_index: int
+    ) -> dict[int, list[float] | None]:
+        from fedgrpo.edge.privacy import BudgetSpent
+        from fedgrpo.edge.protocol import ScoreRequest
+        from fedgrpo.sim.rng import ClientStream, stream_generator
+
+        out: dict[int, list[float] | None] = {}
+        for k, (qs, cs) in requests.items():
+            request = ScoreRequest(f"r{round_index}-p{k}", tuple(qs), tuple(cs))
+            device = self.devices[k] if self.devices[k].active else None
+            try:
+                if device is not None:
+                    device.admit(len(request))
+            except BudgetSpent:
+                out[k] = None
+                continue
+            values = list(self._reward_fn(k, request))
+            if device is not None:
+                stream = ClientStream(stream_generator(self._seed, k, "probe", round_index))
+                values = device.apply(request.questions, values, stream)
+            out[k] = values
         return out
 
 

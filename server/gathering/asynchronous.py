@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fedgrpo.edge.protocol import CompetenceRequest
+from fedgrpo.edge.protocol import CompetenceRequest, ScoreRequest
 from fedgrpo.rounds import (
     Assignment,
     AssignmentStatus,
@@ -316,17 +317,45 @@ class AsyncGatherer:
     ) -> dict[int, list[float] | None]:
         """Each client's correctness bits on the auxiliary set, concurrently; a client that
         fails (unreachable, crash, timeout, invalid answer) gets None (the selector's prior)."""
+        qs, ans = tuple(questions), tuple(answers)
+        return self._ask_each(
+            clients, lambda k: CompetenceRequest(f"competence-c{k}", qs, ans), "competence"
+        )
+
+    def probe(
+        self, requests: Mapping[int, tuple[Sequence[str], Sequence[str]]], round_index: int
+    ) -> dict[int, list[float] | None]:
+        """Client k's rewards for its probe ``(questions, completions)`` (``grpo/trust.py``),
+        sent as an ordinary score request; None for a client that fails."""
+
+        def build(k: int) -> ScoreRequest:
+            qs, cs = requests[k]
+            return ScoreRequest(
+                f"r{round_index}-p{k}", tuple(qs), tuple(cs), self.reward_mode, self.format_weight
+            )
+
+        return self._ask_each(list(requests), build, "probe")
+
+    def _ask_each(
+        self,
+        clients: Sequence[int],
+        build: Callable[[int], ScoreRequest | CompetenceRequest],
+        label: str,
+    ) -> dict[int, list[float] | None]:
+        """Send ``build(k)[k]`` to every client concurrently, outside the timed rounds."""
 
         async def one(k: int) -> list[float] | None:
-            req = CompetenceRequest(f"competence-c{k}", tuple(questions), tuple(answers))
+            req = build(k)
             try:
                 resp = await self.transport.score(self.endpoints[k], req, self.competence_timeout_s)
             except TransportError as exc:
-                log.warning("competence of client %d failed: %s", k, exc)
+                log.warning("%s of client %d failed: %s", label, k, exc)
                 return None
             values = [float(v) for v in resp.values]
-            if len(values) != len(questions) or not all(0.0 <= v <= 1.0 for v in values):
-                log.warning("competence of client %d is invalid; ignored", k)
+            # probe rewards may carry additive privacy noise outside [0, 1]
+            ok = (lambda v: math.isfinite(v)) if label == "probe" else (lambda v: 0.0 <= v <= 1.0)
+            if len(values) != len(req) or not all(ok(v) for v in values):
+                log.warning("%s of client %d is invalid; ignored", label, k)
                 return None
             return values
 
@@ -335,7 +364,7 @@ class AsyncGatherer:
 
         start = time.perf_counter()
         results = self._loop.run(all_())
-        log.info("competence of %d clients in %.1fs", len(clients), time.perf_counter() - start)
+        log.info("%s of %d clients in %.1fs", label, len(clients), time.perf_counter() - start)
         return dict(zip(clients, results))
 
     # ----------------------------------------------------------------- shutdown

@@ -20,6 +20,19 @@ trusted client; below ``exclude_below`` it is excluded. A candidate's reward is 
 weighted mean of its trusted experts' rewards; with none trusted it has no reward (NaN:
 masked out of the update, never a made-up value).
 
+**probe** (the root, checked through the reward path itself): competence bits are the
+client's own answers and an attacker answers them honestly (``edge/behaviour.py``). So when
+competence is measured, the server also sends each client an ordinary score request built
+from auxiliary items the client answered *correctly*: each item's reference solution and a
+one-off slip of it (``tasks.numeric_slip``). An honest judge that knows the answer rewards
+the reference above the slip; :func:`probe_agreement` is the fraction of pairs it orders
+right (ties count half): ~1 for honest, 0 for inverted, 0.5 for random or always-approve.
+The request looks like any other, so a device cannot answer it honestly and lie elsewhere
+except by telling auxiliary questions apart (a colluder attacking one domain is left to the
+consensus term). A client's trust is ``min(consensus score, probe score)``; a client whose
+weight falls to 0 is also left out of expert selection (:func:`trusted_pool`), so the
+question keeps M trusted experts instead of M − 1.
+
 Guidance: with ``f`` Byzantine experts among the ``M`` scoring a question, the honest ones
 keep a majority only when ``M ≥ 2f + 1`` (median and trimmed mean need it outright; the trust
 weights need it to tell who agrees with whom). ``scenarios/checks`` warns when the
@@ -41,7 +54,14 @@ from fedgrpo.edge.privacy import PrivacySpec, debias
 from fedgrpo.errors import ConfigError
 from fedgrpo.server.grpo.rewards import combine
 
-__all__ = ["RoundAggregator", "TrustConfig", "leave_one_out_agreement", "trust_weights"]
+__all__ = [
+    "RoundAggregator",
+    "TrustConfig",
+    "leave_one_out_agreement",
+    "probe_agreement",
+    "trust_weights",
+    "trusted_pool",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,32 @@ def leave_one_out_agreement(
     return agree, count
 
 
+def probe_agreement(rewards: Sequence[float]) -> float:
+    """Probe score from ``[r(reference_1), r(slip_1), r(reference_2), r(slip_2), ...]``: the
+    fraction of pairs with the reference rewarded above its slip (ties half; pairs with a
+    non-finite reward skipped). NaN when no pair is usable."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.size % 2:
+        raise ValueError(f"probe rewards come in (reference, slip) pairs; got {r.size} values")
+    ref, slip = r[0::2], r[1::2]
+    ok = np.isfinite(ref) & np.isfinite(slip)
+    if not ok.any():
+        return float("nan")
+    wins = (ref[ok] > slip[ok]).astype(np.float64) + 0.5 * (ref[ok] == slip[ok])
+    return float(wins.mean())
+
+
+def trusted_pool(available: Sequence[int] | None, weights: np.ndarray) -> Sequence[int] | None:
+    """The clients selection may pick: ``available`` (None = all) without those of trust
+    weight 0; unchanged when nobody is excluded or when that would leave no one."""
+    w = np.asarray(weights)
+    if not (w == 0).any():
+        return available
+    pool = range(len(w)) if available is None else available
+    kept = [k for k in pool if k >= len(w) or w[k] > 0]
+    return kept if kept else available
+
+
 def trust_weights(scores: np.ndarray, exclude_below: float) -> np.ndarray:
     """Weights in [0, 1] from trust scores: ``max(0, 2s − 1)`` relative to the largest, 0
     below ``exclude_below``."""
@@ -109,7 +155,8 @@ class RoundAggregator:
             raise ConfigError(f"{len(self.privacy)} privacy specs for {num_clients} clients")
         self.config = config or TrustConfig()
         self.competence = competence
-        self.scores: np.ndarray | None = None
+        self.scores: np.ndarray | None = None  # consensus EMA (None until the first round)
+        self.probe = np.full(num_clients, np.nan)  # probe scores (NaN = never probed)
         self.last_weights = np.ones(num_clients)
 
     # ------------------------------------------------------------------ trust state
@@ -130,6 +177,38 @@ class RoundAggregator:
                 out[b, :, e] = debias(out[b, :, e], self.privacy[k])
         return out
 
+    def set_probe(self, scores: dict[int, float]) -> None:
+        """Record clients' probe scores (:func:`probe_agreement`); NaN leaves one unchanged."""
+        for k, v in scores.items():
+            if np.isfinite(v):
+                self.probe[k] = float(v)
+        self.last_weights = self._weights()
+
+    def _weights(self) -> np.ndarray:
+        if self.method != "trust":
+            return np.ones(self.num_clients)
+        base = self.scores if self.scores is not None else self._prior()
+        return trust_weights(np.fmin(base, self.probe), self.config.exclude_below)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run weights rewards exactly as before."""
+        return {
+            "scores": None if self.scores is None else self.scores.tolist(),
+            "probe": self.probe.tolist(),
+            "last_weights": self.last_weights.tolist(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        scores = state.get("scores")
+        self.scores = None if scores is None else np.asarray(scores, dtype=np.float64)
+        self.probe = np.asarray(state["probe"], dtype=np.float64)
+        self.last_weights = np.asarray(state["last_weights"], dtype=np.float64)
+        if len(self.probe) != self.num_clients:
+            raise ConfigError(
+                f"checkpointed trust state has {len(self.probe)} clients; this run has "
+                f"{self.num_clients}: resume with the same scenario"
+            )
+
     # ------------------------------------------------------------------ one round
     def __call__(self, rewards: np.ndarray, experts: Sequence[Sequence[int]]) -> np.ndarray:
         r = self._debias(np.asarray(rewards, dtype=np.float64), experts)
@@ -139,7 +218,7 @@ class RoundAggregator:
             )
         if self.scores is None:
             self.scores = self._prior()
-        weights = trust_weights(self.scores, self.config.exclude_below)
+        weights = self._weights()
         combined = np.full(r.shape[:2], np.nan)
         agree_sum = np.zeros(self.num_clients)
         agree_n = np.zeros(self.num_clients)
@@ -154,17 +233,20 @@ class RoundAggregator:
         seen = agree_n > 0
         d = self.config.decay
         self.scores[seen] = d * self.scores[seen] + (1 - d) * (agree_sum[seen] / agree_n[seen])
-        self.last_weights = trust_weights(self.scores, self.config.exclude_below)
+        self.last_weights = self._weights()
         return combined
 
     def record(self) -> dict[str, Any]:
         """What the round record shows (trust method only)."""
         if self.method != "trust" or self.scores is None:
             return {}
-        return {
+        out: dict[str, Any] = {
             "trust_weights": [round(float(w), 4) for w in self.last_weights],
             "trust_excluded": int((self.last_weights == 0).sum()),
         }
+        if np.isfinite(self.probe).any():
+            out["trust_probe"] = [None if np.isnan(v) else round(float(v), 4) for v in self.probe]
+        return out
 
 
 def _weighted(table: np.ndarray, weights: np.ndarray) -> np.ndarray:

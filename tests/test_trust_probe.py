@@ -1,0 +1,105 @@
+"""The reward probe (the auxiliary set as the root of trust, ``server/grpo/trust.py``): its
+score, the probe requests built from competence bits, its path through a gatherer and a
+device's behaviour, and what it does to the trust weights, selection and a checkpoint."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedgrpo.edge.answer_format import extract_answer
+from fedgrpo.edge.behaviour import Behaviour
+from fedgrpo.edge.protocol import RewardResponse, ScoreRequest
+from fedgrpo.experiments.enrolment import probe_requests
+from fedgrpo.server.gathering.inprocess import DirectGatherer
+from fedgrpo.server.grpo.trust import RoundAggregator, probe_agreement, trusted_pool
+from fedgrpo.server.tasks import TaskItem
+from fedgrpo.sim.rng import ClientStream, stream_generator
+
+
+def test_probe_agreement_orders_pairs() -> None:
+    assert probe_agreement([1, 0, 1, 0, 0.9, 0.2]) == 1.0  # honest
+    assert probe_agreement([0, 1, 0, 1]) == 0.0  # inverted
+    assert probe_agreement([1, 1, 1, 1]) == 0.5  # always approve: ties
+    assert probe_agreement([1, 0, float("nan"), 0, 0, 1]) == 0.5  # NaN pair skipped
+    assert np.isnan(probe_agreement([]))
+    with pytest.raises(ValueError, match="pairs"):
+        probe_agreement([1, 0, 1])
+
+
+def test_trusted_pool_drops_weight_zero_only_when_someone_is_left() -> None:
+    w = np.array([1.0, 0.0, 0.6])
+    assert trusted_pool(None, w) == [0, 2]
+    assert trusted_pool([1, 2], w) == [2]
+    assert trusted_pool([1], w) == [1]  # nobody left: unchanged
+    assert trusted_pool([0, 1], np.ones(3)) == [0, 1]
+
+
+AUX = [TaskItem("add", f"{a}+{b}", f"{a}+{b}={a + b}", str(a + b)) for a, b in
+       [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9)]]  # fmt: skip
+
+
+def test_probe_requests_pair_reference_and_slip_on_right_items_only() -> None:
+    bits = np.array([1.0, 0.0, 1.0, np.nan, 1.0])
+    qs, cs = probe_requests(AUX, bits, 2, random.Random(0))
+    assert len(qs) == len(cs) == 4 and qs[0] == qs[1] and qs[2] == qs[3]
+    by_q = {i.question: i for i in AUX}
+    for q, ref, slip in zip(qs[0::2], cs[0::2], cs[1::2]):
+        item = by_q[q]
+        assert AUX.index(item) in (0, 2, 4)  # only items the client answered right
+        assert extract_answer(ref) == item.answer
+        assert extract_answer(slip) == str(int(item.answer) + 1)
+    assert probe_requests(AUX, np.zeros(5), 4, random.Random(0)) == ([], [])
+
+
+def _judge(behaviour: Behaviour, k: int) -> Any:
+    """A device that knows every answer (agreement reward) and then behaves so."""
+    answers = {i.question: i.answer for i in AUX}
+    stream = ClientStream(stream_generator(0, k, "reward"))
+
+    def score(req: Any) -> RewardResponse:
+        assert isinstance(req, ScoreRequest)  # a probe is an ordinary score request
+        honest = [float(extract_answer(c) == answers[q]) for q, c in zip(req.questions,
+                  req.completions)]  # fmt: skip
+        values = behaviour.apply(req.questions, honest, stream)
+        return RewardResponse(req.request_id, f"c{k}", tuple(values))
+
+    return score
+
+
+def test_probe_through_a_gatherer_catches_liars_before_the_first_round() -> None:
+    kinds = ["honest", "inverted", "honest", "always_approve", "random"]
+    gatherer = DirectGatherer([_judge(Behaviour(kind), k) for k, kind in enumerate(kinds)])
+    try:
+        requests = {k: probe_requests(AUX, np.ones(5), 5, random.Random(k)) for k in range(5)}
+        answers = gatherer.probe(requests, round_index=0)
+    finally:
+        gatherer.close()
+    scores = {k: probe_agreement(v) for k, v in answers.items() if v is not None}
+    assert scores[0] == scores[2] == 1.0 and scores[1] == 0.0 and scores[3] == 0.5
+    agg = RoundAggregator("trust", 5, competence=lambda: np.full((5, 5), 1.0))
+    agg.set_probe(scores)
+    w = agg.last_weights
+    assert w[0] == w[2] == 1.0 and w[1] == 0.0 and w[3] == 0.0  # excluded before round 0
+    assert trusted_pool(None, w) == [k for k in range(5) if w[k] > 0]
+
+
+def test_probe_trust_survives_rounds_and_a_checkpoint_exactly() -> None:
+    rng = np.random.default_rng(3)
+    agg = RoundAggregator("trust", 4, competence=lambda: np.full((4, 6), 0.8))
+    agg.set_probe({0: 1.0, 1: 0.0, 2: 0.9, 3: float("nan")})
+    experts = [[0, 2, 3], [1, 2, 3]]
+    rounds = [rng.random((2, 4, 3)) for _ in range(4)]
+    for r in rounds[:2]:
+        agg(r, experts)
+    assert agg.last_weights[1] == 0.0 and agg.record()["trust_probe"][3] is None
+    again = RoundAggregator("trust", 4, competence=lambda: np.full((4, 6), 0.8))
+    again.restore(agg.state())
+    for r in rounds[2:]:
+        np.testing.assert_array_equal(agg(r, experts), again(r, experts))
+    np.testing.assert_array_equal(agg.last_weights, again.last_weights)
+    with pytest.raises(Exception, match="same scenario"):
+        RoundAggregator("trust", 3).restore(agg.state())
