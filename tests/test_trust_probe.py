@@ -103,3 +103,43 @@ def test_probe_trust_survives_rounds_and_a_checkpoint_exactly() -> None:
     np.testing.assert_array_equal(agg.last_weights, again.last_weights)
     with pytest.raises(Exception, match="same scenario"):
         RoundAggregator("trust", 3).restore(agg.state())
+
+
+def _sim_gatherer(journal: Any, resume: int | None) -> Any:
+    """A SimGatherer over the quickstart fleet (5 clients) whose scorers are ``_judge``s,
+    client 1 inverted and every device with randomised response (ε = 1)."""
+    from pathlib import Path
+
+    from fedgrpo.experiments.runtimes.sim import SimGatherer
+    from fedgrpo.scenarios.loader import load_scenario
+
+    root = Path(__file__).resolve().parent.parent
+    g0 = "clients.groups.0"
+    s = load_scenario(root / "scenarios" / "quickstart.yaml", [
+        f"{g0}.privacy.mechanism=randomised_response", f"{g0}.privacy.epsilon=1",
+        "server.grpo.group_size=2",
+    ])  # fmt: skip
+    fns = [_judge(Behaviour(), k) for k in range(5)]
+    g = SimGatherer(s, fns, seed=7)
+    g.open_journal(journal, resume)
+    return g
+
+
+def test_sim_probe_is_journalled_so_a_resume_charges_the_same_budget(tmp_path: Any) -> None:
+    from fedgrpo.server.gathering.base import GatherRequest
+
+    journal = tmp_path / "journal.jsonl"
+    req = GatherRequest(0, ["1+2"], [[" x\nanswer: 3", " x\nanswer: 4"]], [[0, 2]], ["add"], ["3"])
+    probes = {k: probe_requests(AUX, np.ones(5), 3, random.Random(k)) for k in range(5)}
+    first = _sim_gatherer(journal, None)
+    got = first.probe(probes, round_index=0)
+    first.gather(req, np.random.default_rng(0))
+    spent = [d.accountant.released for d in first.devices]
+    assert spent[3] == 6 and all(v is not None and len(v) == 6 for v in got.values())
+    resumed = _sim_gatherer(journal, 1)  # replays round 0, its probe included
+    assert [d.accountant.released for d in resumed.devices] == spent
+    nxt = GatherRequest(1, ["3+4"], [[" x\nanswer: 7", " x\nanswer: 1"]], [[1, 3]], ["add"], ["7"])
+    a = first.gather(nxt, np.random.default_rng(1)).rewards
+    b = resumed.gather(nxt, np.random.default_rng(1)).rewards
+    np.testing.assert_array_equal(a, b)
+    assert first.probe(probes, 2) == resumed.probe(probes, 2)  # same (seed, round, client) draws
