@@ -19,10 +19,9 @@ Async rounds (``late``): incomplete groups wait for their late rewards in
 from __future__ import annotations
 
 import copy
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -356,23 +355,10 @@ class FedGRPOTrainer:
         import torch
 
         from fedgrpo.server.checkpoint import write_checkpoint
+        from fedgrpo.server.trainer_state import trainer_payload
 
-        payload = {
-            "round": self.state.round,
-            "seed": self.seed,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "config": asdict(self.config),
-            "competence": self.competence.to_json() if self.competence is not None else None,
-            "version": self.state.version,
-            "late_groups": self.late_groups,
-            "aggregator": self.aggregator.state() if self.aggregator is not None else None,
-            "python_random": random.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "extra": extra or {},
-        }
         buf = io.BytesIO()
-        torch.save(payload, buf)
+        torch.save(trainer_payload(self, extra or {}), buf)
         return write_checkpoint(directory, self.state.round, buf.getvalue())
 
     def load_checkpoint(self, directory: Path) -> dict[str, Any]:
@@ -385,33 +371,12 @@ class FedGRPOTrainer:
         import torch
 
         from fedgrpo.server.checkpoint import read_checkpoint
+        from fedgrpo.server.trainer_state import restore_trainer
 
         loaded = read_checkpoint(
             directory, lambda data: torch.load(io.BytesIO(data), weights_only=False)
         )
-        payload = loaded.payload
-        if payload["seed"] != self.seed:
-            raise ConfigError(
-                f"checkpoint was written with seed {payload['seed']} but this run uses {self.seed}; "
-                "resume with the same scenario"
-            )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.state.round = int(payload["round"])
-        self.state.version = int(payload.get("version", self.state.round))
-        if self.late_groups is not None and payload.get("late_groups") is not None:
-            self.late_groups = payload["late_groups"]
-        if self.aggregator is not None and payload.get("aggregator") is not None:
-            self.aggregator.restore(payload["aggregator"])
-        if payload.get("competence"):
-            loaded_competence = CompetenceMatrix.from_json(payload["competence"])
-            if self.competence is None:
-                self.competence = loaded_competence
-            else:
-                self.competence.restore(loaded_competence)  # the selector holds this object
-        random.setstate(payload["python_random"])
-        torch.set_rng_state(payload["torch_rng"])
-        extra = dict(payload.get("extra", {}))
+        extra = restore_trainer(self, loaded.payload)
         extra["checkpoint"] = loaded.path.name
         extra["checkpoint_skipped"] = loaded.skipped
         return extra
