@@ -14,7 +14,6 @@ import argparse
 import os
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,13 @@ SHRINK = [
 
 def tiny_spec(real: Any) -> Any:
     """``fedgrpo.experiments.context.zoo_spec`` shrunk to the tiny test zoo."""
-    from fedgrpo.server.zoo.architectures import TinyArch
+    from tiny_zoo import tiny_spec as shrink
+
     from fedgrpo.server.zoo.train import TrainConfig
 
-    tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
-    quick = TrainConfig(steps=3, batch_size=8)
     # a base that writes the answer format often enough for rewards to vary (~2 s to train)
     base = TrainConfig(steps=250, batch_size=16, warmup_steps=10)
-    return lambda s: replace(
-        real(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=base,
-        weak_steps=2,
-    )
+    return shrink(real, weak_steps=2, base_train=base)
 
 
 def tiny_zoo() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +44,13 @@ SETS = [
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One tiny zoo (and its ONNX exports) for both tests."""
+    from tiny_zoo import use_tiny_zoo
+
     import fedgrpo.experiments.context as context
-    from fedgrpo.server.zoo.architectures import TinyArch
-    from fedgrpo.server.zoo.train import TrainConfig
 
     mp = pytest.MonkeyPatch()
-    tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
-    quick = TrainConfig(steps=3, batch_size=8)
-    real = context.zoo_spec
-    mp.setattr(
-        context,
-        "zoo_spec",
-        lambda s: replace(
-            real(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick
-        ),
-    )
     models = tmp_path_factory.mktemp("models")
-    mp.setenv("FEDGRPO_MODELS_DIR", str(models))
+    use_tiny_zoo(mp, models)
     # trained here on one thread: no trainer processes to start
     import torch
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +124,11 @@ def test_edge_processes_die_with_a_killed_server(tmp_path: Path) -> None:
 def test_emulate_end_to_end_with_a_killed_edge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedgrpo.experiments.context as context
-    from fedgrpo.experiments.runner import run_scenario
-    from fedgrpo.server.zoo.architectures import TinyArch
-    from fedgrpo.server.zoo.train import TrainConfig
+    from tiny_zoo import use_tiny_zoo
 
-    tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
-    quick = TrainConfig(steps=3, batch_size=8)
-    real_spec = context.zoo_spec
-    monkeypatch.setattr(
-        context,
-        "zoo_spec",
-        lambda s: replace(
-            real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick
-        ),
-    )
-    monkeypatch.setenv("FEDGRPO_MODELS_DIR", str(tmp_path / "models"))
+    from fedgrpo.experiments.runner import run_scenario
+
+    use_tiny_zoo(monkeypatch, tmp_path / "models")
 
     s = load_scenario(
         LIBRARY / "emulate-local.yaml",

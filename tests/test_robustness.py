@@ -199,19 +199,13 @@ def test_tiny_sim_run_with_liars_trust_and_private_rewards(
 ) -> None:
     """Two sim rounds through the real runner on a tiny zoo (two domains, three clients): one
     inverted client, trust aggregation, randomised response with a budget that runs out."""
-    from dataclasses import replace
 
-    import fedgrpo.experiments.context as context
+    from tiny_zoo import use_tiny_zoo
+
     from fedgrpo.experiments.runner import run_scenario
     from fedgrpo.scenarios.loader import load_scenario
-    from fedgrpo.server.zoo.architectures import TinyArch
-    from fedgrpo.server.zoo.train import TrainConfig
 
-    tiny, quick, real_spec = TinyArch(layers=1, hidden=32, heads=2, max_positions=128), TrainConfig(steps=3, batch_size=8), context.zoo_spec
-    monkeypatch.setattr(context, "zoo_spec", lambda s: replace(
-        real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick,
-        weak_steps=3))  # fmt: skip
-    monkeypatch.setenv("FEDGRPO_MODELS_DIR", str(tmp_path / "models"))
+    use_tiny_zoo(monkeypatch, tmp_path / "models", weak_steps=3)
     g0 = "clients.groups.0"
     s = load_scenario(
         Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml",

@@ -9,7 +9,6 @@ seconds. Whether training *helps* is tested in ``test_learning.py``.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +37,10 @@ SHRINK = [
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import fedgrpo.experiments.context as context
-    from fedgrpo.server.zoo.architectures import TinyArch
-    from fedgrpo.server.zoo.train import TrainConfig
+    from tiny_zoo import use_tiny_zoo
 
-    tiny = TinyArch(layers=1, hidden=32, heads=2, max_positions=128)
-    quick = TrainConfig(steps=3, batch_size=8)
-    real_spec = context.zoo_spec
     mp = pytest.MonkeyPatch()
-
-
-    def tiny_spec(s: Any) -> Any:
-        spec = replace(real_spec(s), expert_arch=tiny, expert_train=quick, base_arch=tiny,
-                       base_train=quick, weak_steps=3)  # fmt: skip
-        if spec.suite.source is None:
-            return spec
-        return context.sized_for_data(spec, s.server.grpo.max_new_tokens)  # long dataset rows
-
-    mp.setattr(context, "zoo_spec", tiny_spec)
-    mp.setenv("FEDGRPO_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
+    use_tiny_zoo(mp, tmp_path_factory.mktemp("models"), weak_steps=3, sized=True)
     yield
     mp.undo()
 

@@ -191,12 +191,11 @@ def test_dataset_models_follow_the_items_not_the_path(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_zoo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    import fedgrpo.experiments.context as context
-    from fedgrpo.server.zoo.architectures import TinyArch
-    from fedgrpo.server.zoo.train import TrainConfig
+    from tiny_zoo import tiny_spec
 
-    tiny, quick, real = TinyArch(layers=1, hidden=32, heads=2, max_positions=128), TrainConfig(steps=3, batch_size=8), context.zoo_spec
-    monkeypatch.setattr(context, "zoo_spec", lambda s: replace(real(s), expert_arch=tiny, expert_train=quick, base_arch=tiny, base_train=quick))  # fmt: skip
+    import fedgrpo.experiments.context as context
+
+    monkeypatch.setattr(context, "zoo_spec", tiny_spec(context.zoo_spec))
     return tmp_path / "models"
 
 
