@@ -6,7 +6,7 @@ their mapping onto the runtime objects.
   (:mod:`fedgrpo.edge.behaviour`); the others are honest.
 * ``clients.groups[i].privacy``: ``{mechanism, epsilon, delta, budget}`` — local DP applied by
   each of the group's devices (:mod:`fedgrpo.edge.privacy`).
-* ``server.trust``: ``{decay, exclude_below, probe_items}`` for
+* ``server.trust``: ``{decay, exclude_below, flip_below, probe_items}`` for
   ``server.grpo.reward_combine: trust`` (:mod:`fedgrpo.server.grpo.trust`).
 
 Sim runs the devices' behaviour and privacy in process (``sim/rewards.py``); emulate passes
@@ -86,6 +86,8 @@ class PrivacySection(_Section):
 class TrustSection(_Section):
     decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.7
     exclude_below: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    # a client whose probe score is below this has its rewards read as 1 - r (0 = never)
+    flip_below: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.2
     # reward-probe pairs per client at each competence refresh (0 = no probe)
     probe_items: Annotated[int, Field(ge=0, le=256)] = 8
 
@@ -161,7 +163,7 @@ def make_aggregator(s: Scenario, competence: Any) -> RoundAggregator | None:
         len(privacy),
         trim=s.server.grpo.trim,
         privacy=privacy,
-        config=TrustConfig(t.decay, t.exclude_below),
+        config=TrustConfig(t.decay, t.exclude_below, t.flip_below),
         competence=competence,
     )
 

@@ -83,24 +83,52 @@ def test_probe_through_a_gatherer_catches_liars_before_the_first_round() -> None
     agg = RoundAggregator("trust", 5, competence=lambda: np.full((5, 5), 1.0))
     agg.set_probe(scores)
     w = agg.last_weights
-    assert w[0] == w[2] == 1.0 and w[1] == 0.0 and w[3] == 0.0  # excluded before round 0
+    # the inverter is calibrated (read as 1 - r) and trusted; approve-all is excluded
+    assert w[0] == w[1] == w[2] == 1.0 and w[3] == 0.0 and agg.record() == {}
+    assert list(agg.flipped) == [False, True, False, False, False]
     assert trusted_pool(None, w) == [k for k in range(5) if w[k] > 0]
+    truth = np.array([1.0, 0.0, 0.0, 1.0])
+    table = np.stack([truth, 1 - truth, truth], axis=1)[None]  # honest, inverter, honest
+    np.testing.assert_array_equal(agg(table, [[0, 1, 2]])[0], truth)
+    assert agg.record()["trust_flipped"] == [1]
+
+
+def test_a_client_that_inverts_only_on_the_probe_is_excluded_by_consensus() -> None:
+    rng = np.random.default_rng(0)
+    agg = RoundAggregator("trust", 4, competence=lambda: np.full((4, 6), 0.8))
+    agg.set_probe({0: 1.0, 1: 1.0, 2: 1.0, 3: 0.0})  # 3 lies on the probe only
+    for _ in range(8):
+        truth = (rng.random((3, 6)) < 0.5).astype(float)
+        table = np.repeat(truth[:, :, None], 4, axis=2)  # everyone honest in the rounds
+        combined = agg(table, [[0, 1, 3], [1, 2, 3], [0, 2, 3]])
+    assert agg.last_weights[3] == 0.0 and min(agg.last_weights[:3]) == pytest.approx(1.0)
+    np.testing.assert_allclose(combined, truth)
+
+
+def test_flip_below_zero_never_calibrates() -> None:
+    from fedgrpo.server.grpo.trust import TrustConfig
+
+    agg = RoundAggregator("trust", 2, config=TrustConfig(flip_below=0.0))
+    agg.set_probe({0: 1.0, 1: 0.0})
+    assert not agg.flipped.any() and agg.last_weights[1] == 0.0
 
 
 def test_probe_trust_survives_rounds_and_a_checkpoint_exactly() -> None:
     rng = np.random.default_rng(3)
     agg = RoundAggregator("trust", 4, competence=lambda: np.full((4, 6), 0.8))
-    agg.set_probe({0: 1.0, 1: 0.0, 2: 0.9, 3: float("nan")})
+    agg.set_probe({0: 1.0, 1: 0.3, 2: 0.1, 3: float("nan")})  # 2 is read as 1 - r
     experts = [[0, 2, 3], [1, 2, 3]]
     rounds = [rng.random((2, 4, 3)) for _ in range(4)]
     for r in rounds[:2]:
         agg(r, experts)
     assert agg.last_weights[1] == 0.0 and agg.record()["trust_probe"][3] is None
+    assert agg.record()["trust_flipped"] == [2]
     again = RoundAggregator("trust", 4, competence=lambda: np.full((4, 6), 0.8))
     again.restore(agg.state())
     for r in rounds[2:]:
         np.testing.assert_array_equal(agg(r, experts), again(r, experts))
     np.testing.assert_array_equal(agg.last_weights, again.last_weights)
+    np.testing.assert_array_equal(agg.flipped, again.flipped)
     with pytest.raises(Exception, match="same scenario"):
         RoundAggregator("trust", 3).restore(agg.state())
 

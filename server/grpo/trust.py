@@ -27,6 +27,12 @@ from auxiliary items the client answered *correctly*: each item's reference solu
 one-off slip of it (``tasks.numeric_slip``). An honest judge that knows the answer rewards
 the reference above the slip; :func:`probe_agreement` is the fraction of pairs it orders
 right (ties count half): ~1 for honest, 0 for inverted, 0.5 for random or always-approve.
+**calibration** (one-coin Dawid & Skene, 1979: a judge right less often than chance still
+carries information, with the sign reversed): a client whose probe score is below
+``flip_below`` has its rewards read as ``1 − r`` from then on, and its probe score as
+``1 − p``. A systematic inverter thus becomes a good judge instead of a lost one -- which
+matters when it is the only competent expert of its domain. A client that inverts only on
+the probe (honest elsewhere) is then wrong after the flip, and the consensus term excludes it.
 The request looks like any other, so a device cannot answer it honestly and lie elsewhere
 except by telling auxiliary questions apart (a colluder attacking one domain is left to the
 consensus term). A client's trust is ``min(consensus score, probe score)``; a client whose
@@ -68,8 +74,11 @@ __all__ = [
 class TrustConfig:
     decay: float = 0.7
     exclude_below: float = 0.2
+    flip_below: float = 0.2  # probe score below which a client's rewards are read as 1 - r
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.flip_below < 0.5:
+            raise ConfigError(f"trust flip_below={self.flip_below}; allowed [0, 0.5)")
         if not 0.0 <= self.decay < 1.0:
             raise ConfigError(f"trust decay={self.decay}; allowed 0 <= decay < 1")
         if not 0.0 <= self.exclude_below < 1.0:
@@ -157,6 +166,7 @@ class RoundAggregator:
         self.competence = competence
         self.scores: np.ndarray | None = None  # consensus EMA (None until the first round)
         self.probe = np.full(num_clients, np.nan)  # probe scores (NaN = never probed)
+        self.flipped = np.zeros(num_clients, dtype=bool)  # rewards read as 1 - r
         self.last_weights = np.ones(num_clients)
 
     # ------------------------------------------------------------------ trust state
@@ -175,13 +185,17 @@ class RoundAggregator:
         for b, ranked in enumerate(experts):
             for e, k in enumerate(ranked[: out.shape[2]]):
                 out[b, :, e] = debias(out[b, :, e], self.privacy[k])
+                if self.flipped[k]:  # calibrated against the probe (trust only)
+                    out[b, :, e] = 1.0 - out[b, :, e]
         return out
 
     def set_probe(self, scores: dict[int, float]) -> None:
         """Record clients' probe scores (:func:`probe_agreement`); NaN leaves one unchanged."""
         for k, v in scores.items():
-            if np.isfinite(v):
-                self.probe[k] = float(v)
+            if not np.isfinite(v):
+                continue
+            self.flipped[k] = v < self.config.flip_below
+            self.probe[k] = 1.0 - float(v) if self.flipped[k] else float(v)
         self.last_weights = self._weights()
 
     def _weights(self) -> np.ndarray:
@@ -195,6 +209,7 @@ class RoundAggregator:
         return {
             "scores": None if self.scores is None else self.scores.tolist(),
             "probe": self.probe.tolist(),
+            "flipped": self.flipped.tolist(),
             "last_weights": self.last_weights.tolist(),
         }
 
@@ -202,6 +217,7 @@ class RoundAggregator:
         scores = state.get("scores")
         self.scores = None if scores is None else np.asarray(scores, dtype=np.float64)
         self.probe = np.asarray(state["probe"], dtype=np.float64)
+        self.flipped = np.asarray(state["flipped"], dtype=bool)
         self.last_weights = np.asarray(state["last_weights"], dtype=np.float64)
         if len(self.probe) != self.num_clients:
             raise ConfigError(
@@ -244,6 +260,8 @@ class RoundAggregator:
             "trust_weights": [round(float(w), 4) for w in self.last_weights],
             "trust_excluded": int((self.last_weights == 0).sum()),
         }
+        if self.flipped.any():
+            out["trust_flipped"] = [int(k) for k in np.flatnonzero(self.flipped)]
         if np.isfinite(self.probe).any():
             out["trust_probe"] = [None if np.isnan(v) else round(float(v), 4) for v in self.probe]
         return out
