@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedgrpo-installed
 MODELS_DIR ?= models
 SCENARIO ?= scenarios/quickstart.yaml
-PYTEST_ARGS ?=
+# the slowest tests are listed at the end of every run, so a creeping suite is seen in CI
+PYTEST_ARGS ?= --durations=15
 # two test processes (pytest-xdist), one test file each at a time: many tests wait on
 # subprocesses, servers and sockets, so two workers fill the two cores CI has
 PYTEST_PAR ?= -n 2 --dist loadfile

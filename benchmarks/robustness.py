@@ -63,12 +63,12 @@ class Row:
 ATTACKS = [
     Row("honest-mean"),
     *(Row(f"inverted-0.2-{a}", "inverted", 0.2, a) for a in ("mean", "median", "trust")),
-    # trust that reacts faster (decay 0.3 instead of 0.7): the liar is excluded sooner
-    Row("inverted-0.2-trust-fast", "inverted", 0.2, "trust", extra=("server.trust.decay=0.3",)),
+    # ablation: the probe excludes the liar but does not calibrate it (read as 1 - r)
+    Row("inverted-0.2-trust-noflip", "inverted", 0.2, "trust", extra=("server.trust.flip_below=0",)),
+    Row("honest-trust", aggregator="trust"),  # what trust costs when nobody lies
 ]
 EPSILONS = [Row(f"rr-eps{e:g}-mean", mechanism="randomised_response", epsilon=e) for e in (1.0, 3.0)]
 FULL = [
-    Row("honest-trust", aggregator="trust"),
     *(Row(f"{k}-0.2-{a}", k, 0.2, a) for k in ("random", "always_approve", "colluding",
       "small_shift") for a in ("mean", "trust")),
     *(Row(f"inverted-0.4-{a}", "inverted", 0.4, a) for a in ("mean", "median", "trust")),
