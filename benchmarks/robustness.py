@@ -67,7 +67,10 @@ ATTACKS = [
     Row("inverted-0.2-trust-noflip", "inverted", 0.2, "trust", extra=("server.trust.flip_below=0",)),
     Row("honest-trust", aggregator="trust"),  # what trust costs when nobody lies
 ]
-EPSILONS = [Row(f"rr-eps{e:g}-mean", mechanism="randomised_response", epsilon=e) for e in (1.0, 3.0)]
+EPSILONS = [
+    Row(f"rr-eps{e:g}-mean", mechanism="randomised_response", epsilon=e)
+    for e in (0.5, 1.0, 2.0, 3.0, 5.0)
+]
 FULL = [
     *(Row(f"{k}-0.2-{a}", k, 0.2, a) for k in ("random", "always_approve", "colluding",
       "small_shift") for a in ("mean", "trust")),
@@ -191,13 +194,20 @@ def plot(path: Path, table: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     honest = next((t for t in table if t["row"] == "honest-mean"), None)
-    pts = sorted((t["epsilon"], t) for t in table if t["mechanism"] == "randomised_response")
-    if not pts or honest is None:
+    series = {
+        m: sorted(((t["epsilon"], t) for t in table if t["mechanism"] == m), key=lambda x: x[0])
+        for m in ("randomised_response", "laplace")
+    }
+    if not series["randomised_response"] or honest is None:
         return
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    xs = [e for e, _ in pts]
-    ax.errorbar(xs, [100 * t["gain_mean"] for _, t in pts], [100 * t["gain_std"] for _, t in pts],
-                marker="o", label="randomised response (debiased), mean")  # fmt: skip
+    for m, pts in series.items():
+        if not pts:
+            continue
+        xs = [e for e, _ in pts]
+        ax.errorbar(xs, [100 * t["gain_mean"] for _, t in pts],
+                    [100 * t["gain_std"] for _, t in pts], marker="o", capsize=3,
+                    label=f"{m.replace('_', ' ')} (debiased), mean")  # fmt: skip
     ax.axhline(100 * honest["gain_mean"], color="grey", ls="--", label="no privacy")
     ax.set_xlabel("ε per reward")
     ax.set_ylabel("held-out accuracy gain (points)")

@@ -284,19 +284,7 @@ class AsyncGatherer:
         stats["bytes_sent"] = sent1 - sent0
         stats["bytes_received"] = recv1 - recv0
         if self.extra_stats is not None:
-            now = dict(self.extra_stats())
-            delta = {k: v - self._extra_last.get(k, 0) for k, v in now.items()}
-            self._extra_last = now
-            for k, v in delta.items():
-                stats["extra"][f"injected_{k}"] = v
-            # the fault layer knows what it injected better than the failure messages tell
-            if "offline" in delta:
-                stats["offline"] = delta["offline"]
-            if "crashed" in delta:
-                stats["crashed"] = delta["crashed"]
-            # requests to an emulated offline device were never transmitted (bytes count
-            # only what was sent, as in sim mode)
-            stats["bytes_sent"] -= delta.get("offline_bytes", 0)
+            self._add_injected(stats)
         for rep in outcome.assignments:
             if rep.failures:
                 log.debug("%s: %s", rep.assignment.assignment_id, "; ".join(rep.failures))
@@ -305,6 +293,23 @@ class AsyncGatherer:
             return GatherResult(rewards, stats)
         waiting = outstanding_slots(outcome, rewards.shape, request.experts)
         return GatherResult(rewards, stats, waiting, self._late.drain())
+
+    def _add_injected(self, stats: RoundStats) -> None:
+        """Add this round's increase of the fault layer's counters (``extra_stats``)."""
+        assert self.extra_stats is not None
+        now = dict(self.extra_stats())
+        delta = {k: v - self._extra_last.get(k, 0) for k, v in now.items()}
+        self._extra_last = now
+        for k, v in delta.items():
+            stats["extra"][f"injected_{k}"] = v
+        # the fault layer knows what it injected better than the failure messages tell
+        if "offline" in delta:
+            stats["offline"] = delta["offline"]
+        if "crashed" in delta:
+            stats["crashed"] = delta["crashed"]
+        # requests to an emulated offline device were never transmitted (bytes count only
+        # what was sent, as in sim mode)
+        stats["bytes_sent"] -= delta.get("offline_bytes", 0)
 
     def idle_clients(self, available: Sequence[int] | None) -> Sequence[int] | None:
         """Async: ``available`` without the clients still working on a straggler."""
