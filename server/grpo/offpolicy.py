@@ -137,17 +137,7 @@ def offpolicy_grpo_loss(
     [N, T], ``staleness`` [N] integer policy versions since each row was sampled. Metrics
     add ``stale_sequences``, ``too_stale_sequences``, ``is_weight_mean``, ``is_truncated``
     (fraction of stale active tokens whose weight was capped) and ``ess``."""
-    if staleness.shape != advantages.shape:
-        raise ConfigError(
-            f"staleness has shape {tuple(staleness.shape)}; need [N] = {tuple(advantages.shape)}"
-        )
-    if prox_logps.shape != logps.shape or behaviour_logps.shape != logps.shape:
-        raise ConfigError(
-            f"prox_logps {tuple(prox_logps.shape)} / behaviour_logps "
-            f"{tuple(behaviour_logps.shape)} must match logps {tuple(logps.shape)}"
-        )
-    if staleness.lt(0).any():
-        raise ConfigError("staleness must be >= 0 (policy versions since sampling)")
+    _check_inputs(logps, prox_logps, behaviour_logps, advantages, staleness)
     base = torch.ones_like(advantages, dtype=torch.bool) if seq_mask is None else seq_mask.bool()
     too_stale = staleness > max_staleness
     keep = base & ~too_stale
@@ -173,6 +163,26 @@ def offpolicy_grpo_loss(
     metrics["stale_sequences"] = float(stale_rows.sum())
     metrics["too_stale_sequences"] = float((base & too_stale).sum())
     return loss, metrics
+
+
+def _check_inputs(
+    logps: torch.Tensor,
+    prox_logps: torch.Tensor,
+    behaviour_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    staleness: torch.Tensor,
+) -> None:
+    if staleness.shape != advantages.shape:
+        raise ConfigError(
+            f"staleness has shape {tuple(staleness.shape)}; need [N] = {tuple(advantages.shape)}"
+        )
+    if prox_logps.shape != logps.shape or behaviour_logps.shape != logps.shape:
+        raise ConfigError(
+            f"prox_logps {tuple(prox_logps.shape)} / behaviour_logps "
+            f"{tuple(behaviour_logps.shape)} must match logps {tuple(logps.shape)}"
+        )
+    if staleness.lt(0).any():
+        raise ConfigError("staleness must be >= 0 (policy versions since sampling)")
 
 
 def _weight_metrics(
