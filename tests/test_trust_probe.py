@@ -171,3 +171,53 @@ def test_sim_probe_is_journalled_so_a_resume_charges_the_same_budget(tmp_path: A
     b = resumed.gather(nxt, np.random.default_rng(1)).rewards
     np.testing.assert_array_equal(a, b)
     assert first.probe(probes, 2) == resumed.probe(probes, 2)  # same (seed, round, client) draws
+
+
+class _Knower:
+    """An edge scorer that knows every auxiliary answer (agreement reward), no model."""
+
+    name = "knower"
+
+    def score(self, questions: Any, completions: Any, reward_mode: str = "auto",
+              format_weight: float = 0.0) -> list[float]:  # fmt: skip
+        answers = {i.question: i.answer for i in AUX}
+        return [float(extract_answer(c) == answers[q]) for q, c in zip(questions, completions)]
+
+    def competence(self, questions: Any, reference_answers: Any) -> list[float]:
+        return [1.0] * len(questions)
+
+
+def test_probe_over_http_reaches_the_devices_behaviour_on_real_edge_servers() -> None:
+    """Three real edge services on loopback (honest, inverted, always-approve devices, the
+    last also private); the probe is an ordinary score request, so each device's behaviour
+    and privacy apply to it and its budget is charged."""
+    from fedgrpo.edge.device_rewards import DeviceRewards, DeviceScorer, GeneratorDraws
+    from fedgrpo.edge.privacy import PrivacySpec
+    from fedgrpo.edge.service import start_server
+    from fedgrpo.edge.service_config import ServiceConfig
+    from fedgrpo.rounds import RoundPolicy
+    from fedgrpo.server.gathering.asynchronous import AsyncGatherer, LoopThread
+    from fedgrpo.server.gathering.transport import ClientEndpoint, HttpTransport
+
+    devices = [DeviceRewards(Behaviour("honest")), DeviceRewards(Behaviour("inverted")),
+               DeviceRewards(Behaviour("always_approve"),
+                             PrivacySpec("randomised_response", epsilon=4.0))]  # fmt: skip
+    loop, runners, eps = LoopThread("probe-edges"), [], []
+    try:
+        for k, device in enumerate(devices):
+            scorer = DeviceScorer(_Knower(), device, GeneratorDraws(k))
+            runner, port = loop.run(start_server(scorer, ServiceConfig(model_name=f"c{k}"),
+                                                 "127.0.0.1", 0))  # fmt: skip
+            runners.append(runner)
+            eps.append(ClientEndpoint(k, f"http://127.0.0.1:{port}", f"c{k}"))
+        with AsyncGatherer(eps, RoundPolicy(deadline_s=5.0), HttpTransport()) as gatherer:
+            requests = {k: probe_requests(AUX, np.ones(5), 5, random.Random(k)) for k in range(3)}
+            answers = gatherer.probe(requests, round_index=0)
+    finally:
+        for r in runners:
+            loop.run(r.cleanup())
+        loop.stop()
+    scores = {k: probe_agreement(v) for k, v in answers.items() if v is not None}
+    assert scores[0] == 1.0 and scores[1] == 0.0
+    assert 0.2 <= scores[2] <= 0.8  # approve-all, randomised: no information about the truth
+    assert devices[2].accountant.released == 10 and devices[0].accountant.released == 0
