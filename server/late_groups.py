@@ -46,6 +46,9 @@ class HeldGroup:
     rewards: np.ndarray  # [G, E], NaN = none (yet)
     outstanding: np.ndarray  # [G, E] True = a reward may still arrive
     batch: RolloutBatch
+    # client of each expert slot, so the late group is debiased and trust-weighted like a
+    # fresh one (a class default: groups pickled by older checkpoints have none)
+    experts: tuple[int, ...] = ()
 
     def coverage(self) -> float:
         return float((~np.isnan(self.rewards)).any(axis=1).mean())
@@ -67,14 +70,17 @@ class LateGroups:
         batch: RolloutBatch,
         rewards: np.ndarray,
         outstanding: np.ndarray | None,
+        experts: Sequence[Sequence[int]] | None = None,
     ) -> np.ndarray:
-        """Hold the round's incomplete groups; returns [B] True for the groups held."""
+        """Hold the round's incomplete groups (with ``experts[b]``, the clients of group b's
+        expert slots); returns [B] True for the groups held."""
         held = np.zeros(rewards.shape[0], dtype=bool)
         if outstanding is None or self.config.max_staleness == 0:
             return held
         for b in range(rewards.shape[0]):
+            slots = tuple(int(k) for k in experts[b]) if experts is not None else ()
             group = HeldGroup(
-                round_index, version, b, rewards[b].copy(), outstanding[b].copy(), batch
+                round_index, version, b, rewards[b].copy(), outstanding[b].copy(), batch, slots
             )
             if group.outstanding.any() and group.coverage() < self.config.min_coverage:
                 self.held[(round_index, b)] = group

@@ -125,7 +125,7 @@ class FedGRPOTrainer:
         late_fields: dict[str, Any] = {}
         combined, merged = fresh, None
         if self.late_groups is not None:
-            combined, merged, late_fields = self._late(r, batch, result, fresh)
+            combined, merged, late_fields = self._late(r, batch, result, fresh, experts)
         update = self._update(merged or batch, combined, merged is not None)
         record: dict[str, Any] = {
             "event": "round",
@@ -183,13 +183,19 @@ class FedGRPOTrainer:
         )
 
     def _combine(
-        self, result: GatherResult, groups: int, r: int, experts: list[list[int]] | None = None
+        self,
+        result: GatherResult,
+        groups: int,
+        r: int,
+        experts: Sequence[Sequence[int]] | None = None,
+        late: bool = False,
     ) -> np.ndarray:
         """[groups, G] one reward per candidate from the experts' answers (NaN = none);
-        shuffled within each group for the negative control."""
+        shuffled within each group for the negative control. ``late``: a held group's late
+        rewards (weighted by today's trust, which they do not update a second time)."""
         cfg = self.config
-        if self.aggregator is not None and experts is not None:
-            combined = self.aggregator(result.rewards, experts)
+        if self.aggregator is not None and experts:
+            combined = self.aggregator(result.rewards, experts, update=not late)
         else:
             combined = np.stack(
                 [
@@ -202,7 +208,12 @@ class FedGRPOTrainer:
         return combined
 
     def _late(
-        self, r: int, batch: RolloutBatch, result: GatherResult, combined: np.ndarray
+        self,
+        r: int,
+        batch: RolloutBatch,
+        result: GatherResult,
+        combined: np.ndarray,
+        experts: list[list[int]],
     ) -> tuple[np.ndarray, MergedBatch | None, dict[str, Any]]:
         """Async rounds: hold this round's incomplete groups, fill held groups with the late
         rewards, and add the due ones (with signal) to the update; (combined rewards of the
@@ -210,12 +221,13 @@ class FedGRPOTrainer:
         lg, v = self.late_groups, self.state.version
         assert lg is not None
         lg.deliver(result.late)
-        held = lg.split(r, v, batch, result.rewards, result.outstanding)
+        held = lg.split(r, v, batch, result.rewards, result.outstanding, experts)
         combined = np.where(held[:, None], np.nan, combined)
         rows, used, dropped = [combined], [], 0
         parts: list[tuple[RolloutBatch, Sequence[int], int]] = [(batch, range(len(combined)), 0)]
         for g in lg.take(v, r):
-            c = self._combine(GatherResult(g.rewards[None]), 1, g.round_index)
+            slots = [list(g.experts)] if g.experts else None
+            c = self._combine(GatherResult(g.rewards[None]), 1, g.round_index, slots, late=True)
             if int((~np.isnan(c)).sum()) < 2:  # no group to be relative to: dropped
                 dropped += 1
                 continue

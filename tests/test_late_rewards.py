@@ -47,6 +47,29 @@ def test_held_groups_wait_for_late_rewards_and_respect_the_staleness_bound() -> 
     assert rec["staleness_hist"] == {"1": 2, "2": 1} and rec["stale_groups_used"] == 3
 
 
+def test_a_late_group_keeps_its_experts_and_is_weighted_by_trust_without_moving_it() -> None:
+    from fedgrpo.server.grpo.trust import RoundAggregator
+
+    lg = LateGroups(LateRewardConfig(max_staleness=2))
+    rewards = np.full((1, 4, 3), np.nan)
+    rewards[0, :2, 0] = [1.0, 0.0]  # slot 0 (client 4) answered candidates 0-1
+    out = np.zeros_like(rewards, dtype=bool)
+    out[0, :, 1:] = True  # slots 1, 2 (clients 2, 0) still working
+    out[0, 2:, 0] = True
+    lg.split(0, 0, batch=None, rewards=rewards, outstanding=out, experts=[[4, 2, 0]])  # type: ignore[arg-type]
+    lg.deliver([LateReward(0, 0, c, s, v) for s in (1, 2) for c, v in enumerate([0, 1, 0, 1])]
+               + [LateReward(0, 0, 2, 0, 1.0), LateReward(0, 0, 3, 0, 0.0)])  # fmt: skip
+    (due,) = lg.take(version=1, round_index=1)
+    assert due.experts == (4, 2, 0)
+    agg = RoundAggregator("trust", 5, competence=lambda: np.ones((5, 4)))
+    agg.set_probe({0: 1.0, 2: 1.0, 4: 0.0})  # client 4 inverts: read as 1 - r
+    agg(np.zeros((1, 4, 3)), [[0, 1, 2]])  # one fresh round sets the consensus scores
+    before = repr(agg.state())
+    combined = agg(due.rewards[None], [list(due.experts)], update=False)
+    np.testing.assert_allclose(combined[0], [0.0, 1.0, 0.0, 1.0])
+    assert repr(agg.state()) == before  # judged once, in its own round: no second trust update
+
+
 def _request(r: int) -> GatherRequest:
     return GatherRequest(
         round_index=r, questions=["q0"], candidates=[["a", "b", "c", "d"]], experts=[[0, 1]],

@@ -226,7 +226,11 @@ class RoundAggregator:
             )
 
     # ------------------------------------------------------------------ one round
-    def __call__(self, rewards: np.ndarray, experts: Sequence[Sequence[int]]) -> np.ndarray:
+    def __call__(
+        self, rewards: np.ndarray, experts: Sequence[Sequence[int]], update: bool = True
+    ) -> np.ndarray:
+        """[B, G] combined rewards; ``update=False`` weights by the current trust without
+        moving it (a held group's late rewards, already judged once)."""
         r = self._debias(np.asarray(rewards, dtype=np.float64), experts)
         if self.method != "trust":
             return np.stack(
@@ -246,7 +250,7 @@ class RoundAggregator:
             ok = count > 0
             np.add.at(agree_sum, ids[ok], agree[ok] * count[ok])
             np.add.at(agree_n, ids[ok], count[ok])
-        seen = agree_n > 0
+        seen = (agree_n > 0) & update
         d = self.config.decay
         self.scores[seen] = d * self.scores[seen] + (1 - d) * (agree_sum[seen] / agree_n[seen])
         self.last_weights = self._weights()
