@@ -146,6 +146,7 @@ def summarise(rows: list[Row], results: list[dict[str, Any]]) -> list[dict[str, 
             "nan_losses": sum(x["nan_losses"] for x in by[r.name]),
             "trust_weights": [x["trust_weights"] for x in by[r.name]],
             "behaviours": by[r.name][0]["behaviours"],
+            "behaviours_by_seed": [x["behaviours"] for x in by[r.name]],
             "epsilon_spent_max": by[r.name][0]["epsilon_spent_max"],
             "wall_s": statistics.mean(x["wall_s"] for x in by[r.name]),
             "seeds": [x["seed"] for x in by[r.name]],
@@ -183,7 +184,8 @@ def write_markdown(path: Path, table: list[dict[str, Any]], meta: dict[str, Any]
             f"{100 * t['gain_mean']:+.1f} ± {100 * t['gain_std']:.1f} | {kept} | "
             f"{dom} | {t['nan_losses']} | {tw_s} |"
         )
-    lines += ["", "`*` = the domain whose expert lies (client k holds domain k)."]
+    lines += ["", "`*` = the domain whose expert lies in the first seed (client k holds domain k); "
+              "each seed draws its own liars (`behaviours_by_seed` in the JSON)."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         got = [run_one(r, s, args.rounds, args.per_domain, str(args.cache), True) for r, s in jobs]
         results = [x for x in got if x is not None]
         rows = [r for r in rows if any(x["row"] == r.name for x in results)]
-        return _write(args, rows, results, start, partial=True)
+        complete = all(sum(x["row"] == r.name for x in results) == args.seeds for r in rows)
+        return _write(args, rows, results, start, partial=not complete)
     from fedgrpo.experiments.context import build_context, load_scorers
 
     load_scorers(build_context(_scenario(rows[0], 0, args.rounds, args.per_domain)))  # zoo once
@@ -271,7 +274,8 @@ def _write(
     meta = {
         "machine": cpu_model(), "cores": os.cpu_count(), "versions": versions("torch", "transformers", "onnxruntime", "numpy", "dp-accounting"),
         "seeds": list(range(args.seeds)), "rounds": args.rounds, "per_domain": args.per_domain,
-        "wall_s": sum(x["wall_s"] for x in results) if partial else time.perf_counter() - start,
+        # report-only: the runs' own wall time (summed), else this invocation's
+        "wall_s": sum(x["wall_s"] for x in results) if args.report_only else time.perf_counter() - start,
         "partial": partial,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
