@@ -8,9 +8,8 @@ SCENARIO ?= scenarios/quickstart.yaml
 # the slowest tests are listed at the end of every run, so a creeping suite is seen in CI
 PYTEST_ARGS ?= --durations=15
 # two test processes (pytest-xdist), one test file each at a time: many tests wait on
-# subprocesses, servers and sockets, so two workers fill the two cores CI has; files go to
-# the workers in collection order, longest first (tests/conftest.py)
-PYTEST_PAR ?= -n 2 --dist loadfile --no-loadscope-reorder
+# subprocesses, servers and sockets, so two workers fill the two cores CI has
+PYTEST_PAR ?= -n 2 --dist loadfile
 
 .PHONY: venv demo test test-fast test-all lint bench clean-venv
 
