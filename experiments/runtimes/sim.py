@@ -169,7 +169,7 @@ class SimGatherer:
         return out
 
     def probe(
-        self, requests: dict[int, tuple[Sequence[str], Sequence[str]]], round_index: int
+        self, requests: Mapping[int, tuple[Sequence[str], Sequence[str]]], round_index: int
     ) -> dict[int, list[float] | None]:
         """Client k's rewards for its probe ``(questions, completions)`` (``grpo/trust.py``):
         an ordinary score request through the device's behaviour and privacy, drawing from

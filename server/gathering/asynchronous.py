@@ -324,8 +324,9 @@ class AsyncGatherer:
         fails (unreachable, crash, timeout, invalid answer) gets None (the selector's prior)."""
         qs, ans = tuple(questions), tuple(answers)
         return self._ask_each(
-            clients, lambda k: CompetenceRequest(f"competence-c{k}", qs, ans), "competence"
-        )
+            clients, lambda k: CompetenceRequest(f"competence-c{k}", qs, ans), "competence",
+            valid=lambda v: 0.0 <= v <= 1.0,
+        )  # fmt: skip
 
     def probe(
         self, requests: Mapping[int, tuple[Sequence[str], Sequence[str]]], round_index: int
@@ -339,15 +340,18 @@ class AsyncGatherer:
                 f"r{round_index}-p{k}", tuple(qs), tuple(cs), self.reward_mode, self.format_weight
             )
 
-        return self._ask_each(list(requests), build, "probe")
+        # a private device's rewards may carry additive noise outside [0, 1]
+        return self._ask_each(list(requests), build, "probe", valid=math.isfinite)
 
     def _ask_each(
         self,
         clients: Sequence[int],
         build: Callable[[int], ScoreRequest | CompetenceRequest],
         label: str,
+        valid: Callable[[float], bool],
     ) -> dict[int, list[float] | None]:
-        """Send ``build(k)[k]`` to every client concurrently, outside the timed rounds."""
+        """Send ``build(k)`` to every client concurrently, outside the timed rounds; a client
+        that fails or answers a value that is not ``valid`` gets None."""
 
         async def one(k: int) -> list[float] | None:
             req = build(k)
@@ -357,9 +361,7 @@ class AsyncGatherer:
                 log.warning("%s of client %d failed: %s", label, k, exc)
                 return None
             values = [float(v) for v in resp.values]
-            # probe rewards may carry additive privacy noise outside [0, 1]
-            ok = (lambda v: math.isfinite(v)) if label == "probe" else (lambda v: 0.0 <= v <= 1.0)
-            if len(values) != len(req) or not all(ok(v) for v in values):
+            if len(values) != len(req) or not all(valid(v) for v in values):
                 log.warning("%s of client %d is invalid; ignored", label, k)
                 return None
             return values

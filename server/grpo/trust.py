@@ -27,17 +27,18 @@ from auxiliary items the client answered *correctly*: each item's reference solu
 one-off slip of it (``tasks.numeric_slip``). An honest judge that knows the answer rewards
 the reference above the slip; :func:`probe_agreement` is the fraction of pairs it orders
 right (ties count half): ~1 for honest, 0 for inverted, 0.5 for random or always-approve.
+The request looks like any other, so a device cannot answer it honestly and lie elsewhere
+except by telling auxiliary questions apart (a colluder attacking one domain is left to the
+consensus term). A client's trust is ``min(consensus score, probe score)``; a client whose
+weight falls to 0 is also left out of expert selection (:func:`trusted_pool`), so the
+question keeps M trusted experts instead of M − 1.
+
 **calibration** (one-coin Dawid & Skene, 1979: a judge right less often than chance still
 carries information, with the sign reversed): a client whose probe score is below
 ``flip_below`` has its rewards read as ``1 − r`` from then on, and its probe score as
 ``1 − p``. A systematic inverter thus becomes a good judge instead of a lost one -- which
 matters when it is the only competent expert of its domain. A client that inverts only on
 the probe (honest elsewhere) is then wrong after the flip, and the consensus term excludes it.
-The request looks like any other, so a device cannot answer it honestly and lie elsewhere
-except by telling auxiliary questions apart (a colluder attacking one domain is left to the
-consensus term). A client's trust is ``min(consensus score, probe score)``; a client whose
-weight falls to 0 is also left out of expert selection (:func:`trusted_pool`), so the
-question keeps M trusted experts instead of M − 1.
 
 Guidance: with ``f`` Byzantine experts among the ``M`` scoring a question, the honest ones
 keep a majority only when ``M ≥ 2f + 1`` (median and trimmed mean need it outright; the trust
