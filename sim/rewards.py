@@ -24,6 +24,7 @@ __all__ = [
     "RewardSource",
     "RoundInput",
     "RoundSource",
+    "device_scores",
     "surrogate_rounds",
 ]
 
@@ -168,10 +169,23 @@ class ModelRewards:
     ) -> Sequence[float]:
         request = self.request(assignment, round_input)
         device = self.devices[client_id] if self.devices is not None else None
-        if device is None:
-            return self.reward_fn(client_id, request)
-        try:
-            device.admit(len(request))
-        except BudgetSpent:
-            return []
-        return device.apply(request.questions, self.reward_fn(client_id, request), stream)
+        return device_scores(self.reward_fn, client_id, request, device, stream)
+
+
+def device_scores(
+    reward_fn: Callable[[int, ScoreRequest], Sequence[float]],
+    client_id: int,
+    request: ScoreRequest,
+    device: DeviceRewards | None,
+    stream: ClientStream,
+) -> Sequence[float]:
+    """What simulated client ``client_id`` sends for ``request``: its honest scores, through
+    its ``device`` side (behaviour, then local DP; None = honest and in the clear). Empty when
+    the device's privacy budget does not cover the request (nothing is charged then)."""
+    if device is None:
+        return reward_fn(client_id, request)
+    try:
+        device.admit(len(request))
+    except BudgetSpent:
+        return []
+    return device.apply(request.questions, reward_fn(client_id, request), stream)

@@ -181,25 +181,17 @@ class SimGatherer:
     def _probe(
         self, requests: Mapping[int, tuple[Sequence[str], Sequence[str]]], round_index: int
     ) -> dict[int, list[float] | None]:
-        from fedgrpo.edge.privacy import BudgetSpent
         from fedgrpo.edge.protocol import ScoreRequest
+        from fedgrpo.sim.rewards import device_scores
         from fedgrpo.sim.rng import ClientStream, stream_generator
 
         out: dict[int, list[float] | None] = {}
         for k, (qs, cs) in requests.items():
             request = ScoreRequest(f"r{round_index}-p{k}", tuple(qs), tuple(cs))
             device = self.devices[k] if self.devices[k].active else None
-            try:
-                if device is not None:
-                    device.admit(len(request))
-            except BudgetSpent:
-                out[k] = None
-                continue
-            values = list(self._reward_fn(k, request))
-            if device is not None:
-                stream = ClientStream(stream_generator(self._seed, k, "probe", round_index))
-                values = device.apply(request.questions, values, stream)
-            out[k] = values
+            stream = ClientStream(stream_generator(self._seed, k, "probe", round_index))
+            values = list(device_scores(self._reward_fn, k, request, device, stream))
+            out[k] = values if values else None  # empty: its privacy budget is spent
         return out
 
 
