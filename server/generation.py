@@ -42,6 +42,7 @@ def generate(
     params: SamplingParams,
     generator: torch.Generator | None = None,
     batch_size: int = 64,
+    share_prompt: bool = False,
 ) -> tuple[list[str], list[list[int]], list[list[int]]]:
     """Generate one completion per prompt.
 
@@ -49,6 +50,7 @@ def generate(
     including EOS). Sampling draws from ``generator`` if given (seeded by the caller) by
     temporarily installing it as torch's default RNG state: HF ``generate`` has no generator
     argument, so we fork the global RNG, seed it from ``generator`` and restore it afterwards.
+    ``share_prompt`` prefills each distinct prompt of a chunk once (``server/prefix.py``).
     """
     import torch
 
@@ -67,7 +69,8 @@ def generate(
             if generator is not None and not greedy:
                 seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
                 torch.manual_seed(seed)
-            out = model.generate(**batch, **kwargs)  # type: ignore[operator]
+            extra = _prefill(model, batch) if share_prompt else {}
+            out = model.generate(**batch, **kwargs, **extra)  # type: ignore[operator]
         for prompt, generated in _split_rows(tokenizer, out.cpu(), batch, stops):
             prompt_ids.append(prompt)
             completion_ids.append(generated)
@@ -75,6 +78,15 @@ def generate(
     if model_was_training:
         model.train()
     return texts, prompt_ids, completion_ids
+
+
+def _prefill(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> dict[str, object]:
+    """``generate``'s extra arguments for a shared-prompt prefill (none for 1-token prompts)."""
+    from fedgrpo.server.prefix import prefill_cache
+
+    if batch["input_ids"].shape[1] < 2:
+        return {}
+    return {"past_key_values": prefill_cache(model, batch["input_ids"], batch["attention_mask"])}
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:

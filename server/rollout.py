@@ -71,10 +71,19 @@ def completion_logps(
     attention_mask: torch.Tensor,
     completion_length: int,
     temperature: float = 1.0,
+    share_prompt: bool = False,
 ) -> torch.Tensor:
-    """Per-token log-probs of the completion part, [N, C] (grad flows if enabled)."""
-    from fedgrpo.server.grpo import per_token_logps
+    """Per-token log-probs of the completion part, [N, C] (grad flows if enabled).
 
+    ``share_prompt`` runs each distinct prompt once and only the completions per row
+    (``server/prefix.py``): the same values up to float rounding, far fewer positions."""
+    from fedgrpo.server.grpo import per_token_logps, target_logps
+
+    if share_prompt:
+        from fedgrpo.server.prefix import shared_prompt_logits
+
+        logits = shared_prompt_logits(model, input_ids, attention_mask, completion_length)
+        return target_logps(logits, input_ids[:, -completion_length:], temperature)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
@@ -92,18 +101,23 @@ def rollout(
     group_size: int,
     params: SamplingParams,
     generator: torch.Generator,
+    share_prompt: bool = False,
 ) -> RolloutBatch:
-    """Sample ``group_size`` completions per prompt and record their old log-probs."""
+    """Sample ``group_size`` completions per prompt and record their old log-probs
+    (``share_prompt``: prefill and score each prompt once, see ``server/prefix.py``)."""
     import torch
 
     repeated = [p for p in prompts for _ in range(group_size)]
-    texts, prompt_ids, completion_ids = generate(model, tokenizer, repeated, params, generator)
+    texts, prompt_ids, completion_ids = generate(
+        model, tokenizer, repeated, params, generator, share_prompt=share_prompt
+    )
     packed = pack(prompt_ids, completion_ids, tokenizer.pad_token_id)
     input_ids, attention, cmask = (t.to(model.device) for t in packed)
     with torch.no_grad():
         old = completion_logps(
-            model, input_ids, attention, cmask.shape[1], temperature=max(params.temperature, 1e-6)
-        )
+            model, input_ids, attention, cmask.shape[1],
+            temperature=max(params.temperature, 1e-6), share_prompt=share_prompt,
+        )  # fmt: skip
     return RolloutBatch(
         questions=list(questions),
         prompts=list(prompts),

@@ -117,6 +117,7 @@ class FedGRPOTrainer:
             cfg.group_size,
             params,
             tg,
+            share_prompt=cfg.share_prompt,
         )
         experts = self._select(items, npg)
         result = self._gather(r, items, batch, experts, npg)
@@ -293,6 +294,7 @@ class FedGRPOTrainer:
                 batch.attention_mask,
                 batch.completion_length,
                 cfg.temperature,
+                share_prompt=cfg.share_prompt,
             )
 
     def _proximal_logps(self, batch: MergedBatch) -> torch.Tensor:
@@ -303,7 +305,7 @@ class FedGRPOTrainer:
         with torch.no_grad():
             now = completion_logps(
                 self.model, batch.input_ids, batch.attention_mask, batch.completion_length,
-                self.config.temperature,
+                self.config.temperature, share_prompt=self.config.share_prompt,
             )  # fmt: skip
         return torch.where((batch.staleness == 0)[:, None], batch.old_logps, now)
 
@@ -326,6 +328,7 @@ class FedGRPOTrainer:
             batch.attention_mask,
             batch.completion_length,
             cfg.temperature,
+            share_prompt=cfg.share_prompt,
         )
         common: dict[str, Any] = dict(
             eps_low=cfg.eps_low,

@@ -68,6 +68,7 @@ CASES: dict[tuple[str, str], tuple[Expect, list[tuple[Any, Expect]]]] = {
             ("lr_final_fraction", 0.0, 0.1),
             ("negative_advantage_scale", 1.0, 0.5),
             ("shuffle_rewards", False, True),
+            ("share_prompt", False, True),
         ]
     },
     ("GRPOConfig", "server.grpo.grad_clip"): (1.0, [(0.5, 0.5), (None, mapping.NO_CLIPPING)]),

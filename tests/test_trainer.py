@@ -176,3 +176,32 @@ def test_shuffle_within_groups_permutes_each_row_only() -> None:
     assert [sorted(r) for r in out.tolist()] == [sorted(r) for r in rewards.tolist()]
     again = shuffle_within_groups(rewards, np.random.default_rng(0))
     assert (out == again).all()
+
+
+def test_share_prompt_round_matches_the_plain_round(trained_state: dict[str, Any]) -> None:
+    """server.grpo.share_prompt changes the computation, not the round: the same samples
+    (greedy-equal logits up to rounding), rewards, loss and updated weights, within float error."""
+    import dataclasses
+
+    import torch
+
+    records, weights, positions = [], [], []
+    for share in (False, True):
+        trainer = FedGRPOTrainer(
+            fresh_model(trained_state), trained_state["tok"], SUITE, CentralGatherer(), None,
+            dataclasses.replace(CONFIG, share_prompt=share), seed=3, baseline="central_grpo",
+        )  # fmt: skip
+        seen: list[int] = []
+        trainer.model.register_forward_pre_hook(
+            lambda _m, _a, kw, seen=seen: seen.append(kw["input_ids"].numel()), with_kwargs=True
+        )
+        records.append(trainer.step())
+        positions.append(sum(seen))
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    plain, shared = records
+    assert positions[1] < 0.8 * positions[0], positions  # the option reaches every pass
+    assert plain["updated"] and shared["updated"]
+    assert plain["reward_mean"] == shared["reward_mean"]
+    assert abs(plain["loss"] - shared["loss"]) < 1e-5
+    for name, w in weights[0].items():
+        assert torch.allclose(w, weights[1][name], atol=1e-6), name

@@ -28,7 +28,7 @@ Where our GRPO departs from the paper (Shao et al. 2024) and the official FedGRP
 
 from fedgrpo.server.grpo.advantages import SCALES, group_advantages
 from fedgrpo.server.grpo.config import GRPOConfig
-from fedgrpo.server.grpo.loss import LOSS_TYPES, grpo_loss, k3_kl, per_token_logps
+from fedgrpo.server.grpo.loss import LOSS_TYPES, grpo_loss, k3_kl, per_token_logps, target_logps
 from fedgrpo.server.grpo.rewards import (
     METHODS,
     combine,
@@ -52,4 +52,5 @@ __all__ = [
     "shuffle_within_groups",
     "signal_groups",
     "split_missing",
+    "target_logps",
 ]

@@ -44,6 +44,10 @@ class GRPOConfig:
     # which keeps their distribution and destroys which candidate earned them. A run with
     # this on must not learn (tests/test_learning.py asserts that).
     shuffle_rewards: bool = False
+    # Run each distinct prompt once and reuse its KV cache for the group's G candidates, in
+    # generation and in every log-prob pass (server/prefix.py). Equal up to float rounding,
+    # so off by default: results with it differ from those without in the last bits.
+    share_prompt: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):

@@ -28,19 +28,27 @@ def per_token_logps(
     With ``completion_length`` C only the last C positions are returned ([N, C]).
     Half-precision logits are upcast to float32 first.
     """
-    if temperature <= 0:
-        raise ConfigError(f"temperature={temperature} must be > 0")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    logits = logits[:, :-1] / temperature
-    targets = input_ids[:, 1:]
+    logits, targets = logits[:, :-1], input_ids[:, 1:]
     if completion_length is not None:
         if not 0 < completion_length <= targets.shape[1]:
             raise ConfigError(
                 f"completion_length={completion_length}; allowed 1..{targets.shape[1]}"
             )
         logits, targets = logits[:, -completion_length:], targets[:, -completion_length:]
-    logp = F.log_softmax(logits, dim=-1)
+    return target_logps(logits, targets, temperature)
+
+
+def target_logps(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log p(targets[:, t]) from the logits that predict them, [N, T, V] → [N, T].
+
+    Half-precision logits are upcast to float32 first."""
+    if temperature <= 0:
+        raise ConfigError(f"temperature={temperature} must be > 0")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logp = F.log_softmax(logits / temperature, dim=-1)
     return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
