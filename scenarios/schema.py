@@ -146,9 +146,7 @@ class GRPOSection(_Section):
     # negative control: shuffle rewards within each group (keeps their spread, destroys the
     # signal); a run with this on must not learn
     shuffle_rewards: bool = False
-    # run each group's shared prompt once (its KV cache reused by the G candidates) in
-    # generation and in every log-prob pass: same values up to float rounding, several
-    # times fewer positions with long few-shot prompts (server/prefix.py)
+    # each distinct prompt runs once, its KV cache reused by the G candidates (server/prefix.py)
     share_prompt: bool = False
 
 
