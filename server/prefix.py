@@ -59,18 +59,7 @@ def shared_prompt_logits(
     import torch
 
     width_p = input_ids.shape[1] - completion_length
-    prompt_ids, prompt_mask = input_ids[:, :width_p], attention_mask[:, :width_p]
-    first, inverse = distinct_rows(prompt_ids, prompt_mask)
-    out = model(
-        input_ids=prompt_ids[first],
-        attention_mask=prompt_mask[first],
-        position_ids=_positions(prompt_mask[first]),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache: Any = out.past_key_values
-    cache.batch_select_indices(inverse)
-    last = out.logits[inverse]  # [N, 1, V]: predicts the first completion token
+    last, cache = _run_once(model, input_ids[:, :width_p], attention_mask[:, :width_p])
     if completion_length == 1:
         return last
     positions = _positions(attention_mask)[:, width_p : width_p + completion_length - 1]
@@ -91,14 +80,20 @@ def prefill_cache(
 ) -> Any:
     """A key/value cache over all but the last prompt position of every row, computed once
     per distinct row; ``generate`` given it runs only the last prompt token per row."""
-    first, inverse = distinct_rows(input_ids, attention_mask)
-    head_ids, head_mask = input_ids[first, :-1], attention_mask[first, :-1]
-    cache: Any = model(
-        input_ids=head_ids,
-        attention_mask=head_mask,
-        position_ids=_positions(head_mask),
+    return _run_once(model, input_ids[:, :-1], attention_mask[:, :-1])[1]
+
+
+def _run_once(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> tuple[Any, Any]:
+    """The model over each distinct row once; (last-position logits [N, 1, V], cache), both
+    indexed back out to every row (differentiably)."""
+    first, inverse = distinct_rows(ids, mask)
+    out = model(
+        input_ids=ids[first],
+        attention_mask=mask[first],
+        position_ids=_positions(mask[first]),
         use_cache=True,
         logits_to_keep=1,
-    ).past_key_values
+    )
+    cache: Any = out.past_key_values
     cache.batch_select_indices(inverse)
-    return cache
+    return out.logits[inverse], cache
