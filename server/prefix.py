@@ -42,7 +42,8 @@ def distinct_rows(
     return first.to(input_ids.device), inverse.to(input_ids.device)
 
 
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions from the mask, so left padding does not shift them (as HF ``generate``)."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
@@ -62,11 +63,10 @@ def shared_prompt_logits(
     last, cache = _run_once(model, input_ids[:, :width_p], attention_mask[:, :width_p])
     if completion_length == 1:
         return last
-    positions = _positions(attention_mask)[:, width_p : width_p + completion_length - 1]
-    rest = model(
-        input_ids=input_ids[:, width_p : width_p + completion_length - 1],
-        attention_mask=attention_mask[:, : width_p + completion_length - 1],
-        position_ids=positions,
+    rest = model(  # completion tokens but the last: they predict tokens 2..C
+        input_ids=input_ids[:, width_p:-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=position_ids(attention_mask)[:, width_p:-1],
         past_key_values=cache,
         use_cache=True,
     ).logits
@@ -90,7 +90,7 @@ def _run_once(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> 
     out = model(
         input_ids=ids[first],
         attention_mask=mask[first],
-        position_ids=_positions(mask[first]),
+        position_ids=position_ids(mask[first]),
         use_cache=True,
         logits_to_keep=1,
     )

@@ -78,15 +78,15 @@ def completion_logps(
     ``share_prompt`` runs each distinct prompt once and only the completions per row
     (``server/prefix.py``): the same values up to float rounding, far fewer positions."""
     from fedgrpo.server.grpo import per_token_logps, target_logps
+    from fedgrpo.server.prefix import position_ids, shared_prompt_logits
 
     if share_prompt:
-        from fedgrpo.server.prefix import shared_prompt_logits
-
         logits = shared_prompt_logits(model, input_ids, attention_mask, completion_length)
         return target_logps(logits, input_ids[:, -completion_length:], temperature)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
     ).logits
     return per_token_logps(
         logits, input_ids, completion_length=completion_length, temperature=temperature
