@@ -148,6 +148,8 @@ class GRPOSection(_Section):
     shuffle_rewards: bool = False
     # each distinct prompt runs once, its KV cache reused by the G candidates (server/prefix.py)
     share_prompt: bool = False
+    # leave groups whose rewards are all equal out of the update (no step if none varies)
+    drop_zero_variance: bool = False
 
 
 class ServerSection(_Section, ServerModelFields):  # + device, dtype, prompt, ...

@@ -13,14 +13,18 @@ because left padding must not shift positions (as HF ``generate`` does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from fedgrpo.server.generation import SamplingParams, generate
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+B = TypeVar("B")
 
 
 @dataclass
@@ -128,3 +132,43 @@ def rollout(
         old_logps=old,
         group_size=group_size,
     )
+
+
+def take_groups(batch: B, groups: Sequence[int], group_size: int) -> B:
+    """The same kind of batch holding only ``groups`` (question indices), rows kept in order.
+
+    Works on any dataclass batch laid out question-major (row = b * G + g), a
+    :class:`RolloutBatch` or a late-group ``MergedBatch``: tensors and lists with one entry
+    per row are indexed by row, lists with one entry per question by question; the width
+    (padding) is unchanged, so every row's values are as in the full batch."""
+    import torch
+
+    n_rows = None
+    for f in fields(batch):  # type: ignore[arg-type]
+        v = getattr(batch, f.name)
+        if isinstance(v, torch.Tensor) and v.ndim >= 1:
+            n_rows = int(v.shape[0])
+            break
+    assert n_rows is not None and n_rows % group_size == 0, "a batch of G rows per question"
+    rows = [q * group_size + j for q in groups for j in range(group_size)]
+    changes: dict[str, Any] = {}
+    for f in fields(batch):  # type: ignore[arg-type]
+        v = getattr(batch, f.name)
+        if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n_rows:
+            changes[f.name] = v.index_select(0, torch.tensor(rows, device=v.device))
+        elif isinstance(v, list) and len(v) == n_rows:
+            changes[f.name] = [v[i] for i in rows]
+        elif isinstance(v, list) and len(v) == n_rows // group_size:
+            changes[f.name] = [v[q] for q in groups]
+    return replace(batch, **changes)  # type: ignore[type-var]
+
+
+def signal_only(batch: B, combined: np.ndarray) -> tuple[B, np.ndarray]:
+    """(batch, rewards [B, G]) without the groups whose rewards do not vary (unchanged when
+    all vary or none does): ``server.grpo.drop_zero_variance``."""
+    from fedgrpo.server.grpo.rewards import signal_mask
+
+    keep = signal_mask(combined)
+    if keep.all() or not keep.any():
+        return batch, combined
+    return take_groups(batch, np.flatnonzero(keep).tolist(), combined.shape[1]), combined[keep]

@@ -39,7 +39,7 @@ from fedgrpo.server.grpo.offpolicy import LateRewardConfig, offpolicy_grpo_loss
 from fedgrpo.server.grpo.rewards import shuffle_within_groups, signal_groups
 from fedgrpo.server.grpo.trust import trusted_pool
 from fedgrpo.server.late_groups import LateGroups, MergedBatch, late_record, merge_rows
-from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout
+from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout, signal_only
 from fedgrpo.server.schedule import lr_factor, make_optimizer, round_rngs, sample_accuracy
 from fedgrpo.server.tasks import TaskItem, TaskSuite
 from fedgrpo.server.zoo.evaluate import EvalResult, evaluate_on_suite
@@ -245,6 +245,9 @@ class FedGRPOTrainer:
         import torch
 
         cfg = self.config
+        groups_with_signal = signal_groups(combined)
+        if cfg.drop_zero_variance:  # flat groups leave the update (grpo/config.py)
+            batch, combined = signal_only(batch, combined)
         mask = ~np.isnan(combined)
         adv, effective = group_advantages(np.nan_to_num(combined), mask, scale=cfg.scale)
         device = batch.old_logps.device  # the policy's device (server/device.py)
@@ -253,13 +256,13 @@ class FedGRPOTrainer:
             adv_t = torch.where(adv_t < 0, adv_t * cfg.negative_advantage_scale, adv_t)
         seq_mask = torch.as_tensor(np.asarray(effective), dtype=torch.bool, device=device)
         seq_mask = seq_mask.reshape(-1)
-        groups_with_signal = signal_groups(combined)
         out: dict[str, Any] = {
             "groups_with_signal": groups_with_signal,
             "loss": None,
             "updated": False,
         }
-        if self.baseline == "zero_shot" or not bool(seq_mask.any()):
+        no_signal = cfg.drop_zero_variance and groups_with_signal == 0
+        if self.baseline == "zero_shot" or no_signal or not bool(seq_mask.any()):
             return out
         ref = self._reference_logps(batch)
         prox = self._proximal_logps(batch) if stale else None

@@ -69,6 +69,7 @@ CASES: dict[tuple[str, str], tuple[Expect, list[tuple[Any, Expect]]]] = {
             ("negative_advantage_scale", 1.0, 0.5),
             ("shuffle_rewards", False, True),
             ("share_prompt", False, True),
+            ("drop_zero_variance", False, True),
         ]
     },
     ("GRPOConfig", "server.grpo.grad_clip"): (1.0, [(0.5, 0.5), (None, mapping.NO_CLIPPING)]),

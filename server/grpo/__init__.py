@@ -35,6 +35,7 @@ from fedgrpo.server.grpo.rewards import (
     reward_table,
     shuffle_within_groups,
     signal_groups,
+    signal_mask,
     split_missing,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "reward_table",
     "shuffle_within_groups",
     "signal_groups",
+    "signal_mask",
     "split_missing",
     "target_logps",
 ]

@@ -48,6 +48,15 @@ class GRPOConfig:
     # generation and in every log-prob pass (server/prefix.py). Equal up to float rounding,
     # so off by default: results with it differ from those without in the last bits.
     share_prompt: bool = False
+    # Leave zero-variance groups (every candidate the same reward: all right or all wrong)
+    # out of the update: they carry no GRPO gradient (advantage 0) but still cost a forward
+    # and backward pass and, under loss_type "grpo", count in the denominator, shrinking the
+    # step of the groups that do vary. A round where no group varies then takes no optimizer
+    # step at all (plain GRPO / TRL steps AdamW on a zero gradient, moving the weights by
+    # its momentum). The dynamic-sampling filter of DAPO (Yu et al. 2025) without its
+    # resampling. Off by default (TRL's behaviour); with beta > 0 the dropped groups' KL
+    # term goes too.
+    drop_zero_variance: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):

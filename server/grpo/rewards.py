@@ -88,14 +88,18 @@ def shuffle_within_groups(combined: np.ndarray, rng: np.random.Generator) -> np.
     return np.stack([rng.permutation(row) for row in np.atleast_2d(combined)])
 
 
-def signal_groups(combined: np.ndarray) -> int:
-    """Groups whose rewards vary: at least two rewarded candidates and not all equal.
+def signal_mask(combined: np.ndarray) -> np.ndarray:
+    """[groups] True where a group's rewards vary: ≥ 2 rewarded candidates, not all equal.
 
     Only these carry a GRPO gradient; a group where every candidate got the same reward
     (all right, all wrong) has zero advantages and teaches nothing."""
-    count = 0
+    out = []
     for row in np.atleast_2d(combined):
         rewarded = row[~np.isnan(row)]
-        if rewarded.size >= 2 and float(rewarded.max()) > float(rewarded.min()):
-            count += 1
-    return count
+        out.append(rewarded.size >= 2 and float(rewarded.max()) > float(rewarded.min()))
+    return np.asarray(out, dtype=bool)
+
+
+def signal_groups(combined: np.ndarray) -> int:
+    """How many groups carry a GRPO gradient (:func:`signal_mask`)."""
+    return int(signal_mask(combined).sum())
