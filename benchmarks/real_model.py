@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "final_per_domain": summary["final_accuracy"],
         "reward_mean_per_round": [r.get("reward_mean") for r in rounds],
         "sample_accuracy_per_round": [r.get("true_accuracy_of_samples") for r in rounds],
+        "groups": sum(int(r.get("groups") or 0) for r in rounds),
+        "groups_with_signal": sum(int(r.get("groups_with_signal") or 0) for r in rounds),
+        "updates": sum(bool(r.get("updated")) for r in rounds),
         "gpu_peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if gpu else None,
         "overrides": sets,
         "run_dir": str(run_dir),
@@ -96,21 +99,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },
-        "load_average_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+        # a run summarised with --from-run ran in another process: its load is in load_note
+        "load_average_before_after": None
+        if args.from_run
+        else [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         "load_note": args.load_note,
-        "nice": os.nice(0),
+        "nice": None if args.from_run else os.nice(0),
     }
     return result
+
+
+def _load(r: dict[str, Any]) -> str:
+    la = r["load_average_before_after"]
+    if la is None:
+        return "summarised from its run directory (--from-run);"
+    return f"nice {r['nice']}; load average {la[0]} before, {la[1]} after."
+
+
+def verdict(r: dict[str, Any]) -> str:
+    """Whether the run meets the learning target, from its own figures."""
+    p = r["p_value"]
+    learned = p is not None and p < 0.05 and (r["gain"] or 0) > 0
+    in_time = r["wall_s"] <= 1200
+    if learned and in_time:
+        return "**met**"
+    why = [] if learned else ["p = " + ("–" if p is None else f"{p:.2g}")]
+    why += [] if in_time else [f"wall {r['wall_s']} s > 1200 s"]
+    return "**not met** (" + ", ".join(why) + ")"
 
 
 def markdown(r: dict[str, Any]) -> str:
     p = "–" if r["p_value"] is None else f"{r['p_value']:.2g}"
     lines = [
-        "# A real pretrained model that learns: scenarios/smollm2.yaml",
+        "# A real pretrained model learning from rewards: scenarios/smollm2.yaml",
         "",
         f"{r['machine']}; torch {r['versions']['torch']}, transformers {r['versions']['transformers']}; "
-        f"nice {r['nice']}; load average {r['load_average_before_after'][0]} before, "
-        f"{r['load_average_before_after'][1]} after. {r['load_note']}",
+        f"{_load(r)} {r['load_note']}",
         "",
         "| model | clients | device | rounds | wall s | s/round | acc before | acc after | gain | gained / lost | p (sign test) | format before → after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -120,7 +144,11 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['initial_format_rate']:.2f} → {r['final_format_rate']:.2f} |",
         "",
         f"Per domain before: {r['initial_per_domain']}; after: {r['final_per_domain']}.",
+        f"Groups whose rewards varied (the only ones with a GRPO gradient): "
+        f"{r.get('groups_with_signal')} of {r.get('groups')}; optimizer steps: {r.get('updates')}.",
         f"Overrides: {r['overrides'] or 'none'}. GPU peak memory MB: {r['gpu_peak_memory_mb']}.",
+        "",
+        f"Target (issue 13: paired sign test p < 0.05 in <= 20 min on 2 CPU cores): {verdict(r)}.",
     ]
     return "\n".join(lines) + "\n"
 
