@@ -148,8 +148,7 @@ class GRPOSection(_Section):
     shuffle_rewards: bool = False
     # each distinct prompt runs once, its KV cache reused by the G candidates (server/prefix.py)
     share_prompt: bool = False
-    # leave groups whose rewards are all equal out of the update (no step if none varies)
-    drop_zero_variance: bool = False
+    drop_zero_variance: bool = False  # flat-reward groups leave the update (grpo/config.py)
 
 
 class ServerSection(_Section, ServerModelFields):  # + device, dtype, prompt, ...
