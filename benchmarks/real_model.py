@@ -116,6 +116,10 @@ def _load(r: dict[str, Any]) -> str:
     return f"nice {r['nice']}; load average {la[0]} before, {la[1]} after."
 
 
+def _p_text(p: float | None) -> str:
+    return "–" if p is None else f"{p:.2g}"
+
+
 def verdict(r: dict[str, Any]) -> str:
     """Whether the run meets the learning target, from its own figures."""
     p = r["p_value"]
@@ -123,13 +127,13 @@ def verdict(r: dict[str, Any]) -> str:
     in_time = r["wall_s"] <= 1200
     if learned and in_time:
         return "**met**"
-    why = [] if learned else ["p = " + ("–" if p is None else f"{p:.2g}")]
+    why = [] if learned else [f"p = {_p_text(p)}"]
     why += [] if in_time else [f"wall {r['wall_s']} s > 1200 s"]
     return "**not met** (" + ", ".join(why) + ")"
 
 
 def markdown(r: dict[str, Any]) -> str:
-    p = "–" if r["p_value"] is None else f"{r['p_value']:.2g}"
+    p = _p_text(r["p_value"])
     lines = [
         "# A real pretrained model learning from rewards: scenarios/smollm2.yaml",
         "",
