@@ -22,6 +22,8 @@ no event loop).
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,7 @@ from fedgrpo.sim.selection import check_experts, select_experts, split_orders
 from fedgrpo.sim.vavail import AvailabilityTable
 from fedgrpo.sim.vrecord import RoundArrays, vector_record
 from fedgrpo.sim.vround import Fleet, PlanArrays, Rules
-from fedgrpo.sim.vserver import simulate_round
+from fedgrpo.sim.vserver import FirstDraws, first_draws, simulate_round
 
 __all__ = ["VectorisedSimulator", "run_vectorised"]
 
@@ -137,13 +139,31 @@ def unit_candidates(config: SimConfig, orders: np.ndarray | None, q: int) -> np.
     return cands
 
 
+@dataclass
+class _Prepared:
+    """A round's inputs, plan and first-send draws: what does not depend on earlier rounds."""
+
+    inp: RoundInput
+    orders: np.ndarray | None
+    plan: PlanArrays
+    keys: np.ndarray
+    drawn: FirstDraws
+
+
 class VectorisedSimulator:
     """Rounds one after another; ``keep_outcomes`` also keeps per-assignment statuses,
-    attempts and the rewards grid of each round (for the equivalence tests)."""
+    attempts and the rewards grid of each round (for the equivalence tests).
+
+    With ``pipeline`` (the default) a worker thread prepares round ``r + 1`` (its questions,
+    experts, plan and first-send draws, none of which depends on round ``r``) and writes
+    round ``r - 1``'s record while round ``r`` runs: numpy releases the GIL in its array
+    loops, so this uses a second core. The records are the same either way (tested); the
+    ``round_source`` is then called one round ahead, in that thread, and must not depend on
+    earlier rounds' outcomes (the vectorised path never feeds them back)."""
 
     def __init__(
         self, config: SimConfig, seed: int = 0, round_source: RoundSource | None = None,
-        keep_outcomes: bool = False,
+        keep_outcomes: bool = False, pipeline: bool = True,
     ) -> None:  # fmt: skip
         check_supported(config)
         self.config, self.seed = config, seed
@@ -153,7 +173,7 @@ class VectorisedSimulator:
         self.free_at = np.full(len(config.clients), -np.inf)
         self.profile_idx, self.profile_names = _profiles(config)
         self._comp: dict[str, np.ndarray] = {}
-        self.keep_outcomes = keep_outcomes
+        self.keep_outcomes, self.pipeline = keep_outcomes, pipeline
         self.outcomes: list[dict[str, Any]] = []
         self.t = 0.0
 
@@ -174,26 +194,40 @@ class VectorisedSimulator:
             )
         return np.asarray(experts, dtype=np.int64)
 
-    def step(self, r: int) -> dict[str, Any]:
-        cfg = self.config
+    def _prepare(self, r: int) -> _Prepared:
+        """Round ``r``'s inputs and first-send draws (pure: may run in the worker thread)."""
+        cfg, w = self.config, self.config.workload
         rng = server_rng(self.seed, r)
         inp = self.round_source(r, rng)
         experts = self._experts(r, inp, rng)
-        w = cfg.workload
-        orders = (
-            None if w.dispatch == "broadcast" else split_orders(len(experts), w.group_size, rng)
-        )
+        # the dispatch orders are the server stream's last draws of the round: only the
+        # rewards grid (keep_outcomes) reads them
+        split = self.keep_outcomes and w.dispatch != "broadcast"
+        orders = split_orders(len(experts), w.group_size, rng) if split else None
         plan = plan_arrays(cfg, experts)
         keys = round_keys(self.seed, r, plan.client, "request")
-        att, tl, view = simulate_round(self.fleet, self.rules, plan, keys, self.t, self.free_at)
+        return _Prepared(inp, orders, plan, keys, first_draws(self.fleet, self.rules, plan, keys))
+
+    def _play(self, r: int, p: _Prepared) -> RoundArrays:
+        """Round ``r`` from the simulator's clock and device state (main thread only)."""
+        cfg, plan = self.config, p.plan
+        att, tl, view = simulate_round(
+            self.fleet, self.rules, plan, p.keys, self.t, self.free_at, p.drawn
+        )
         self.free_at = tl.device_free(plan, att, self.free_at)
         arrays = RoundArrays(r, self.t, plan, att, tl, view, cfg.policy.quorum)
-        record = vector_record(arrays, self.profile_idx, self.profile_names)
         if self.keep_outcomes:
-            cands = unit_candidates(cfg, orders, len(experts))
-            self.outcomes.append(self._outcome(arrays, cands, inp, r))
+            cands = unit_candidates(cfg, p.orders, plan.groups)
+            self.outcomes.append(self._outcome(arrays, cands, p.inp, r))
         self.t = view.t_close + cfg.update_s
-        return record
+        return arrays
+
+    def _record(self, arrays: RoundArrays) -> dict[str, Any]:
+        return vector_record(arrays, self.profile_idx, self.profile_names)
+
+    def step(self, r: int) -> dict[str, Any]:
+        """Round ``r`` now, without the worker thread: its record."""
+        return self._record(self._play(r, self._prepare(r)))
 
     def _outcome(
         self, ra: RoundArrays, cands: np.ndarray, inp: RoundInput, r: int
@@ -220,9 +254,24 @@ class VectorisedSimulator:
         if not (isinstance(rounds, int) and rounds >= 0):
             raise ConfigError(f"rounds={rounds!r}; give an integer >= 0")
         t0 = time.perf_counter()
-        records = [self.step(r) for r in range(rounds)]
+        if self.pipeline and rounds > 1:
+            records = self._pipelined(rounds)
+        else:
+            records = [self.step(r) for r in range(rounds)]
         wall = time.perf_counter() - t0
         return SimResult(self.config, self.seed, records, [], wall, 0, [])
+
+    def _pipelined(self, rounds: int) -> list[dict[str, Any]]:
+        # one worker, tasks in submission order: prepare(r + 1), then record(r - 1)
+        with ThreadPoolExecutor(1, thread_name_prefix="fedgrpo-vectorised") as pool:
+            nxt = pool.submit(self._prepare, 0)
+            done: list[Future[dict[str, Any]]] = []
+            for r in range(rounds):
+                prep = nxt.result()
+                if r + 1 < rounds:
+                    nxt = pool.submit(self._prepare, r + 1)
+                done.append(pool.submit(self._record, self._play(r, prep)))
+            return [f.result() for f in done]
 
 
 def _profiles(config: SimConfig) -> tuple[np.ndarray, list[str]]:

@@ -36,8 +36,8 @@ from fedgrpo.sim.rng import normals_at, uniform_at
 from fedgrpo.sim.vavail import AvailabilityTable
 
 __all__ = [
-    "Attempts", "Fleet", "PlanArrays", "Rules", "Timeline", "make_attempts", "positions_by",
-    "sorted_by", "timeline",
+    "Attempts", "Draws", "Fleet", "PlanArrays", "Rules", "Timeline", "draw_attempts",
+    "make_attempts", "positions_by", "send", "sorted_by", "timeline",
 ]  # fmt: skip
 
 INF = math.inf
@@ -151,12 +151,38 @@ class Timeline:
         return free
 
 
+@dataclass
+class Draws:
+    """Attempts before they are sent: their draws and sizes, which do not depend on when (so
+    the next round's first sends can be drawn while this round runs)."""
+
+    a: np.ndarray
+    no: np.ndarray
+    half: np.ndarray
+    compute: np.ndarray
+    req: np.ndarray
+    resp: np.ndarray
+    cl: np.ndarray
+    crash_in: np.ndarray
+    crashes: np.ndarray
+    back: np.ndarray
+    uplink: np.ndarray  # seconds from send to arrival
+
+
 def make_attempts(
     fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, a: np.ndarray,
     no: np.ndarray, t_send: np.ndarray, draw: np.ndarray,
 ) -> Attempts:  # fmt: skip
     """Attempts of assignments ``a`` sent at ``t_send``, the ``draw``-th request of their
     client this round (2 normals + 2 uniforms each, as :mod:`fedgrpo.sim.requests` draws)."""
+    return send(fleet, draw_attempts(fleet, rules, plan, keys, a, no, draw), t_send)
+
+
+def draw_attempts(
+    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, a: np.ndarray,
+    no: np.ndarray, draw: np.ndarray,
+) -> Draws:  # fmt: skip
+    """:func:`make_attempts` up to the send time (pure: reads ``fleet.timing`` only)."""
     cl = plan.client[a]
     ka = keys[a]
     i0 = 2 * draw
@@ -170,15 +196,23 @@ def make_attempts(
     )  # fmt: skip
     req = rules.req_overhead + k * rules.est_per_cand
     resp = rules.resp_overhead + k * rules.resp_per_value
-    arrive = t_send + transfer_s(half, req, t.down_bps[cl])
     cu, ca = uniform_at(ka, i0), uniform_at(ka, i1)
+    return Draws(
+        a, no, half, compute, req, resp, cl, compute * ca, cu < fleet.crash_p[cl],
+        transfer_s(half, resp, t.up_bps[cl]), transfer_s(half, req, t.down_bps[cl]),
+    )  # fmt: skip
+
+
+def send(fleet: Fleet, d: Draws, t_send: np.ndarray | float) -> Attempts:
+    """The attempts ``d`` sent at ``t_send`` (an array, or one time for all)."""
+    arrive = t_send + d.uplink
+    t_send = np.broadcast_to(np.asarray(t_send, dtype=np.float64), arrive.shape)
     # the device's state at arrival is a function of time alone, so it is asked once per
-    # attempt, whatever the passes decide about cancellations
-    until = fleet.avail.online_until(cl, arrive)
-    back = transfer_s(half, resp, t.up_bps[cl])
+    # attempt, whatever the passes decide about cancellations (not thread-safe: it caches)
+    until = fleet.avail.online_until(d.cl, arrive)
     return Attempts(
-        a, no, t_send, half, compute, req, resp, arrive, until, cl, compute * ca,
-        cu < fleet.crash_p[cl], back,
+        d.a, d.no, t_send, d.half, d.compute, d.req, d.resp, arrive, until, d.cl, d.crash_in,
+        d.crashes, d.back,
     )  # fmt: skip
 
 

@@ -18,17 +18,20 @@ from fedgrpo.sim.vround import (
     OFFLINE,
     TL_FIELDS,
     Attempts,
+    Draws,
     Fleet,
     PlanArrays,
     Rules,
     Timeline,
     _groups,
+    draw_attempts,
     make_attempts,
+    send,
     sorted_by,
     timeline,
 )
 
-__all__ = ["STATUS", "ServerView", "simulate_round"]
+__all__ = ["STATUS", "FirstDraws", "ServerView", "first_draws", "simulate_round"]
 
 
 @dataclass
@@ -207,25 +210,25 @@ def _draw_index(
 
 def simulate_round(
     fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, t0: float,
-    free_at: np.ndarray,
+    free_at: np.ndarray, drawn: FirstDraws | None = None,
 ) -> tuple[Attempts, Timeline, ServerView]:  # fmt: skip
     """Round from ``t0`` with devices busy until ``free_at``: its attempts, their timeline
     and the server's view, at the fixed point of device and server sides. After the first
     pass only the devices whose requests changed (one now kept where it was dropped or the
     other way round, retries) are recomputed: a device's timeline depends on nothing else;
-    a request that ran to completion and is now wanted or not when done changes alone."""
+    a request that ran to completion and is now wanted or not when done changes alone.
+    ``drawn``: :func:`first_draws` of this round, when computed ahead."""
     deadline = t0 + rules.deadline_s
-    firsts, first = _first_sends(fleet, rules, plan, keys, t0)
-    att, order = first, sorted_by(first.cl, first.arrive)
-    first_order = order
+    fd = drawn or first_draws(fleet, rules, plan, keys)
+    firsts, first = fd.firsts, send(fleet, fd.draws, t0)
+    order, order_cl, arr = _arrival_order(first, fd.order)
+    att, first_order, first_sorted = first, order, (order_cl, arr)
     cancel = np.full(plan.n, deadline)
     room = _Room(first)
     tl = room.timeline()
     timeline(rules, att, cancel, free_at, order, tl)
     retry_prev: tuple[np.ndarray, ...] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) * 2
     touched = np.zeros(len(free_at), dtype=bool)
-    order_cl = first.cl[order]
-    first_sorted = order_cl, first.arrive[order]
     for _ in range(MAX_PASSES):
         view = _close(rules, plan, att, tl, deadline)
         new_cancel = np.minimum(view.sat[plan.unit], view.t_close)
@@ -253,18 +256,37 @@ def simulate_round(
     raise RuntimeError(f"vectorised round from t={t0} did not settle in {MAX_PASSES} passes")
 
 
-def _first_sends(
-    fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray, t0: float
-) -> tuple[np.ndarray, Attempts]:
-    """Every assignment sent at ``t0`` (a client's requests draw in plan order): the plan's
-    clients sorted, and the attempts."""
+@dataclass
+class FirstDraws:
+    """A round's first sends before they are sent (:func:`first_draws`)."""
+
+    firsts: np.ndarray  # the plan's clients, sorted
+    draws: Draws
+    order: np.ndarray  # by client, then uplink seconds, then index
+
+
+def first_draws(fleet: Fleet, rules: Rules, plan: PlanArrays, keys: np.ndarray) -> FirstDraws:
+    """Every assignment's first send (a client's requests draw in plan order), before it is
+    sent (pure: safe off the main thread)."""
     o = sorted_by(plan.client)
     firsts = plan.client[o]
     rank0 = np.empty(plan.n, dtype=np.int64)
     rank0[o] = _groups(firsts)[1]
     ones = np.ones(plan.n, np.int64)
-    t = np.full(plan.n, t0)
-    return firsts, make_attempts(fleet, rules, plan, keys, np.arange(plan.n), ones, t, rank0)
+    d = draw_attempts(fleet, rules, plan, keys, np.arange(plan.n), ones, rank0)
+    return FirstDraws(firsts, d, sorted_by(d.cl, d.uplink))
+
+
+def _arrival_order(att: Attempts, by_uplink: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``sorted_by(att.cl, att.arrive)`` for first sends (one send time), with the clients
+    and arrivals in that order, from their order by uplink seconds: the same, unless adding
+    the send time rounded two arrivals on one device to equal ones out of index order."""
+    o = by_uplink
+    c, a = att.cl[o], att.arrive[o]
+    if ((c[1:] == c[:-1]) & (a[1:] == a[:-1]) & (o[1:] < o[:-1])).any():
+        o = sorted_by(att.cl, att.arrive)
+        c, a = att.cl[o], att.arrive[o]
+    return o, c, a
 
 
 def _cancel_effects(

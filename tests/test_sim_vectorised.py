@@ -155,3 +155,35 @@ def test_scenario_option_and_its_check() -> None:
     assert ok.sim.engine == "vectorised"
     with pytest.raises(ScenarioError, match=r"sim\.engine"):
         validate_dict(load_raw(lib / "quickstart.yaml", ["sim.engine=vectorised"]), "quickstart")
+
+
+@pytest.mark.parametrize("case", ["retries", "availability_kinds", "broadcast"])
+def test_pipelined_rounds_equal_rounds_one_by_one(case: str) -> None:
+    """The worker thread (next round drawn ahead, last record written behind) changes
+    nothing: the same records and outcomes as the rounds run one after another."""
+    cfg = _config(240, CASES[case])
+    on = VectorisedSimulator(cfg, 5, keep_outcomes=True, pipeline=True)
+    off = VectorisedSimulator(cfg, 5, keep_outcomes=True, pipeline=False)
+    a, b = on.run(5), off.run(5)
+    assert a.rounds == b.rounds
+    for x, y in zip(on.outcomes, off.outcomes):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    assert on.t == off.t and np.array_equal(on.free_at, off.free_at)
+
+
+def test_first_sends_keep_arrival_order_when_the_send_time_rounds_them_equal() -> None:
+    """Arrivals ordered by uplink seconds, but two on one device become equal once the send
+    time is added: the order falls back to (client, arrival, index)."""
+    from fedgrpo.sim.vround import Attempts, sorted_by
+    from fedgrpo.sim.vserver import _arrival_order
+
+    up = np.array([1e-17, 0.0, 5.0])  # 1.0 + 1e-17 == 1.0 + 0.0
+    cl = np.array([3, 3, 1])
+    z = np.zeros(3)
+    att = Attempts(*(z,) * 7, 1.0 + up, z, cl, z, z.astype(bool), z)
+    by_up = sorted_by(cl, up)
+    assert by_up.tolist() == [2, 1, 0]
+    o, c, a = _arrival_order(att, by_up)
+    assert o.tolist() == sorted_by(cl, 1.0 + up).tolist() == [2, 0, 1]
+    assert c.tolist() == [1, 3, 3] and a.tolist() == [6.0, 1.0, 1.0]
