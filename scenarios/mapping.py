@@ -117,7 +117,9 @@ def late_rewards(s: Scenario) -> LateRewardConfig:
     from fedgrpo.server.grpo.offpolicy import LateRewardConfig
 
     rp = s.round_policy
-    return LateRewardConfig(rp.max_staleness, rp.correction, rp.is_cap, rp.min_coverage)
+    return LateRewardConfig(
+        rp.max_staleness, rp.correction, rp.is_cap, rp.min_coverage, rp.min_update_groups
+    )
 
 
 # --------------------------------------------------------------------------- rewards per client
@@ -343,7 +345,7 @@ def _client_target() -> RuntimeTarget:
 def _late_rewards_target() -> RuntimeTarget:
     from fedgrpo.server.grpo.offpolicy import LateRewardConfig
 
-    names = ("max_staleness", "correction", "is_cap", "min_coverage")
+    names = ("max_staleness", "correction", "is_cap", "min_coverage", "min_update_groups")
     return RuntimeTarget(LateRewardConfig, late_rewards, {n: (f"round_policy.{n}",) for n in names})
 
 

@@ -285,6 +285,7 @@ class RoundPolicySection(_Section):
     correction: Literal["truncated_is", "none"] = "truncated_is"
     is_cap: Annotated[float, Field(gt=0.0)] = 2.0
     min_coverage: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    min_update_groups: PosInt = 1  # async: FedBuff's K, groups ready before an update
 
 
 class EvalSection(_Section):

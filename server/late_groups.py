@@ -14,7 +14,15 @@ The per-round record of this (``late_record``) has the keys
 ``groups_held`` (fresh groups held back this round), ``stale_groups_used`` (released groups
 with signal that entered this update), ``stale_groups_dropped`` (released without signal, or
 too stale), ``staleness_hist`` (policy versions → used groups), ``late_rewards`` (late rewards
-delivered this round) and ``late_rewards_unused`` (their group was no longer held).
+delivered this round) and ``late_rewards_unused`` (their group was no longer held), ``groups_buffered`` and
+``groups_trained`` (ready groups, fresh and late, handed to this round's update).
+
+FedBuff's buffer (``min_update_groups`` = K > 1): an update happens only once K groups are
+ready (this round's complete groups plus the released late ones); until then they all go
+(back) into the buffer (:meth:`LateGroups.keep`, :func:`fresh_group`) and the round makes no
+update. Without it every round with one ready group steps the optimiser, so an asynchronous
+run whose short rounds each complete a few groups makes many more optimizer steps than a
+synchronous run over the same groups, each on a smaller, noisier batch.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
 
     from fedgrpo.server.rollout import RolloutBatch
 
-__all__ = ["HeldGroup", "LateGroups", "MergedBatch", "merge_rows"]
+__all__ = ["HeldGroup", "LateGroups", "MergedBatch", "fresh_group", "merge_rows"]
 
 
 @dataclass
@@ -111,6 +119,16 @@ class LateGroups:
                 del self.held[key]
         return due
 
+    def keep(self, groups: Sequence[HeldGroup]) -> None:
+        """Put ready groups (back) in the buffer: too few for an update yet
+        (``min_update_groups``); they are due again at the next :meth:`take`."""
+        for g in groups:
+            self.held[(g.round_index, g.question)] = g
+
+    def buffered(self) -> int:
+        """Groups in the buffer with nothing outstanding (ready, waiting for an update)."""
+        return sum(1 for g in self.held.values() if not g.outstanding.any())
+
     def counters(self) -> tuple[int, int]:
         """(late rewards delivered, unused) since the previous call."""
         out = (self.delivered, self.unused)
@@ -118,16 +136,41 @@ class LateGroups:
         return out
 
 
+def fresh_group(
+    round_index: int,
+    version: int,
+    question: int,
+    rewards: np.ndarray,
+    batch: RolloutBatch,
+    experts: Sequence[int] = (),
+) -> HeldGroup:
+    """A fresh group that is ready (nothing outstanding) as a buffer entry, to wait for an
+    update with ``min_update_groups`` (its staleness grows only if an update happens first)."""
+    r = rewards.copy()
+    slots = tuple(int(k) for k in experts)
+    return HeldGroup(round_index, version, question, r, np.zeros(r.shape, bool), batch, slots)
+
+
 def late_record(
-    held_now: int, used: Sequence[int], dropped: int, delivered: int, unused: int
+    held_now: int,
+    used: Sequence[int],
+    dropped: int,
+    delivered: int,
+    unused: int,
+    buffered: int = 0,
+    trained: int = 0,
 ) -> dict[str, Any]:
     """The round record's late-reward fields (module docstring); ``used``: the staleness
-    in policy versions of each stale group that entered the update."""
+    in policy versions of each stale group that entered the update; ``buffered``: ready
+    groups waiting in the buffer for ``min_update_groups`` after this round; ``trained``:
+    ready groups (fresh and late) handed to this round's update (0: no update)."""
     hist: dict[str, int] = {}
     for s in sorted(used):
         hist[str(s)] = hist.get(str(s), 0) + 1
     return {
         "groups_held": int(held_now),
+        "groups_buffered": int(buffered),
+        "groups_trained": int(trained),
         "stale_groups_used": len(used),
         "stale_groups_dropped": int(dropped),
         "staleness_hist": hist,

@@ -8,9 +8,7 @@ Where this departs from the paper's description (see also ``server.grpo``):
 missing rewards are masked rather than zeroed, and the auxiliary-set embeddings come from
 the *initial* (frozen) server model so they never drift during training.
 
-Size: just over the 400-line cap, since three features met here in one merge (late
-rewards, device placement, the trust aggregator hook); the next split moves ``_late`` and
-the checkpoint save/load into their own modules.
+Checkpoint writing and restoring live in :mod:`server.trainer_state`.
 
 Async rounds (``late``): incomplete groups wait for their late rewards in
 :mod:`server.late_groups` and enter a later update through :mod:`server.grpo.offpolicy`.
@@ -38,7 +36,13 @@ from fedgrpo.server.grpo.config import GRPOConfig
 from fedgrpo.server.grpo.offpolicy import LateRewardConfig, offpolicy_grpo_loss
 from fedgrpo.server.grpo.rewards import shuffle_within_groups, signal_groups
 from fedgrpo.server.grpo.trust import trusted_pool
-from fedgrpo.server.late_groups import LateGroups, MergedBatch, late_record, merge_rows
+from fedgrpo.server.late_groups import (
+    LateGroups,
+    MergedBatch,
+    fresh_group,
+    late_record,
+    merge_rows,
+)
 from fedgrpo.server.rollout import RolloutBatch, completion_logps, rollout, signal_only
 from fedgrpo.server.schedule import lr_factor, make_optimizer, round_rngs, sample_accuracy
 from fedgrpo.server.tasks import TaskItem, TaskSuite
@@ -224,7 +228,7 @@ class FedGRPOTrainer:
         lg.deliver(result.late)
         held = lg.split(r, v, batch, result.rewards, result.outstanding, experts)
         combined = np.where(held[:, None], np.nan, combined)
-        rows, used, dropped = [combined], [], 0
+        rows, used, dropped, ready = [combined], [], 0, []
         parts: list[tuple[RolloutBatch, Sequence[int], int]] = [(batch, range(len(combined)), 0)]
         for g in lg.take(v, r):
             slots = [list(g.experts)] if g.experts else None
@@ -235,7 +239,16 @@ class FedGRPOTrainer:
             rows.append(c)
             parts.append((g.batch, [g.question], v - g.version))
             used.append(v - g.version)
-        fields = late_record(int(held.sum()), used, dropped, *lg.counters())
+            ready.append(g)
+        fresh = [b for b in range(len(combined)) if int((~np.isnan(combined[b])).sum()) >= 2]
+        k = lg.config.min_update_groups
+        if k > 1 and len(fresh) + len(used) < k:  # FedBuff's buffer: wait for K ready groups
+            lg.keep(ready + [fresh_group(r, v, b, result.rewards[b], batch, experts[b])
+                             for b in fresh])  # fmt: skip
+            fields = late_record(int(held.sum()), [], dropped, *lg.counters(), lg.buffered())
+            return np.full_like(combined, np.nan), None, fields
+        n = len(fresh) + len(used)
+        fields = late_record(int(held.sum()), used, dropped, *lg.counters(), lg.buffered(), n)
         if not used:
             return combined, None, fields
         merged = merge_rows(parts, self.tokenizer.pad_token_id)
@@ -368,33 +381,15 @@ class FedGRPOTrainer:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
         """Write ``directory/round-XXXXX.pt`` atomically with its checksum (server.checkpoint)."""
-        import io
+        from fedgrpo.server.trainer_state import save_trainer
 
-        import torch
-
-        from fedgrpo.server.checkpoint import write_checkpoint
-        from fedgrpo.server.trainer_state import trainer_payload
-
-        buf = io.BytesIO()
-        torch.save(trainer_payload(self, extra or {}), buf)
-        return write_checkpoint(directory, self.state.round, buf.getvalue())
+        return save_trainer(self, directory, extra or {})
 
     def load_checkpoint(self, directory: Path) -> dict[str, Any]:
         """Restore from the newest good checkpoint in ``directory``; returns its ``extra``.
 
         A damaged newest file falls back to an older good one (logged, naming both); none
         good raises :class:`server.checkpoint.CheckpointError`."""
-        import io
+        from fedgrpo.server.trainer_state import load_trainer
 
-        import torch
-
-        from fedgrpo.server.checkpoint import read_checkpoint
-        from fedgrpo.server.trainer_state import restore_trainer
-
-        loaded = read_checkpoint(
-            directory, lambda data: torch.load(io.BytesIO(data), weights_only=False)
-        )
-        extra = restore_trainer(self, loaded.payload)
-        extra["checkpoint"] = loaded.path.name
-        extra["checkpoint_skipped"] = loaded.skipped
-        return extra
+        return load_trainer(self, directory)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.selection.competence import CompetenceMatrix
 
-__all__ = ["restore_trainer", "trainer_payload"]
+__all__ = ["load_trainer", "restore_trainer", "save_trainer", "trainer_payload"]
 
 
 def trainer_payload(trainer: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -59,3 +60,34 @@ def restore_trainer(trainer: Any, payload: dict[str, Any]) -> dict[str, Any]:
     random.setstate(payload["python_random"])
     torch.set_rng_state(payload["torch_rng"])
     return dict(payload.get("extra", {}))
+
+
+def save_trainer(trainer: Any, directory: Path, extra: dict[str, Any]) -> Path:
+    """Write ``directory/round-XXXXX.pt`` atomically with its checksum (server.checkpoint)."""
+    import io
+
+    import torch
+
+    from fedgrpo.server.checkpoint import write_checkpoint
+
+    buf = io.BytesIO()
+    torch.save(trainer_payload(trainer, extra), buf)
+    return write_checkpoint(directory, trainer.state.round, buf.getvalue())
+
+
+def load_trainer(trainer: Any, directory: Path) -> dict[str, Any]:
+    """Restore ``trainer`` from the newest good checkpoint in ``directory`` (a damaged newest
+    file falls back to an older good one); returns its ``extra`` with the file's name."""
+    import io
+
+    import torch
+
+    from fedgrpo.server.checkpoint import read_checkpoint
+
+    loaded = read_checkpoint(
+        directory, lambda data: torch.load(io.BytesIO(data), weights_only=False)
+    )
+    extra = restore_trainer(trainer, loaded.payload)
+    extra["checkpoint"] = loaded.path.name
+    extra["checkpoint_skipped"] = loaded.skipped
+    return extra

@@ -87,6 +87,7 @@ CASES: dict[tuple[str, str], tuple[Expect, list[tuple[Any, Expect]]]] = {
     ("LateRewardConfig", "round_policy.correction"): ("truncated_is", [("none", "none")]),
     ("LateRewardConfig", "round_policy.is_cap"): (2.0, [(5.0, 5.0)]),
     ("LateRewardConfig", "round_policy.min_coverage"): (1.0, [(0.5, 0.5)]),
+    ("LateRewardConfig", "round_policy.min_update_groups"): (1, [(8, 8)]),
     ("WorkloadSpec", "tasks.domains"): (
         ("add", "sub", "mul", "mod", "sort"),
         [(["add", "sub"], ("add", "sub"))],

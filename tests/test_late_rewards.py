@@ -20,7 +20,7 @@ from fedgrpo.server.gathering.asynchronous import AsyncGatherer
 from fedgrpo.server.gathering.base import GatherRequest, LateReward
 from fedgrpo.server.gathering.transport import ClientEndpoint, InProcessTransport
 from fedgrpo.server.grpo.offpolicy import LateRewardConfig
-from fedgrpo.server.late_groups import LateGroups, late_record
+from fedgrpo.server.late_groups import LateGroups, fresh_group, late_record
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -45,6 +45,37 @@ def test_held_groups_wait_for_late_rewards_and_respect_the_staleness_bound() -> 
     assert forced.coverage() == 0.5
     rec = late_record(1, [1, 1, 2], 1, 3, 0)
     assert rec["staleness_hist"] == {"1": 2, "2": 1} and rec["stale_groups_used"] == 3
+
+
+def test_the_fedbuff_buffer_keeps_ready_groups_until_an_update_takes_them() -> None:
+    lg = LateGroups(LateRewardConfig(max_staleness=2, min_update_groups=3))
+    rewards = np.full((4, 2), np.nan)
+    rewards[:, 0] = [1.0, 0.0, 1.0, 0.0]
+    ready = fresh_group(5, 2, 1, rewards, batch=None, experts=[7, 3])  # type: ignore[arg-type]
+    assert ready.coverage() == 1.0 and not ready.outstanding.any() and ready.experts == (7, 3)
+    rewards[0, 0] = 9.0
+    assert ready.rewards[0, 0] == 1.0  # a copy: the round's array may change
+    lg.keep([ready])
+    assert lg.buffered() == 1
+    # not aged by rounds without an update: still due (complete), at its own version
+    (due,) = lg.take(version=2, round_index=9)
+    assert due is ready and due.version == 2 and lg.buffered() == 0
+    assert late_record(0, [], 0, 0, 0, 2, 5)["groups_buffered"] == 2
+    assert late_record(0, [], 0, 0, 0, 2, 5)["groups_trained"] == 5
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0])
+def test_min_update_groups_must_be_a_count(bad: Any) -> None:
+    from fedgrpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="min_update_groups"):
+        LateRewardConfig(min_update_groups=bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "2.5", "many"])
+def test_a_scenario_names_a_bad_min_update_groups(bad: str) -> None:
+    with pytest.raises(Exception, match=r"round_policy\.min_update_groups"):
+        load_scenario(LIBRARY / "async-staleness.yaml", [f"round_policy.min_update_groups={bad}"])
 
 
 def test_a_late_group_keeps_its_experts_and_is_weighted_by_trust_without_moving_it() -> None:

@@ -62,13 +62,18 @@ class LateRewardConfig:
     * ``is_cap``: the truncation constant of the behaviour weight (> 0);
     * ``min_coverage``: a group whose rewarded fraction of candidates reaches this at its
       round's close is used at once; below it, and with rewards still outstanding, it waits
-      for them (up to ``max_staleness``).
+      for them (up to ``max_staleness``);
+    * ``min_update_groups``: FedBuff's buffer size K (Nguyen et al. 2022): the policy is
+      updated only once at least this many groups are ready to train (fresh or late, each
+      with >= 2 rewards); until then ready groups wait in the buffer, which does not age
+      them (staleness counts updates). 1 = update whenever any group is ready.
     """
 
     max_staleness: int = 1
     correction: str = "truncated_is"
     is_cap: float = 2.0
     min_coverage: float = 1.0
+    min_update_groups: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.max_staleness, bool) or not (
@@ -83,6 +88,11 @@ class LateRewardConfig:
             )
         if not self.is_cap > 0:
             raise ConfigError(f"LateRewardConfig.is_cap={self.is_cap!r}; give a number > 0")
+        k = self.min_update_groups
+        if isinstance(k, bool) or not (isinstance(k, int) and k >= 1):
+            raise ConfigError(
+                f"LateRewardConfig.min_update_groups={k!r}; give an integer >= 1 (1 = no buffer)"
+            )
         if not 0.0 < self.min_coverage <= 1.0:
             raise ConfigError(
                 f"LateRewardConfig.min_coverage={self.min_coverage!r}; give a fraction in (0, 1]"
