@@ -26,6 +26,12 @@ TOKEN_ENV = "FEDGRPO_TEST_ASYNC_TOKEN"
 # time_scale 0.01, twice that for its second request of a round, queued behind the first):
 # always past the 30 s deadline, and within the 8 deadlines a straggler may keep running
 STRAGGLER_SLOWDOWN = 6000
+# the phone and the laptop slowed 4000x answer in ~6-9 profile s a request (11-18 s measured
+# for their two of a round, within the 30 s deadline): every later round lasts >= ~0.1 s of wall
+# time from the proxies' sleeps alone, so the straggler's answer (~0.3 s of wall time after
+# round 1 closes) arrives by round ~4 however fast this machine trains. Unslowed, on a fast
+# machine, the 5 later rounds took < 0.3 s between them and no late reward ever came.
+ON_TIME_SLOWDOWN = 4000
 SETS = [
     "rounds=6", "seed=0", "selection.selector=all", "selection.aux_size=6", "selection.L=3",
     "selection.dispatch=split", "server.grpo.questions_per_round=2", "server.grpo.group_size=4",
@@ -36,6 +42,7 @@ SETS = [
     "round_policy.async=true", "round_policy.max_staleness=8", "round_policy.deadline_s=30",
     "round_policy.correction=truncated_is", "emulate.time_scale=0.01",
     f"clients.groups.0.dropout.slowdown={STRAGGLER_SLOWDOWN}",
+    *(f"clients.groups.{i}.dropout.slowdown={ON_TIME_SLOWDOWN}" for i in (1, 2)),
     # continuous rewards: every rewarded group has signal, so a used group is trained on
     *(f"clients.groups.{i}.reward_mode=likelihood" for i in range(3)),
 ]  # fmt: skip
