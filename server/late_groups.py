@@ -14,8 +14,9 @@ The per-round record of this (``late_record``) has the keys
 ``groups_held`` (fresh groups held back this round), ``stale_groups_used`` (released groups
 with signal that entered this update), ``stale_groups_dropped`` (released without signal, or
 too stale), ``staleness_hist`` (policy versions → used groups), ``late_rewards`` (late rewards
-delivered this round) and ``late_rewards_unused`` (their group was no longer held), ``groups_buffered`` and
-``groups_trained`` (ready groups, fresh and late, handed to this round's update).
+delivered this round), ``late_rewards_unused`` (their group was no longer held),
+``groups_buffered`` (ready groups waiting for K, below) and ``groups_trained`` (ready groups,
+fresh and late, handed to this round's update).
 
 FedBuff's buffer (``min_update_groups`` = K > 1): an update happens only once K groups are
 ready (this round's complete groups plus the released late ones); until then they all go
