@@ -62,6 +62,11 @@ class TrainerState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _relative(row: np.ndarray) -> bool:
+    """A group's combined rewards [G] hold >= 2 values: something to be relative to."""
+    return int((~np.isnan(row)).sum()) >= 2
+
+
 class FedGRPOTrainer:
     """Owns the policy, its optimizer and the round loop. Model, tokenizer, selector and
     gatherer are passed in, so the loop runs on CPU with tiny models and in-process experts."""
@@ -233,21 +238,20 @@ class FedGRPOTrainer:
         for g in lg.take(v, r):
             slots = [list(g.experts)] if g.experts else None
             c = self._combine(GatherResult(g.rewards[None]), 1, g.round_index, slots, late=True)
-            if int((~np.isnan(c)).sum()) < 2:  # no group to be relative to: dropped
+            if not _relative(c[0]):  # no group to be relative to: dropped
                 dropped += 1
                 continue
             rows.append(c)
             parts.append((g.batch, [g.question], v - g.version))
             used.append(v - g.version)
             ready.append(g)
-        fresh = [b for b in range(len(combined)) if int((~np.isnan(combined[b])).sum()) >= 2]
-        k = lg.config.min_update_groups
-        if k > 1 and len(fresh) + len(used) < k:  # FedBuff's buffer: wait for K ready groups
+        fresh = [b for b in range(len(combined)) if _relative(combined[b])]
+        n, k = len(fresh) + len(used), lg.config.min_update_groups
+        if k > 1 and n < k:  # FedBuff's buffer: wait for K ready groups
             lg.keep(ready + [fresh_group(r, v, b, result.rewards[b], batch, experts[b])
                              for b in fresh])  # fmt: skip
             fields = late_record(int(held.sum()), [], dropped, *lg.counters(), lg.buffered())
             return np.full_like(combined, np.nan), None, fields
-        n = len(fresh) + len(used)
         fields = late_record(int(held.sum()), used, dropped, *lg.counters(), lg.buffered(), n)
         if not used:
             return combined, None, fields
