@@ -82,6 +82,29 @@ def number_value(text: str) -> Fraction | None:
     return sign * Fraction(numerator, denominator)
 
 
+def answer_credit(answer: str | None, reference: str, partial: float = 0.0) -> float:
+    """The reward of a normalised ``answer`` against the normalised ``reference``, in [0, 1].
+
+    1.0 for an exact match. A wrong *number* earns ``partial × closeness``, with
+    closeness = max(0, 1 - |answer - reference| / max(|reference|, 1)): a relative error,
+    so ``56`` for ``496`` earns far less than ``486``. Anything else, and every wrong answer
+    when ``partial`` is 0 (the default: plain exact match), earns 0.0. Partial credit gives
+    GRPO a gradient on questions no sample gets exactly right; a dense reward, so the policy
+    is pushed towards the right size of number instead of only the items it already solves.
+    """
+    if answer is None:
+        return 0.0
+    if answer == reference:
+        return 1.0
+    if partial <= 0.0:
+        return 0.0
+    got, want = number_value(answer), number_value(reference)
+    if got is None or want is None:
+        return 0.0
+    closeness = 1.0 - float(abs(got - want)) / max(float(abs(want)), 1.0)
+    return partial * max(0.0, closeness)
+
+
 def canonical_expression(text: str) -> str | None:
     """The MATH-style normal form of a mathematical expression, else None (see module doc)."""
     if _INTEGER_ARITHMETIC.fullmatch(text) or _NUMBER_THEN_WORD.match(text):

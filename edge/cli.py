@@ -136,9 +136,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.format_weight <= 1.0:
-        print("error: --format-weight must be in [0, 1]", file=sys.stderr)
-        return 2
+    for flag, value in (("--format-weight", args.format_weight), ("--partial-credit", args.partial_credit)):
+        if not 0.0 <= value <= 1.0:
+            print(f"error: {flag} must be in [0, 1], got {value}", file=sys.stderr)
+            return 2
     rows = _read_jsonl(args.input)
     scorer = _load_scorer(args)
     for start in range(0, len(rows), args.batch_size):
@@ -148,6 +149,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             [r["completion"] for r in chunk],
             args.mode,
             args.format_weight,
+            args.partial_credit,
         )
         for row, reward in zip(chunk, rewards):
             print(json.dumps({**row, "reward": round(reward, 6)}, ensure_ascii=False))

@@ -362,6 +362,12 @@ def _add_score_parser(sub: Subparsers) -> None:
     score.add_argument(
         "--format-weight", type=float, default=0.0, help="weight of the format reward in [0, 1]"
     )
+    score.add_argument(
+        "--partial-credit",
+        type=float,
+        default=0.0,
+        help="reward of a wrong number: this times its closeness to the right one, in [0, 1]",
+    )
     score.add_argument("--batch-size", type=positive_int, default=32, help="items per scoring call")
 
 

@@ -91,8 +91,9 @@ class DeviceScorer:
         completions: Sequence[str],
         reward_mode: str = "auto",
         format_weight: float = 0.0,
+        partial_credit: float = 0.0,
     ) -> list[float]:
-        values = self.inner.score(questions, completions, reward_mode, format_weight)
+        values = self.inner.score(questions, completions, reward_mode, format_weight, partial_credit)
         with self._lock:
             return self.device.apply(questions, values, self.draws)
 

@@ -6,7 +6,8 @@ decode through this module, so there is exactly one definition of what crosses t
 Score request (``POST /v2/models/{name}/infer``)::
 
     {"id": "r-17",
-     "parameters": {"task": "score", "reward_mode": "auto", "format_weight": 0.0},
+     "parameters": {"task": "score", "reward_mode": "auto", "format_weight": 0.0,
+                    "partial_credit": 0.0},
      "inputs": [
        {"name": "question",   "datatype": "BYTES", "shape": [n], "data": ["27+48", ...]},
        {"name": "completion", "datatype": "BYTES", "shape": [n], "data": [" 7+8=15,...", ...]}],
@@ -32,6 +33,7 @@ PROTOCOL_VERSION = "2"
 REWARD_MODES = ("auto", "answer", "agreement", "likelihood", "format")
 TASKS = ("score", "competence")
 SCORE_INPUTS = ("question", "completion")
+SCORE_PARAMETERS = ("task", "reward_mode", "format_weight", "partial_credit")
 COMPETENCE_INPUTS = ("question", "reference_answer")
 REWARD_OUTPUT = "reward"
 COMPETENCE_OUTPUT = "correct"
@@ -61,6 +63,7 @@ class ScoreRequest:
     reward_mode: str = "auto"
     format_weight: float = 0.0
     extra_parameters: dict[str, Any] = field(default_factory=dict)
+    partial_credit: float = 0.0
 
     def __post_init__(self) -> None:
         _check_pairs(self.questions, self.completions, "completion")
@@ -69,10 +72,10 @@ class ScoreRequest:
                 f"reward_mode {self.reward_mode!r} is not supported; use one of {', '.join(REWARD_MODES)}",
                 422,
             )
-        if not (isinstance(self.format_weight, (int, float)) and 0.0 <= self.format_weight <= 1.0):
-            raise ProtocolError(
-                f"format_weight must be a number in [0, 1], got {self.format_weight!r}", 422
-            )
+        for name in ("format_weight", "partial_credit"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ProtocolError(f"{name} must be a number in [0, 1], got {value!r}", 422)
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -134,6 +137,7 @@ def encode_request(request: InferRequest) -> dict[str, Any]:
             "task": "score",
             "reward_mode": request.reward_mode,
             "format_weight": request.format_weight,
+            "partial_credit": request.partial_credit,
         }
         inputs = [
             _bytes_tensor("question", request.questions),
@@ -242,14 +246,14 @@ def _request_id(body: dict[str, Any]) -> str:
     return request_id
 
 
-def _format_weight(weight: Any) -> float:
+def _unit_parameter(name: str, weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise ProtocolError(f"parameters.format_weight must be a number, got {weight!r}", 422)
+        raise ProtocolError(f"parameters.{name} must be a number, got {weight!r}", 422)
     try:
         return float(weight)
     except OverflowError:
         raise ProtocolError(
-            f"parameters.format_weight must be a number in [0, 1], got an integer of "
+            f"parameters.{name} must be a number in [0, 1], got an integer of "
             f"{int(weight).bit_length()} bits (too large for a float)",
             422,
         ) from None
@@ -294,12 +298,11 @@ def parse_request(
     if task == "competence":
         return CompetenceRequest(request_id, inputs["question"], inputs["reference_answer"])
     mode = parameters.get("reward_mode", "auto")
-    weight_value = _format_weight(parameters.get("format_weight", 0.0))
-    extra = {
-        k: v for k, v in parameters.items() if k not in ("task", "reward_mode", "format_weight")
-    }
+    weight_value = _unit_parameter("format_weight", parameters.get("format_weight", 0.0))
+    partial = _unit_parameter("partial_credit", parameters.get("partial_credit", 0.0))
+    extra = {k: v for k, v in parameters.items() if k not in SCORE_PARAMETERS}
     return ScoreRequest(
-        request_id, inputs["question"], inputs["completion"], str(mode), weight_value, extra
+        request_id, inputs["question"], inputs["completion"], str(mode), weight_value, extra, partial
     )
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from fedgrpo.edge.answer_format import extract_answer, follows_format, make_prompt, normalise_answer
+from fedgrpo.edge.answer_math import answer_credit
 from fedgrpo.edge.answer_span import answer_span
 from fedgrpo.edge.answer_table import AnswerTable
 from fedgrpo.edge.manifest import (
@@ -141,8 +142,13 @@ class EdgeScorer:
         completions: Sequence[str],
         reward_mode: str = "auto",
         format_weight: float = 0.0,
+        partial_credit: float = 0.0,
     ) -> list[float]:
-        """One reward in [0, 1] per (question, completion), in order."""
+        """One reward in [0, 1] per (question, completion), in order.
+
+        ``partial_credit`` > 0 gives a wrong numeric answer part of the reward where the
+        reward compares answers (``answer``, ``agreement``, and ``auto``'s both):
+        :func:`~fedgrpo.edge.answer_math.answer_credit`."""
         if len(questions) != len(completions):
             raise ValueError("questions and completions must have the same length")
         n = len(questions)
@@ -150,20 +156,25 @@ class EdgeScorer:
         if reward_mode == "format":
             main = list(fmt)
         elif reward_mode == "answer":
-            main = [self._answer_reward(q, c) or 0.0 for q, c in zip(questions, completions)]
+            main = [
+                self._answer_reward(q, c, partial_credit) or 0.0
+                for q, c in zip(questions, completions)
+            ]
         elif reward_mode in ME_MODES:
-            main = self._model_rewards(questions, completions, range(n), reward_mode)
+            main = self._model_rewards(questions, completions, range(n), reward_mode, partial_credit)
         elif reward_mode == "auto":
             main = [0.0] * n
             fallback: list[int] = []
             for i, (q, c) in enumerate(zip(questions, completions)):
-                ae = self._answer_reward(q, c)
+                ae = self._answer_reward(q, c, partial_credit)
                 if ae is None:
                     fallback.append(i)
                 else:
                     main[i] = ae
             if fallback:
-                me = self._model_rewards(questions, completions, fallback, self.config.me_mode)
+                me = self._model_rewards(
+                    questions, completions, fallback, self.config.me_mode, partial_credit
+                )
                 for i, value in zip(fallback, me):
                     main[i] = value
         else:
@@ -247,12 +258,12 @@ class EdgeScorer:
 
     # ------------------------------------------------------------------ helpers
 
-    def _answer_reward(self, question: str, completion: str) -> float | None:
+    def _answer_reward(self, question: str, completion: str, partial: float = 0.0) -> float | None:
         """AE reward, or ``None`` if the local table does not hold the question."""
         trusted = self.answers.lookup(question)
         if trusted is None:
             return None
-        return 1.0 if extract_answer(completion) == trusted else 0.0
+        return answer_credit(extract_answer(completion), trusted, partial)
 
     def _model_rewards(
         self,
@@ -260,10 +271,13 @@ class EdgeScorer:
         completions: Sequence[str],
         indices: Sequence[int],
         mode: str,
+        partial: float = 0.0,
     ) -> list[float]:
         qs = [questions[i] for i in indices]
         cs = [completions[i] for i in indices]
         if mode == "likelihood":
             return self.likelihoods(qs, cs)
         own = self.greedy_answers(qs)
-        return [1.0 if a is not None and extract_answer(c) == a else 0.0 for a, c in zip(own, cs)]
+        return [
+            0.0 if a is None else answer_credit(extract_answer(c), a, partial) for a, c in zip(own, cs)
+        ]

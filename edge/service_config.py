@@ -24,6 +24,7 @@ class RewardModel(Protocol):
         completions: Sequence[str],
         reward_mode: str = "auto",
         format_weight: float = 0.0,
+        partial_credit: float = 0.0,
     ) -> list[float]: ...
 
     def competence(

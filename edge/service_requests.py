@@ -120,6 +120,7 @@ def scoring_work(
                 score_request.completions,
                 score_request.reward_mode,
                 score_request.format_weight,
+                score_request.partial_credit,
             )
 
         return score, REWARD_OUTPUT, "score"

@@ -171,7 +171,11 @@ def scorer_fn(scorer: EdgeScorer, name: str) -> Any:
             values = scorer.competence(request.questions, request.reference_answers)
             return RewardResponse(request.request_id, name, tuple(values), output_name="correct")
         values = scorer.score(
-            request.questions, request.completions, request.reward_mode, request.format_weight
+            request.questions,
+            request.completions,
+            request.reward_mode,
+            request.format_weight,
+            request.partial_credit,
         )
         return RewardResponse(request.request_id, name, tuple(values))
 
@@ -179,8 +183,13 @@ def scorer_fn(scorer: EdgeScorer, name: str) -> Any:
 
 
 def with_client_rewards(request: ScoreRequest, rewards: ClientRewards) -> ScoreRequest:
-    """``request`` carrying the client's own group's reward mode and format weight."""
-    return replace(request, reward_mode=rewards.reward_mode, format_weight=rewards.format_weight)
+    """``request`` carrying the client's own group's reward mode, format weight and partial credit."""
+    return replace(
+        request,
+        reward_mode=rewards.reward_mode,
+        format_weight=rewards.format_weight,
+        partial_credit=rewards.partial_credit,
+    )
 
 
 def per_client_reward_fn(

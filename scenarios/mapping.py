@@ -131,6 +131,7 @@ class ClientRewards:
 
     reward_mode: str
     format_weight: float
+    partial_credit: float = 0.0
 
     @property
     def decode_tokens(self) -> int:
@@ -140,7 +141,10 @@ class ClientRewards:
 
 def client_rewards(s: Scenario) -> list[ClientRewards]:
     """Index k = client k's reward settings, from its own group."""
-    return [ClientRewards(c.group.reward_mode, c.group.format_weight) for c in s.client_list()]
+    return [
+        ClientRewards(c.group.reward_mode, c.group.format_weight, c.group.partial_credit)
+        for c in s.client_list()
+    ]
 
 
 # --------------------------------------------------------------------------- simulator
@@ -369,6 +373,7 @@ SCHEMA_ONLY: dict[str, str] = {
     "sim.engine": "which simulator a timing-only run uses (runtimes/sim.py): the event engine "
     "or the vectorised path",
     f"{G0}.format_weight": "carried by each of the client's score requests (client_rewards)",
+    f"{G0}.partial_credit": "carried by each of the client's score requests (client_rewards)",
     f"{G0}.name": "client ids (<name>-<i>) and error messages",
     f"{G0}.count": "how many clients the group expands to (Scenario.client_list)",
     f"{G0}.export": "the ONNX variant each client serves (experiments/context.py)",

@@ -193,6 +193,11 @@ class ClientGroup(_Section):
     format_weight: Prob = Field(
         default=0.0, description="weight of the format reward in this group's clients' scores"
     )
+    partial_credit: Prob = Field(
+        default=0.0,
+        description="a wrong numeric answer earns this x its closeness to the right one "
+        "(1 - relative error); 0 = exact match only",
+    )
     profile: str = "laptop"
     # zoo experts only (`model: zoo:expert`): how good the group's experts are. strong = the
     # default expert; weak = trained briefly (its own judgements are often wrong); wrong =

@@ -37,7 +37,7 @@ class FakeScorer:
         self.value = (k + 1) / 10
 
     def score(
-        self, questions: Any, completions: Any, mode: str = "auto", fw: float = 0.0
+        self, questions: Any, completions: Any, mode: str = "auto", fw: float = 0.0, pc: float = 0.0
     ) -> list[float]:
         return [self.value] * len(questions)
 

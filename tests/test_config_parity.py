@@ -278,7 +278,13 @@ def _two_groups() -> Scenario:
             "clients": {
                 "groups": [
                     {"name": "a", "count": 2, "reward_mode": "likelihood"},
-                    {"name": "b", "count": 1, "reward_mode": "format", "format_weight": 0.3},
+                    {
+                        "name": "b",
+                        "count": 1,
+                        "reward_mode": "format",
+                        "format_weight": 0.3,
+                        "partial_credit": 0.5,
+                    },
                 ]
             },
         }
@@ -287,23 +293,23 @@ def _two_groups() -> Scenario:
 
 def test_each_client_gets_its_own_groups_reward_settings() -> None:
     rewards = mapping.client_rewards(_two_groups())
-    assert [(r.reward_mode, r.format_weight) for r in rewards] == [
-        ("likelihood", 0.0),
-        ("likelihood", 0.0),
-        ("format", 0.3),
+    assert [(r.reward_mode, r.format_weight, r.partial_credit) for r in rewards] == [
+        ("likelihood", 0.0, 0.0),
+        ("likelihood", 0.0, 0.0),
+        ("format", 0.3, 0.5),
     ]
     assert [r.decode_tokens for r in rewards] == [0, 0, 0]
 
 
 def _echo(name: str) -> Callable[[ScoreRequest], RewardResponse]:
     def call(request: ScoreRequest) -> RewardResponse:
-        seen.append((name, request.reward_mode, request.format_weight))
+        seen.append((name, request.reward_mode, request.format_weight, request.partial_credit))
         return RewardResponse(request.request_id, name, (0.5,) * len(request))
 
     return call
 
 
-seen: list[tuple[str, str, float]] = []
+seen: list[tuple[str, str, float, float]] = []
 
 
 def test_sim_model_rewards_score_with_each_clients_mode() -> None:
@@ -312,7 +318,7 @@ def test_sim_model_rewards_score_with_each_clients_mode() -> None:
     request = ScoreRequest("r", ("q",), ("c",))  # built with the default "auto"
     for k in (0, 2):
         assert fn(k, request) == (0.5,)
-    assert seen == [("a-0", "likelihood", 0.0), ("b-0", "format", 0.3)]
+    assert seen == [("a-0", "likelihood", 0.0, 0.0), ("b-0", "format", 0.3, 0.5)]
 
 
 class _Recorder:
@@ -342,7 +348,7 @@ def test_emulate_and_live_requests_carry_each_clients_mode() -> None:
     asyncio.run(go())
     (k1, r1), (k2, r2), (_, comp), closed = inner.sent
     assert (k1, r1.reward_mode, r1.format_weight) == (1, "likelihood", 0.0)
-    assert (k2, r2.reward_mode, r2.format_weight) == (2, "format", 0.3)
+    assert (k2, r2.reward_mode, r2.format_weight, r2.partial_credit) == (2, "format", 0.3, 0.5)
     assert isinstance(comp, CompetenceRequest) and closed == (-1, None)
     assert transport.traffic == "counter"
 
@@ -369,4 +375,4 @@ def test_sim_gatherer_asks_each_client_with_its_own_mode() -> None:
     req = GatherRequest(0, ["q", "r"], [["a", "b"], ["c", "d"]], [[0], [2]], ["add"] * 2, ["1"] * 2)
     result = gatherer.gather(req, np.random.default_rng(0))
     assert result.stats["answered"] == 2
-    assert sorted(seen) == [("a-0", "likelihood", 0.0), ("b-0", "format", 0.3)]
+    assert sorted(seen) == [("a-0", "likelihood", 0.0, 0.0), ("b-0", "format", 0.3, 0.5)]

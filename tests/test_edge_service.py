@@ -47,13 +47,14 @@ class Gated:
         completions: Sequence[str],
         reward_mode: str = "auto",
         format_weight: float = 0.0,
+        partial_credit: float = 0.0,
     ) -> list[float]:
         self.started.set()
         if not self.release.wait(timeout=10):
             raise RuntimeError("test gate never released")
         if self.fail:
             raise RuntimeError("secret internal detail")
-        return self.inner.score(questions, completions, reward_mode, format_weight)
+        return self.inner.score(questions, completions, reward_mode, format_weight, partial_credit)
 
     def competence(self, questions: Sequence[str], reference_answers: Sequence[str]) -> list[float]:
         return self.inner.competence(questions, reference_answers)
@@ -193,6 +194,8 @@ BAD_REQUESTS: list[tuple[str, bytes, int, str]] = [
     ("missing input", dumps({"inputs": [_tensor("question", ["1"])]}), 422, "missing ['completion']"),
     ("unknown mode", dumps({"parameters": {"reward_mode": "vibes"}, "inputs": [_tensor("question", ["1"]), _tensor("completion", ["x"])]}), 422, "reward_mode"),
     ("bad weight", dumps({"parameters": {"format_weight": 3}, "inputs": [_tensor("question", ["1"]), _tensor("completion", ["x"])]}), 422, "format_weight"),
+    ("bad partial credit", dumps({"parameters": {"partial_credit": -0.5}, "inputs": [_tensor("question", ["1"]), _tensor("completion", ["x"])]}), 422, "partial_credit"),
+    ("partial credit not a number", dumps({"parameters": {"partial_credit": "half"}, "inputs": [_tensor("question", ["1"]), _tensor("completion", ["x"])]}), 422, "partial_credit must be a number"),
     ("unknown task", dumps({"parameters": {"task": "train"}, "inputs": [_tensor("question", ["1"])]}), 422, "task"),
     ("unknown output", dumps({"inputs": [_tensor("question", ["1"]), _tensor("completion", ["x"])], "outputs": [{"name": "logits"}]}), 400, "unknown output"),
     ("huge string", dumps({"inputs": [_tensor("question", ["1"]), _tensor("completion", ["x" * 201])]}), 413, "limit is 200"),

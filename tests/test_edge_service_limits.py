@@ -42,6 +42,7 @@ class Recording:
         completions: Sequence[str],
         reward_mode: str = "auto",
         format_weight: float = 0.0,
+        partial_credit: float = 0.0,
     ) -> list[float]:
         self.calls += 1
         time.sleep(self.hold)

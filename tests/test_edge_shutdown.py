@@ -48,7 +48,7 @@ from fedgrpo.edge.service_config import ServiceConfig
 
 class Stuck:
     name = "m"
-    def score(self, questions, completions, reward_mode="auto", format_weight=0.0):
+    def score(self, questions, completions, reward_mode="auto", format_weight=0.0, partial_credit=0.0):
         print("scoring", flush=True)
         time.sleep(60)
         return [0.0] * len(questions)

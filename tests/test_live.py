@@ -24,16 +24,16 @@ from fedgrpo.server.gathering.base import GatherRequest
 
 TOKEN = "s3cret"
 ENV = "FEDGRPO_TEST_LIVE_TOKEN"
-SCORED: list[tuple[str, float]] = []  # (reward_mode, format_weight) of every score call
+SCORED: list[tuple[str, float, float]] = []  # (reward_mode, format_weight, partial_credit) per call
 
 
 class FakeScorer:
     name = "expert-0"
 
     def score(
-        self, questions: Any, completions: Any, mode: str = "auto", fw: float = 0.0
+        self, questions: Any, completions: Any, mode: str = "auto", fw: float = 0.0, pc: float = 0.0
     ) -> list[float]:
-        SCORED.append((mode, fw))
+        SCORED.append((mode, fw, pc))
         return [0.75] * len(questions)
 
     def competence(self, questions: Any, answers: Any) -> list[float]:
@@ -142,7 +142,13 @@ def test_live_requests_carry_each_groups_reward_mode(
             "clients": {
                 "groups": [
                     {"name": "a", "reward_mode": "likelihood", **base},
-                    {"name": "b", "reward_mode": "format", "format_weight": 0.4, **base},
+                    {
+                        "name": "b",
+                        "reward_mode": "format",
+                        "format_weight": 0.4,
+                        "partial_credit": 0.5,
+                        **base,
+                    },
                 ]
             },
             "selection": {"M": 1, "selector": "random"},
@@ -157,6 +163,6 @@ def test_live_requests_carry_each_groups_reward_mode(
         )
         res = gatherer.gather(req, np.random.default_rng(0))
         assert res.stats["answered"] == 2
-        assert sorted(SCORED) == [("format", 0.4), ("likelihood", 0.0)]
+        assert sorted(SCORED) == [("format", 0.4, 0.5), ("likelihood", 0.0, 0.0)]
     finally:
         closer()

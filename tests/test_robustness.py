@@ -145,7 +145,7 @@ class _Judge:
     name = "judge"
 
     def score(self, questions: Any, completions: Any, reward_mode: str = "auto",
-              format_weight: float = 0.0) -> list[float]:  # fmt: skip
+              format_weight: float = 0.0, partial_credit: float = 0.0) -> list[float]:  # fmt: skip
         return [1.0 if c == "right" else 0.0 for c in completions]
 
     def competence(self, questions: Any, reference_answers: Any) -> list[float]:

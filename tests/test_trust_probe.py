@@ -179,7 +179,7 @@ class _Knower:
     name = "knower"
 
     def score(self, questions: Any, completions: Any, reward_mode: str = "auto",
-              format_weight: float = 0.0) -> list[float]:  # fmt: skip
+              format_weight: float = 0.0, partial_credit: float = 0.0) -> list[float]:  # fmt: skip
         answers = {i.question: i.answer for i in AUX}
         return [float(extract_answer(c) == answers[q]) for q, c in zip(questions, completions)]
 
