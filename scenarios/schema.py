@@ -30,6 +30,7 @@ from fedgrpo.scenarios.fields import (
     known_domains,
     known_profiles,
 )
+from fedgrpo.scenarios.reward_fields import ClientRewardFields
 from fedgrpo.scenarios.server_model_section import ServerModelFields
 from fedgrpo.scenarios.task_section import TaskSourceSection
 from fedgrpo.scenarios.tracking_section import Loggers
@@ -65,7 +66,6 @@ class _Section(BaseModel):
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
-RewardMode = Literal["auto", "answer", "agreement", "likelihood", "format"]
 
 
 class PartitionSection(_Section):
@@ -178,26 +178,13 @@ class DropoutSection(_Section):
     slowdown: Annotated[float, Field(gt=0.0)] | None = None
 
 
-class ClientGroup(_Section):
+class ClientGroup(_Section, ClientRewardFields):  # + reward_mode, format_weight, partial_credit
     """One entry of ``clients.groups``: ``count`` clients that share these settings."""
 
     name: Annotated[str, Field(pattern=NAME_RE)]
     count: PosInt = 1
     model: str = "zoo:expert"
     export: Literal["fp32", "int8", "int4"] = "fp32"
-    reward_mode: RewardMode = Field(
-        default="auto",
-        description="how this group's clients score candidates; every request to a client "
-        "carries its own group's mode, in sim, emulate and live alike",
-    )
-    format_weight: Prob = Field(
-        default=0.0, description="weight of the format reward in this group's clients' scores"
-    )
-    partial_credit: Prob = Field(
-        default=0.0,
-        description="a wrong numeric answer earns this x its closeness to the right one "
-        "(1 - relative error); 0 = exact match only",
-    )
     profile: str = "laptop"
     # zoo experts only (`model: zoo:expert`): how good the group's experts are. strong = the
     # default expert; weak = trained briefly (its own judgements are often wrong); wrong =
