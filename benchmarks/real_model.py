@@ -64,9 +64,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     change = summary.get("accuracy_change") or {}
     placement = place(device_config(scenario))
     gpu = placement.device.startswith("cuda")
+    credit = _partial_credit(scenario)
     result: dict[str, Any] = {
         "model": "SmolLM2-135M-Instruct (builtin:smollm2-135m-instruct)",
-        "clients": "5 zoo experts, int8 ONNX, answer tables (AE) else agreement",
+        "clients": "5 zoo experts, int8 ONNX, answer tables (AE) else agreement"
+        + (f", partial credit {credit}" if credit else ""),
+        "partial_credit": credit,
         "device": placement.device,
         "dtype": placement.dtype,
         "rounds": summary["rounds_completed"],
@@ -107,6 +110,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "nice": None if args.from_run else os.nice(0),
     }
     return result
+
+
+def _partial_credit(scenario: Any) -> float:
+    """The clients' partial credit (one value when every group has the same, else the largest)."""
+    return max((g.partial_credit for g in scenario.clients.groups), default=0.0)
 
 
 def _load(r: dict[str, Any]) -> str:
