@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": "5 zoo experts, int8 ONNX, answer tables (AE) else agreement"
         + (f", partial credit {credit}" if credit else ""),
         "partial_credit": credit,
+        "training": _training(scenario),
         "device": placement.device,
         "dtype": placement.dtype,
         "rounds": summary["rounds_completed"],
@@ -110,6 +111,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "nice": None if args.from_run else os.nice(0),
     }
     return result
+
+
+def _training(scenario: Any) -> str:
+    """What the update trains: every weight, or a LoRA adapter (server.lora)."""
+    lora = scenario.server.lora
+    if lora is None:
+        return f"full fine-tuning, lr {scenario.server.grpo.lr:g}"
+    return f"LoRA rank {lora.rank}, alpha {lora.alpha:g}, {lora.target_modules}, lr {scenario.server.grpo.lr:g}"
 
 
 def _partial_credit(scenario: Any) -> float:
@@ -158,6 +167,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Per domain before: {r['initial_per_domain']}; after: {r['final_per_domain']}.",
         f"Groups whose rewards varied (the only ones with a GRPO gradient): "
         f"{r.get('groups_with_signal')} of {r.get('groups')}; optimizer steps: {r.get('updates')}.",
+        f"Training: {r.get('training', 'full fine-tuning')}. "
         f"Overrides: {r['overrides'] or 'none'}. GPU peak memory MB: {r['gpu_peak_memory_mb']}.",
         "",
         f"Target (issue 13: paired sign test p < 0.05 in <= 20 min on 2 CPU cores): {verdict(r)}.",

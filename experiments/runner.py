@@ -30,6 +30,7 @@ from fedgrpo.scenarios.mapping import (
     experts_ranked,
     grpo_config,
     late_rewards,
+    lora_spec,
     prompt_config,
 )
 from fedgrpo.scenarios.schema import Scenario
@@ -187,6 +188,7 @@ def _load_models(s: Scenario) -> tuple[Context, Any, Any]:
     """The run's context (zoo built if needed) and the server model + tokenizer."""
     import torch
 
+    from fedgrpo.server.adapters import wrap_lora
     from fedgrpo.server.device import place, prepare_model
     from fedgrpo.server.zoo.loading import load_causal_lm
 
@@ -196,6 +198,9 @@ def _load_models(s: Scenario) -> tuple[Context, Any, Any]:
     ctx = build_context(s)
     model, tokenizer = load_causal_lm(resolve_model(ctx, s.server.model))
     model = prepare_model(model, device_config(s), placement)
+    spec = lora_spec(s)
+    if spec is not None:  # after placement: the adapter is created on the model's device
+        model = wrap_lora(model, spec)
     return ctx, model, tokenizer
 
 
@@ -277,9 +282,12 @@ def _save_policy(run: _Run) -> None:
     """RUN_DIR/final_model: the policy + tokenizer as a HF directory (written aside, renamed)."""
     import shutil
 
+    from fedgrpo.server.adapters import merged_copy
+
     final, tmp = run.run_dir / "final_model", run.run_dir / ".final_model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    run.trainer.model.save_pretrained(tmp)
+    # with server.lora: the adapter folded in, so final_model loads without peft
+    merged_copy(run.trainer.model).save_pretrained(tmp)
     run.trainer.tokenizer.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

@@ -34,6 +34,7 @@ from fedgrpo.scenarios.task_section import to_task_source
 
 if TYPE_CHECKING:
     from fedgrpo.rounds import RoundPolicy
+    from fedgrpo.server.adapters import LoraSpec
     from fedgrpo.server.device import DeviceConfig
     from fedgrpo.server.grpo.config import GRPOConfig
     from fedgrpo.server.grpo.offpolicy import LateRewardConfig
@@ -80,6 +81,17 @@ def prompt_config(s: Scenario) -> PromptConfig:
     from fedgrpo.server.prompting import PromptConfig
 
     return PromptConfig(**s.server.prompt.model_dump(), seed=s.seed)
+
+
+def lora_spec(s: Scenario) -> LoraSpec | None:
+    """``server.lora`` -> :class:`fedgrpo.server.adapters.LoraSpec` (None: full fine-tuning)."""
+    from fedgrpo.server.adapters import LoraSpec
+
+    v = s.server.lora
+    if v is None:
+        return None
+    targets = v.target_modules if isinstance(v.target_modules, str) else tuple(v.target_modules)
+    return LoraSpec(v.rank, v.alpha, v.dropout, targets)
 
 
 def primaries_per_question(s: Scenario) -> int:

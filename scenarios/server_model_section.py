@@ -37,6 +37,18 @@ class PromptSection(BaseModel):
     system: str | None = DEFAULT_SYSTEM
 
 
+class LoraSection(BaseModel):
+    """``server.lora``: train a LoRA adapter (peft) instead of every weight."""
+
+    model_config = _CONFIG
+
+    rank: Annotated[int, Field(ge=1, le=1024)] = 16
+    alpha: Annotated[int, Field(ge=1, le=4096)] = 32  # the update is scaled by alpha / rank
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # "all-linear" (every linear layer but the output head) or a list of module names
+    target_modules: str | list[str] = "all-linear"
+
+
 class ServerModelFields(BaseModel):
     """Where and how the server model runs (fields of ``server``)."""
 
@@ -51,6 +63,9 @@ class ServerModelFields(BaseModel):
     # torch.compile the forward pass (pays a compile on the first rounds; for GPUs)
     compile: bool = False
     prompt: PromptSection = Field(default_factory=PromptSection)
+    # a LoRA adapter trained in place of the full model (null: full fine-tuning); LoRA wants a
+    # ~10x larger server.grpo.lr
+    lora: LoraSection | None = None
 
     @field_validator("device")
     @classmethod

@@ -67,10 +67,13 @@ def make_optimizer(model: PreTrainedModel, config: GRPOConfig) -> torch.optim.Op
     """AdamW (weight decay 0) or SGD, as ``config.optimizer`` says."""
     import torch
 
+    from fedgrpo.server.adapters import trainable_parameters
+
+    params = trainable_parameters(model)  # all of them, or a LoRA adapter's (server.lora)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.sgd_momentum)
     return torch.optim.AdamW(
-        model.parameters(),
+        params,
         lr=config.lr,
         weight_decay=0.0,
         betas=(config.adam_beta1, config.adam_beta2),
