@@ -96,20 +96,12 @@ def _local_train(
 
 
 def wrap_lora(model: PreTrainedModel, cfg: FedPETuningConfig) -> Any:
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the FedPETuning baseline needs peft: pip install 'fedgrpo[server]'"
-        ) from exc
-    lora = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=0.0,
-        target_modules=list(cfg.target_modules) if cfg.target_modules else None,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    """``model`` with a fresh adapter of the baseline's rank/alpha (one adapter code path:
+    :func:`fedgrpo.server.adapters.wrap_lora`)."""
+    from fedgrpo.server.adapters import LoraSpec
+    from fedgrpo.server.adapters import wrap_lora as wrap
+
+    return wrap(model, LoraSpec(cfg.rank, cfg.alpha, 0.0, cfg.target_modules))
 
 
 def run_fedpetuning(
