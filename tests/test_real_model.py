@@ -1,6 +1,7 @@
 """The real pretrained model end to end: SmolLM2-135M-Instruct as the server of
 ``scenarios/smollm2.yaml`` for one small round (the measured run is benchmarks/real_model.py),
-and the GPU smoke script's skip on a machine without a GPU."""
+and the GPU smoke script's skip on a machine without a GPU. The smoke round is in make test
+(slow-marked): it shares the quickstart zoo that tests/test_learning.py builds."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-@pytest.mark.real_model
+@pytest.mark.slow  # in make test: ~16 s with the zoo built, + ~25 s the first time SmolLM2 is unpacked
 def test_smollm2_scenario_one_round_writes_the_format_and_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fedgrpo.experiments.runner import run_scenario
     from fedgrpo.scenarios.loader import load_scenario, new_run_dir
