@@ -31,9 +31,9 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy -p fedgrpo
 	$(VENV)/bin/lint-imports --no-cache
 
-# What CI runs: lint + type check + the suite, slow end-to-end tests included. The real-model
-# tests (SmolLM2-135M from its PyPI wheel on CPU: ONNX export vs torch, one scenario round;
-# ~8 min more on 2 cores) run in `make test-all`. `make test-fast` skips the slow ones too.
+# What CI runs: lint + type check + the suite, slow end-to-end tests included (one SmolLM2
+# scenario round among them). The SmolLM2 ONNX export test (export vs torch, minutes more on
+# 2 cores) runs in `make test-all`. `make test-fast` skips the slow ones too.
 test: lint
 	FEDGRPO_SLOW=1 $(PY) -m pytest -q $(PYTEST_PAR) $(PYTEST_ARGS)
 
