@@ -200,7 +200,7 @@ def _load_models(s: Scenario) -> tuple[Context, Any, Any]:
     model = prepare_model(model, device_config(s), placement)
     spec = lora_spec(s)
     if spec is not None:  # after placement: the adapter is created on the model's device
-        model = wrap_lora(model, spec)
+        model = wrap_lora(model, spec, seed=s.seed)
     return ctx, model, tokenizer
 
 

@@ -16,6 +16,7 @@ run saves as ``final_model`` (loadable without peft).
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,20 @@ class LoraSpec:
             raise ConfigError(f"lora dropout={self.dropout}; give a value in [0, 1)")
 
 
-def wrap_lora(model: Any, spec: LoraSpec) -> Any:
+def init_seed(seed: int) -> int:
+    """The torch seed of the adapter's initialisation, a pure function of the run's seed."""
+    digest = hashlib.sha256(f"{seed}:lora-init".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+def wrap_lora(model: Any, spec: LoraSpec, seed: int = 0) -> Any:
     """``model`` with a fresh LoRA adapter (peft); only the adapter's parameters train.
 
-    peft initialises B = 0, so the adapted model starts equal to ``model``."""
+    peft initialises B = 0, so the adapted model starts equal to ``model``; A is drawn from
+    torch's global generator, which is seeded here from ``seed`` (and restored afterwards), so
+    a run's adapter, and with it every gradient, is the same each time."""
     try:
+        import torch
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("LoRA adapters need peft: pip install 'fedgrpo[server]'") from exc
@@ -61,8 +71,9 @@ def wrap_lora(model: Any, spec: LoraSpec) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        with warnings.catch_warnings():  # GPT-2's Conv1D: peft sets fan_in_fan_out itself
-            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")  # GPT-2
+            torch.manual_seed(init_seed(seed))
             return get_peft_model(model, config)
     except ValueError as exc:  # peft: a target module the model does not have
         raise ConfigError(

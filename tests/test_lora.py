@@ -46,7 +46,7 @@ def _starts_right(completion: str, reference: str) -> bool:
 
 
 def lora_trainer(state: dict[str, Any]) -> FedGRPOTrainer:
-    model = wrap_lora(fresh_model(state), SPEC)
+    model = wrap_lora(fresh_model(state), SPEC, seed=3)
     return FedGRPOTrainer(
         model, state["tok"], SUITE, CentralGatherer(_starts_right), None, LORA_CONFIG, seed=3,
         baseline="central_grpo",
@@ -154,3 +154,22 @@ def test_a_lora_run_saves_a_merged_final_model(tmp_path: Path) -> None:
     final = tmp_path / "runs" / "final_model"
     model = AutoModelForCausalLM.from_pretrained(final)  # a plain HF directory, no peft needed
     assert not any("lora_" in k for k in model.state_dict())
+
+
+def test_the_adapter_init_is_a_function_of_the_seed(trained_state: dict[str, Any]) -> None:
+    """peft draws A from torch's global generator: wrap_lora seeds it from the run's seed, so
+    two runs get the same adapter (and the same gradients), and leaves the global state alone."""
+    import torch
+
+    def a_weights(seed: int) -> dict[str, Any]:
+        base = fresh_model(trained_state)
+        torch.manual_seed(123)
+        torch.rand(seed)  # whatever the global generator did before
+        state = torch.random.get_rng_state()
+        model = wrap_lora(base, SPEC, seed=seed % 2)
+        assert torch.equal(torch.random.get_rng_state(), state)  # left as it was
+        return {k: v.clone() for k, v in model.state_dict().items() if "lora_A" in k}
+
+    first, again, other = a_weights(2), a_weights(4), a_weights(3)  # seeds 0, 0, 1
+    assert first and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)

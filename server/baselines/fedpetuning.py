@@ -101,7 +101,7 @@ def wrap_lora(model: PreTrainedModel, cfg: FedPETuningConfig) -> Any:
     from fedgrpo.server.adapters import LoraSpec
     from fedgrpo.server.adapters import wrap_lora as wrap
 
-    return wrap(model, LoraSpec(cfg.rank, cfg.alpha, 0.0, cfg.target_modules))
+    return wrap(model, LoraSpec(cfg.rank, cfg.alpha, 0.0, cfg.target_modules), seed=cfg.seed)
 
 
 def run_fedpetuning(
