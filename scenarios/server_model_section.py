@@ -14,9 +14,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedgrpo.scenarios.fields import err
+from fedgrpo.server.adapters import ALL_LINEAR, LoraSpec
 from fedgrpo.server.prompting import DEFAULT_SYSTEM
 
 _CONFIG = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+_LORA = LoraSpec()  # the adapter defaults, defined once (server.adapters)
 
 
 class PromptSection(BaseModel):
@@ -42,11 +44,11 @@ class LoraSection(BaseModel):
 
     model_config = _CONFIG
 
-    rank: Annotated[int, Field(ge=1, le=1024)] = 16
-    alpha: Annotated[int, Field(ge=1, le=4096)] = 32  # the update is scaled by alpha / rank
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    rank: Annotated[int, Field(ge=1, le=1024)] = _LORA.rank
+    alpha: Annotated[int, Field(ge=1, le=4096)] = _LORA.alpha  # the update is scaled by alpha / rank
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = _LORA.dropout
     # "all-linear" (every linear layer but the output head) or a list of module names
-    target_modules: str | list[str] = "all-linear"
+    target_modules: str | list[str] = ALL_LINEAR
 
 
 class ServerModelFields(BaseModel):

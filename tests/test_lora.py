@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from test_trainer import CONFIG, SUITE, comparable, fresh_model
+from test_trainer import trained_state as trained_state  # the tiny SFT model (a fixture)
 
 from fedgrpo.errors import ConfigError
 from fedgrpo.scenarios.loader import load_scenario
@@ -18,23 +19,6 @@ from fedgrpo.server.grpo.config import GRPOConfig
 from fedgrpo.server.trainer import FedGRPOTrainer
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
-
-
-@pytest.fixture(scope="module")
-def trained_state() -> dict[str, Any]:
-    """The tiny SFT model of test_trainer.py (1 layer, 32 wide, 40 steps)."""
-    import torch
-
-    from fedgrpo.server.zoo.architectures import TinyArch, build_tiny_model
-    from fedgrpo.server.zoo.tokenizer import build_char_tokenizer, wrap_for_transformers
-    from fedgrpo.server.zoo.train import TrainConfig, train_sft
-
-    torch.set_num_threads(1)
-    tok = wrap_for_transformers(build_char_tokenizer())
-    model = build_tiny_model(TinyArch(layers=1, hidden=32, heads=2, max_positions=64), tok, seed=0)
-    pairs = [(i.prompt, i.completion) for i in SUITE.train()]
-    train_sft(model, tok, pairs, TrainConfig(steps=40, batch_size=16), seed=0)
-    return {"tok": tok, "state": {k: v.clone() for k, v in model.state_dict().items()}}
 SPEC = LoraSpec(rank=4, alpha=8)
 LORA_CONFIG = GRPOConfig(**{**CONFIG.__dict__, "lr": 2e-2})
 

@@ -77,9 +77,10 @@ def _local_train(
 ) -> float:
     import torch
 
+    from fedgrpo.server.adapters import trainable_parameters
     from fedgrpo.server.zoo.train import build_sft_batch
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)  # the adapter's
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model.train()
     losses = []
