@@ -1,5 +1,8 @@
 """Asynchronous FedGRPO under stragglers (issue 14): accuracy vs virtual hours.
 
+(One script over ~400 lines on purpose: a stand-alone study whose conditions, criterion,
+tables and plot are read together; it is not imported by the library.)
+
 Runs ``scenarios/async-staleness.yaml`` (model in the loop, sim mode: 5 phones + 5 Pi Zero 2
 slowed 8x, one of each per domain) under three conditions, for ``--seeds`` seeds each:
 
